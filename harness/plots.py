@@ -1,0 +1,542 @@
+"""Paper-style figures of a sweep, drawn from result files only: `summary.csv`, each job's `curves.csv`,
+and (for the capability heatmap) the `explain` block of DMoERM jobs' `metrics.json`. Never from logs.
+
+`make_figures(sweep_dir)` writes whichever of these apply, as PNG (150 dpi) and PDF, to `sweep_dir/figures/`:
+
+- `bon`: gold (solid) and proxy (dashed) reward vs sqrt(KL) under best-of-n, per arch, mean over seeds
+  with a +-1 s.d. band, and the Gao et al. fit R = d(alpha - beta d) (dotted);
+- `ppo`: the same for PPO eval steps, fit R = d(alpha - beta log d);
+- `accuracy_per_domain`: grouped bars, one group per domain plus "overall", one bar per arch;
+- `params_vs_accuracy`: stored (filled) and active-per-response (hollow) parameters vs gold accuracy;
+- `capability_heatmap`: DMoERM's per-domain capability scores.
+
+Conventions every figure shares: one colour per arch (fixed for the architectures the harness ships, so
+figures of different sweeps compare at a glance); only jobs with status "ok"; jobs that differ only in
+their seed are pooled into one series (error bars / bands are +-1 sample s.d. over those seeds); other
+varied choices (data, backbone, ...) become separate panels, other varied overrides separate series.
+Rendering is deterministic: the same inputs give byte-identical PNG and PDF files.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: never open a window, work on headless nodes
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib import colormaps  # noqa: E402
+from matplotlib.colors import to_rgb  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+
+from harness.results import SUMMARY_FILE, read_curves, read_metrics, read_summary  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+FIGURES_DIR = "figures"
+DPI = 150
+# The architectures the harness ships, in the order legends list them; each keeps its tab10 colour in
+# every figure of every sweep. umm_unmerged is UMM's MoE before the merge (metrics.json's `unmerged`).
+KNOWN_ARCHS = ("single", "ens_mean", "ens_wco", "ens_uwo", "dmoerm", "more", "rodos", "arliss", "umm",
+               "umm_unmerged")
+REWARD_LABEL = "reward (s.d. of initial policy; 0 = its mean)"
+SQRT_KL_LABEL = r"$\sqrt{\mathrm{KL}}$ (nats$^{1/2}$)"
+BAND_LABEL = r"band / bars: $\pm$1 s.d. over seeds"
+
+# Applied with rc_context, so importing this module changes no one else's matplotlib settings.
+PAPER_RC = {
+    "svg.hashsalt": "rmharness",  # fixed ids in SVG output: reruns diff clean
+    "pdf.fonttype": 42,  # embed TrueType so text stays editable in the PDF
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.5,
+    "legend.frameon": False,
+    "lines.linewidth": 1.5,
+}
+# No timestamps in the files, so two renders of the same data are byte-identical.
+SAVE_METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "ModDate": None, "Producer": None}}
+
+
+# ------------------------------------------------------------------------------------------ colours
+
+
+def arch_colors(archs) -> dict[str, tuple]:
+    """Known archs keep their tab10 colour; others take the light tab20 shades in alphabetical order."""
+    tab10 = colormaps["tab10"].colors
+    tab20 = colormaps["tab20"].colors
+    colors = {a: tab10[i] for i, a in enumerate(KNOWN_ARCHS)}
+    others = sorted(set(archs) - set(KNOWN_ARCHS))
+    for i, a in enumerate(others):
+        colors[a] = tab20[(2 * i + 1) % 20]
+    return {a: colors[a] for a in archs}
+
+
+def arch_order(archs) -> list[str]:
+    archs = set(archs)
+    return [a for a in KNOWN_ARCHS if a in archs] + sorted(archs - set(KNOWN_ARCHS))
+
+
+def _shade(color, i: int, n: int) -> tuple:
+    """i-th of n shades of one arch colour (light to dark) for variants of the same arch."""
+    if n == 1:
+        return to_rgb(color)
+    t = -0.45 + 0.9 * i / (n - 1)  # <0 mixes toward white, >0 toward black
+    rgb = np.array(to_rgb(color))
+    mixed = rgb + (1 - rgb) * -t if t < 0 else rgb * (1 - t)
+    return tuple(float(v) for v in mixed)
+
+
+# ------------------------------------------------------------------------------------ grouping rows
+
+
+def _split_overrides(text) -> list[str]:
+    """Split summary.csv's comma-joined overrides, keeping commas inside [..] / {..} (opt=[bon,ppo])."""
+    if not isinstance(text, str) or not text:
+        return []
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        if ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return parts + [cur]
+
+
+@dataclass
+class Series:
+    """Jobs pooled into one line / bar: same panel, arch and non-seed overrides; differ only in seed."""
+
+    panel: str
+    arch: str
+    label: str
+    color: tuple
+    rows: pd.DataFrame
+
+
+def _panel_columns(ok: pd.DataFrame) -> list[str]:
+    # Choices that change what is measured and vary across the sweep. arch is the series; opt only says
+    # which studies ran, and hydra/* (launcher, sweeper) never change a number.
+    cols = [c for c in ok.columns if c.startswith("choices.") and c not in ("choices.arch", "choices.opt")
+            and not c.startswith("choices.hydra") and c != "choices.suite"]
+    return [c for c in cols if ok[c].nunique(dropna=False) > 1]
+
+
+def _variant_overrides(ok: pd.DataFrame) -> pd.Series:
+    """Per row: the overrides beside seed and config-group choices that vary across rows, as a label."""
+    groups = {c[len("choices."):] for c in ok.columns if c.startswith("choices.")} | {"seed"}
+    per_row = []
+    for text in ok.get("overrides", pd.Series([None] * len(ok), index=ok.index)):
+        keep = []
+        for o in _split_overrides(text):
+            key = o.split("=", 1)[0].lstrip("+~")
+            if key not in groups and not key.startswith("hydra"):
+                keep.append(o)
+        per_row.append(tuple(sorted(keep)))
+    common = set.intersection(*(set(v) for v in per_row)) if per_row else set()
+    return pd.Series([" ".join(o for o in v if o not in common) for v in per_row], index=ok.index)
+
+
+def _with_unmerged(ok: pd.DataFrame) -> pd.DataFrame:
+    """Add a `<arch>_unmerged` row for each job that also reports its model before a merge (UMM)."""
+    sub_cols = [c for c in ok.columns if c.startswith("unmerged.")]
+    if not sub_cols:
+        return ok
+    has = ok[sub_cols].notna().any(axis=1)
+    if not has.any():
+        return ok
+    extra = ok[has].copy()
+    metric_prefixes = ("accuracy.", "params.", "timing_s.", "bon.", "ppo.")
+    for c in extra.columns:
+        if c.startswith(metric_prefixes):
+            src = f"unmerged.{c}"
+            extra[c] = extra[src] if src in extra.columns else np.nan
+    extra["choices.arch"] = extra["choices.arch"].astype(str) + "_unmerged"
+    return pd.concat([ok, extra], ignore_index=True)
+
+
+def _series(ok: pd.DataFrame, colors: dict[str, tuple]) -> list[Series]:
+    if ok.empty:
+        return []
+    ok = ok.copy()
+    ok["_arch"] = ok["choices.arch"].fillna("?").astype(str)
+    panel_cols = _panel_columns(ok)
+    ok["_panel"] = [", ".join(f"{c[len('choices.'):]}={r[c]}" for c in panel_cols) for _, r in ok.iterrows()]
+    ok["_variant"] = _variant_overrides(ok)
+    out = []
+    for panel in sorted(ok["_panel"].unique()):
+        in_panel = ok[ok["_panel"] == panel]
+        for arch in arch_order(in_panel["_arch"].unique()):
+            in_arch = in_panel[in_panel["_arch"] == arch]
+            variants = sorted(in_arch["_variant"].unique())
+            for i, v in enumerate(variants):
+                rows = in_arch[in_arch["_variant"] == v]
+                label = f"{arch} ({v})" if v else arch
+                out.append(Series(panel, arch, label, _shade(colors[arch], i, len(variants)), rows))
+    return out
+
+
+def _mean_sd(values) -> tuple[float, float]:
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    if v.size == 0:
+        return math.nan, math.nan
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+
+
+# ------------------------------------------------------------------------------------------- layout
+
+
+def _panels(series: list[Series]) -> list[str]:
+    return sorted({s.panel for s in series})
+
+
+def _figure(n_panels: int, panel_size: tuple[float, float], legend_width: float = 1.6):
+    ncols = min(n_panels, 3)
+    nrows = math.ceil(n_panels / ncols)
+    fig = Figure(figsize=(panel_size[0] * ncols + legend_width, panel_size[1] * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    return fig, axes[:n_panels]
+
+
+def _legend(fig: Figure, series: list[Series], extra: list = ()) -> None:
+    handles, seen = [], set()
+    for s in series:
+        if s.label not in seen:
+            seen.add(s.label)
+            handles.append(Patch(facecolor=s.color, label=s.label))
+    if extra:
+        handles.append(Line2D([], [], linestyle="none", label=""))  # a gap between archs and the key
+        handles.extend(extra)
+    # Outside the axes: a legend inside would sit on top of some arch's curve in one sweep or another.
+    fig.legend(handles=handles, loc="outside right upper")
+
+
+def _save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in ("png", "pdf"):
+        path = out_dir / f"{name}.{fmt}"
+        tmp = out_dir / f".{name}.{fmt}.tmp"
+        # Written aside and renamed: a reader never sees half a figure.
+        fig.savefig(tmp, format=fmt, dpi=DPI, metadata=SAVE_METADATA[fmt])
+        os.replace(tmp, path)
+        paths.append(path)
+    return paths
+
+
+# ------------------------------------------------------------------------------------------ figures
+
+
+def _fit_bon(d, alpha, beta):
+    return d * (alpha - beta * d)
+
+
+def _fit_ppo(d, alpha, beta):
+    return d * (alpha - beta * np.log(d))
+
+
+# opt -> (x key column in curves.csv, fit, fit formula for the legend, title)
+CURVE_KINDS = {
+    "bon": ("n", _fit_bon, r"fit $d(\alpha-\beta d)$", "Best-of-n over-optimization"),
+    "ppo": ("step", _fit_ppo, r"fit $d(\alpha-\beta\,\log d)$", "PPO over-optimization"),
+}
+
+
+def _curve_stats(sweep_dir: Path, rows: pd.DataFrame, opt: str) -> pd.DataFrame | None:
+    """Per n (BoN) or step (PPO): mean sqrt_kl and mean / s.d. of gold and proxy over the series' jobs."""
+    key = CURVE_KINDS[opt][0]
+    frames = []
+    for job_dir in rows["job_dir"]:
+        c = read_curves(sweep_dir / job_dir)
+        c = c[c["opt"] == opt].copy()
+        if c.empty:
+            continue
+        # sqrt_kl is the x axis; tolerate files that only filled kl.
+        c["sqrt_kl"] = c["sqrt_kl"].fillna(np.sqrt(c["kl"].clip(lower=0)))
+        c["_job"] = job_dir
+        frames.append(c)
+    if not frames:
+        return None
+    c = pd.concat(frames, ignore_index=True)
+    g = c.groupby(key, sort=True)
+    stats = pd.DataFrame({
+        "sqrt_kl": g["sqrt_kl"].mean(),
+        "gold": g["gold"].mean(), "gold_sd": g["gold"].std(ddof=1).fillna(0.0),
+        "proxy": g["proxy"].mean(), "proxy_sd": g["proxy"].std(ddof=1).fillna(0.0),
+    })
+    return stats.sort_values("sqrt_kl")
+
+
+def curves_figure(sweep_dir: Path, series: list[Series], opt: str) -> Figure | None:
+    key, fit, fit_label, title = CURVE_KINDS[opt]
+    curves = [(s, _curve_stats(sweep_dir, s.rows, opt)) for s in series]
+    curves = [(s, st) for s, st in curves if st is not None and not st.empty]
+    if not curves:
+        return None
+    panels = _panels([s for s, _ in curves])
+    fig, axes = _figure(len(panels), (4.6, 3.4), legend_width=1.9)
+    for ax, panel in zip(axes, panels, strict=True):
+        for s, st in curves:
+            if s.panel != panel:
+                continue
+            x = st["sqrt_kl"].to_numpy()
+            for col, ls, band_alpha in (("gold", "-", 0.18), ("proxy", "--", 0.08)):
+                y, sd = st[col].to_numpy(), st[f"{col}_sd"].to_numpy()
+                ax.plot(x, y, ls, color=s.color, marker="o" if col == "gold" else None, markersize=2.5)
+                ax.fill_between(x, y - sd, y + sd, color=s.color, alpha=band_alpha, linewidth=0)
+            alpha = _mean_sd(s.rows.get(f"{opt}.alpha", pd.Series(dtype=float)))[0]
+            beta = _mean_sd(s.rows.get(f"{opt}.beta", pd.Series(dtype=float)))[0]
+            if np.isfinite(alpha) and np.isfinite(beta) and np.nanmax(x) > 0:
+                # Both fits are linear in (alpha, beta), so the fit of the seed-mean parameters is the mean
+                # of the seeds' fitted curves. PPO's d log d -> 0, so starting just above 0 is exact enough.
+                d = np.linspace(1e-3, np.nanmax(x), 200)
+                ax.plot(d, fit(d, alpha, beta), ":", color=s.color, linewidth=1.0)
+        ax.axhline(0.0, color="0.6", linewidth=0.6, zorder=0)
+        ax.set_xlabel(SQRT_KL_LABEL)
+        ax.set_ylabel(REWARD_LABEL)
+        ax.set_title(panel or title)
+    if len(panels) > 1:
+        fig.suptitle(title)
+    key_handles = [
+        Line2D([], [], color="0.2", linestyle="-", marker="o", markersize=2.5, label="gold"),
+        Line2D([], [], color="0.2", linestyle="--", label="proxy"),
+        Line2D([], [], color="0.2", linestyle=":", linewidth=1.0, label=fit_label),
+        Patch(facecolor="0.2", alpha=0.18, label=BAND_LABEL),
+    ]
+    _legend(fig, [s for s, _ in curves], key_handles)
+    return fig
+
+
+def _domains(summary: pd.DataFrame, label: str) -> list[str]:
+    prefix = f"accuracy.{label}.per_domain."
+    return [c[len(prefix):] for c in summary.columns if c.startswith(prefix)]
+
+
+def accuracy_figure(series: list[Series]) -> Figure | None:
+    rows_all = pd.concat([s.rows for s in series]) if series else pd.DataFrame()
+    labels = [lab for lab in ("gold", "human")
+              if f"accuracy.{lab}.overall" in rows_all and rows_all[f"accuracy.{lab}.overall"].notna().any()]
+    if not labels:
+        return None
+    panels = _panels(series)
+    titles = {"gold": "agreement with gold preferences", "human": "agreement with (noisy) human labels"}
+    n_domains = max(len(_domains(rows_all, lab)) for lab in labels) + 1
+    width = max(4.5, 0.16 * len(series) / max(len(panels), 1) * n_domains + 1.5)
+    fig = Figure(figsize=(width + 1.8, 2.9 * len(panels) * len(labels)), layout="constrained")
+    axes = fig.subplots(len(panels) * len(labels), 1, squeeze=False).ravel()
+    lo = 1.0
+    for i, (panel, lab) in enumerate((p, lab) for p in panels for lab in labels):
+        ax = axes[i]
+        groups = _domains(rows_all, lab) + ["overall"]
+        cols = [f"accuracy.{lab}.per_domain.{d}" for d in groups[:-1]] + [f"accuracy.{lab}.overall"]
+        # Only series with this label kind: UMM's unmerged model may report gold accuracy and not human.
+        in_panel = [s for s in series if s.panel == panel and f"accuracy.{lab}.overall" in s.rows
+                    and s.rows[f"accuracy.{lab}.overall"].notna().any()]
+        # The overall group sits one slot further right, apart from the domains it averages.
+        xs = np.arange(len(groups), dtype=float)
+        xs[-1] += 0.5
+        width_bar = 0.8 / max(len(in_panel), 1)
+        for j, s in enumerate(in_panel):
+            stats = [_mean_sd(s.rows[c]) if c in s.rows else (math.nan, math.nan) for c in cols]
+            means = np.array([m for m, _ in stats])
+            sds = np.array([sd for _, sd in stats])
+            offset = (j - (len(in_panel) - 1) / 2) * width_bar
+            ax.bar(xs + offset, means, width_bar, color=s.color, yerr=sds if len(s.rows) > 1 else None,
+                   error_kw={"elinewidth": 0.8, "capsize": 1.5, "ecolor": "0.25"})
+            if np.isfinite(means - sds).any():
+                lo = min(lo, float(np.nanmin(means - sds)))
+        ax.axhline(0.5, color="0.4", linestyle=":", linewidth=0.8)
+        ax.text(1.0, 0.5, " chance", transform=ax.get_yaxis_transform(), va="center", ha="left",
+                fontsize=7, color="0.4")
+        ax.axvline(xs[-1] - 0.75, color="0.7", linewidth=0.6)
+        ax.set_xticks(xs, [g.replace("_", " ") for g in groups])
+        ax.set_ylabel("accuracy (fraction of pairs)")
+        ax.set_title(f"{titles[lab]}" + (f" -- {panel}" if panel else ""))
+        ax.grid(axis="x", visible=False)
+    # Accuracies live in 0.5..1 (chance is 0.5); a 0-based axis would hide the differences that matter.
+    bottom = min(0.4, math.floor(lo * 10) / 10 - 0.05) if np.isfinite(lo) else 0.4
+    for ax in axes:
+        ax.set_ylim(max(0.0, bottom), 1.0)
+    _legend(fig, series, [Line2D([], [], color="0.25", linewidth=0.8, label=BAND_LABEL)])
+    return fig
+
+
+def _count_label(x: float, _pos=None) -> str:
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if x >= scale:
+            return f"{x / scale:g}{suffix}"
+    return f"{x:g}"
+
+
+def params_figure(series: list[Series]) -> Figure | None:
+    usable = [s for s in series if {"params.total", "accuracy.gold.overall"} <= set(s.rows.columns)
+              and s.rows["params.total"].notna().any() and s.rows["accuracy.gold.overall"].notna().any()]
+    if not usable:
+        return None
+    panels = _panels(usable)
+    fig, axes = _figure(len(panels), (4.6, 3.4), legend_width=1.9)
+    for ax, panel in zip(axes, panels, strict=True):
+        for s in usable:
+            if s.panel != panel:
+                continue
+            y, sd = _mean_sd(s.rows["accuracy.gold.overall"])
+            total = _mean_sd(s.rows["params.total"])[0]
+            active = _mean_sd(s.rows["params.active"])[0] if "params.active" in s.rows else math.nan
+            yerr = sd if len(s.rows) > 1 else None
+            if np.isfinite(active) and active != total:
+                ax.plot([active, total], [y, y], "-", color=s.color, linewidth=0.8, alpha=0.6)
+            if np.isfinite(active):
+                # Drawn larger than the filled marker, so when active == total it shows as a ring around it.
+                ax.errorbar(active, y, yerr=yerr, fmt="o", markersize=9, markerfacecolor="none",
+                            markeredgecolor=s.color, markeredgewidth=1.2, ecolor=s.color, elinewidth=0.8)
+            ax.errorbar(total, y, yerr=yerr, fmt="o", markersize=5, color=s.color, elinewidth=0.8, capsize=2)
+        ax.set_xscale("log")
+        # Ticks at 1-2-5 with short labels ("200k"): matplotlib's default minor labels collide here.
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(_count_label))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.margins(x=0.15, y=0.15)
+        ax.set_xlabel("parameters (count, log scale)")
+        ax.set_ylabel("gold preference accuracy (fraction)")
+        ax.set_title(panel or "parameters vs accuracy")
+    key = [
+        Line2D([], [], linestyle="none", marker="o", markersize=5, color="0.2", label="total stored"),
+        Line2D([], [], linestyle="none", marker="o", markersize=9, markerfacecolor="none",
+               markeredgecolor="0.2", label="active per response"),
+        Line2D([], [], color="0.2", linewidth=0.8, label=BAND_LABEL),
+    ]
+    _legend(fig, usable, key)
+    return fig
+
+
+def _capability_table(sweep_dir: Path, rows: pd.DataFrame) -> pd.DataFrame | None:
+    """domains x capabilities, mean over the jobs' explain.capability_scores (NaN where not scored)."""
+    tables = []
+    for job_dir in rows["job_dir"]:
+        try:
+            scores = read_metrics(sweep_dir / job_dir).get("explain", {}).get("capability_scores")
+        except (OSError, ValueError):
+            continue
+        if scores:
+            tables.append(pd.DataFrame(scores).T.astype(float))  # rows: domains, cols: capabilities
+    if not tables:
+        return None
+    # Order of first appearance, not alphabetical: the world lists a domain's capabilities meaningfully.
+    domains = list(dict.fromkeys(d for t in tables for d in t.index))
+    caps = list(dict.fromkeys(c for t in tables for c in t.columns))
+    stacked = np.stack([t.reindex(index=domains, columns=caps).to_numpy() for t in tables])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells stay NaN, which is what we want
+        mean = np.nanmean(stacked, axis=0)
+    return pd.DataFrame(mean, index=domains, columns=caps)
+
+
+def capability_figure(sweep_dir: Path, series: list[Series]) -> Figure | None:
+    found = [(s, _capability_table(sweep_dir, s.rows)) for s in series if s.arch == "dmoerm"]
+    found = [(s, t) for s, t in found if t is not None]
+    if not found:
+        return None
+    n_caps = max(t.shape[1] for _, t in found)
+    n_domains = max(t.shape[0] for _, t in found)
+    fig = Figure(figsize=(1.8 + 0.62 * n_caps, (0.9 + 0.42 * n_domains) * len(found) + 0.6),
+                 layout="constrained")
+    axes = fig.subplots(len(found), 1, squeeze=False).ravel()
+    values = np.concatenate([t.to_numpy().ravel() for _, t in found])
+    vmin, vmax = np.nanmin(values), np.nanmax(values)
+    if vmin < 0 < vmax:  # signed scores: diverging map centred on 0
+        cmap, vmax = colormaps["RdBu_r"], max(abs(vmin), abs(vmax))
+        vmin = -vmax
+    else:
+        cmap = colormaps["viridis"]
+    cmap = cmap.with_extremes(bad="0.93")  # capabilities a domain does not have: light grey, unannotated
+    for ax, (s, t) in zip(axes, found, strict=True):
+        data = np.ma.masked_invalid(t.to_numpy())
+        im = ax.imshow(data, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+        for (r, c), v in np.ndenumerate(t.to_numpy()):
+            if np.isfinite(v):
+                rgb = cmap((v - vmin) / (vmax - vmin) if vmax > vmin else 0.5)[:3]
+                dark = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] < 0.5
+                ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if dark else "black")
+        ax.set_xticks(range(t.shape[1]), [c.replace("_", " ") for c in t.columns], rotation=35, ha="right")
+        ax.set_yticks(range(t.shape[0]), [d.replace("_", " ") for d in t.index])
+        ax.grid(False)
+        ax.tick_params(length=0)
+        for side in ("top", "right", "bottom", "left"):
+            ax.spines[side].set_visible(False)
+        n = len(s.rows)
+        where = ", ".join(x for x in (s.label if s.label != s.arch else "", s.panel) if x)
+        ax.set_title(f"DMoERM capability scores ({where + '; ' if where else ''}"
+                     f"mean of {n} seed{'s' if n > 1 else ''})")
+        ax.set_xlabel("capability point")
+        ax.set_ylabel("domain")
+    fig.colorbar(im, ax=list(axes), label="capability score (DMoERM explain())", shrink=0.9)
+    return fig
+
+
+# ------------------------------------------------------------------------------------------ driver
+
+
+def make_figures(sweep_dir: str | os.PathLike) -> list[Path]:
+    """Draw every figure the sweep's results support; returns the PNG and PDF paths written.
+
+    Each figure is attempted even if another fails; failures are raised together at the end.
+    """
+    sweep_dir = Path(sweep_dir)
+    summary_path = sweep_dir / SUMMARY_FILE
+    if not summary_path.is_file():
+        raise FileNotFoundError(f"{summary_path} not found; `python -m harness.aggregate DIR` writes it")
+    summary = read_summary(summary_path)
+    if "choices.arch" not in summary:
+        summary["choices.arch"] = "?"
+    ok = summary[summary["status"] == "ok"]
+    ok_plus = _with_unmerged(ok)
+    colors = arch_colors(ok_plus["choices.arch"].fillna("?").astype(str).unique() if len(ok_plus) else [])
+    series = _series(ok, colors)
+    series_plus = _series(ok_plus, colors)
+    out_dir = sweep_dir / FIGURES_DIR
+
+    builders = {
+        "bon": lambda: curves_figure(sweep_dir, series, "bon"),
+        "ppo": lambda: curves_figure(sweep_dir, series, "ppo"),
+        "accuracy_per_domain": lambda: accuracy_figure(series_plus),
+        "params_vs_accuracy": lambda: params_figure(series_plus),
+        "capability_heatmap": lambda: capability_figure(sweep_dir, series),
+    }
+    paths, errors = [], []
+    with matplotlib.rc_context(PAPER_RC):
+        for name, build in builders.items():
+            try:
+                fig = build()
+                if fig is not None:
+                    paths += _save(fig, out_dir, name)
+            except Exception as e:  # one broken figure must not cost the others
+                log.exception("figure %s failed", name)
+                errors.append(f"{name}: {type(e).__name__}: {e}")
+    if errors:
+        raise RuntimeError("some figures failed: " + "; ".join(errors))
+    return paths

@@ -1,0 +1,253 @@
+"""Result files: each job's `metrics.json` and `curves.csv`, and the sweep's tidy `summary.csv`.
+
+These files are the only interface between running jobs and everything that reports on them (the
+aggregate CLI, the end-of-sweep callback, figures, regression checks), so their shapes live here:
+
+- `metrics.json` (SPEC §8): nested dict; `write_metrics` turns NaN/inf into null so the file is strict JSON.
+- `curves.csv`: one row per BoN n or PPO eval step, columns `CURVE_COLUMNS`; `n` is set on BoN rows,
+  `step` on PPO rows, the other is left empty.
+- `summary.csv`: one row per job found under a sweep directory (at any depth), flattened to dotted
+  columns (`accuracy.gold.overall`, `choices.arch`, `bon.alpha`, ...). A job that failed -- or died
+  before writing `metrics.json` at all -- is still a row, with `status=failed` and its `error`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from harness.cache import atomic_write_json, atomic_write_text
+
+METRICS_FILE = "metrics.json"
+CURVES_FILE = "curves.csv"
+SUMMARY_FILE = "summary.csv"
+CURVE_COLUMNS = ("opt", "n", "step", "kl", "sqrt_kl", "proxy", "gold")
+
+# Blocks too big or too nested for a table row: the resolved config is already in each job's
+# `.hydra/config.yaml`, and `explain` is read straight from metrics.json by the figures that need it.
+FLATTEN_SKIP = ("config", "explain")
+
+# Columns that hold text even when every value looks like a number (job dir "0", seed aside).
+_TEXT_COLUMNS = ("job_dir", "status", "error", "overrides")
+# Leading columns of summary.csv, in this order; everything else follows alphabetically.
+_LEAD_COLUMNS = ("job_dir", "status", "error", "seed")
+_CHOICE_ORDER = ("arch", "data", "backbone", "policy", "labeler", "opt")
+
+
+# ----------------------------------------------------------------------------------------- per job
+
+
+def _jsonable(obj: Any) -> Any:
+    """Plain JSON types only: NaN/inf become None, numpy/torch scalars and arrays become Python values."""
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if hasattr(obj, "item") and callable(obj.item) and not isinstance(obj, (str, bytes)):
+        obj = obj.item()  # numpy scalar or 0-d torch tensor
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_metrics(job_dir: str | os.PathLike, metrics: Mapping) -> Path:
+    path = Path(job_dir) / METRICS_FILE
+    atomic_write_json(path, _jsonable(metrics))
+    return path
+
+
+def read_metrics(job_dir: str | os.PathLike) -> dict:
+    with open(Path(job_dir) / METRICS_FILE, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _csv_cell(value: Any) -> Any:
+    value = _jsonable(value)
+    return "" if value is None else value
+
+
+def write_curves(job_dir: str | os.PathLike, rows: list[Mapping]) -> Path:
+    unknown = sorted({k for r in rows for k in r} - set(CURVE_COLUMNS))
+    if unknown:
+        # A typo here would silently produce an empty column that every figure then skips.
+        raise ValueError(f"curves.csv rows have unknown keys {unknown}; columns are {list(CURVE_COLUMNS)}")
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CURVE_COLUMNS)
+    for r in rows:
+        writer.writerow([_csv_cell(r.get(c)) for c in CURVE_COLUMNS])
+    path = Path(job_dir) / CURVES_FILE
+    atomic_write_text(path, buf.getvalue())
+    return path
+
+
+def read_curves(job_dir: str | os.PathLike) -> pd.DataFrame:
+    """The job's curves, or an empty frame with the right columns when it wrote none."""
+    path = Path(job_dir) / CURVES_FILE
+    if not path.is_file():
+        return pd.DataFrame(columns=list(CURVE_COLUMNS))
+    df = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    for c in CURVE_COLUMNS[1:]:
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    df["opt"] = df["opt"].astype(str)
+    return df
+
+
+# ----------------------------------------------------------------------------------------- flatten
+
+
+def _flat_value(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        # "arch=single,seed=0" reads like Hydra's own override_dirname; nested items stay JSON.
+        return ",".join(v if isinstance(v, str) else json.dumps(v) for v in value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def flatten(metrics: Mapping, prefix: str = "") -> dict:
+    """{"accuracy": {"gold": {"overall": .8}}} -> {"accuracy.gold.overall": .8}, minus `FLATTEN_SKIP`."""
+    out = {}
+    for key, value in metrics.items():
+        if key in FLATTEN_SKIP:
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, prefix=f"{name}."))
+        else:
+            out[name] = _flat_value(value)
+    return out
+
+
+# ----------------------------------------------------------------------------------------- collect
+
+
+def _natural_key(text: str) -> list:
+    # Hydra numbers job dirs 0, 1, ..., 10: sort them as numbers so row order follows job order.
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+
+
+def _rel(path: Path, root: Path) -> str:
+    rel = path.relative_to(root).as_posix()
+    return rel if rel else "."
+
+
+def _hydra_job_info(job_dir: Path) -> dict:
+    """What a crashed job's `.hydra/` says about it, so its failed row still names arch and seed."""
+
+    def load(name: str) -> Any:
+        return yaml.safe_load((job_dir / ".hydra" / name).read_text(encoding="utf-8"))
+
+    info: dict[str, Any] = {}
+    # Each piece on its own: a job killed mid-start may have written some of these files and not others.
+    try:
+        choices = load("hydra.yaml")["hydra"]["runtime"]["choices"]
+        info["choices"] = {k: v for k, v in choices.items() if not k.startswith("hydra/")}
+    except Exception:
+        pass
+    try:
+        info["overrides"] = load("overrides.yaml")
+    except Exception:
+        pass
+    try:
+        info["seed"] = load("config.yaml")["seed"]
+    except Exception:
+        pass
+    return info
+
+
+def find_job_dirs(sweep_dir: str | os.PathLike) -> list[Path]:
+    """Every directory under `sweep_dir` (itself included) holding metrics.json or a Hydra `.hydra/`."""
+    root = Path(sweep_dir)
+    dirs = {p.parent for p in root.rglob(METRICS_FILE) if p.is_file()}
+    dirs |= {p.parent.parent for p in root.rglob("config.yaml") if p.parent.name == ".hydra"}
+    return sorted(dirs, key=lambda d: _natural_key(_rel(d, root)))
+
+
+def collect_records(sweep_dir: str | os.PathLike) -> list[dict]:
+    """One flattened dict per job under `sweep_dir`, `job_dir` relative to it, in natural job order."""
+    root = Path(sweep_dir)
+    records = []
+    for job_dir in find_job_dirs(root):
+        if (job_dir / METRICS_FILE).is_file():
+            try:
+                metrics = read_metrics(job_dir)
+            except (OSError, ValueError) as e:
+                metrics = {**_hydra_job_info(job_dir), "status": "failed",
+                           "error": f"unreadable {METRICS_FILE}: {e}"}
+        else:
+            metrics = {**_hydra_job_info(job_dir), "status": "failed",
+                       "error": f"no {METRICS_FILE}: the job did not finish (see its log)"}
+        row = flatten(metrics)
+        row["job_dir"] = _rel(job_dir, root)  # replaces the absolute path a job records about itself
+        row.setdefault("status", "failed")
+        row.setdefault("error", None)
+        records.append(row)
+    return records
+
+
+def _column_order(columns: list[str]) -> list[str]:
+    lead = [c for c in _LEAD_COLUMNS if c in columns]
+    choices = sorted((c for c in columns if c.startswith("choices.")),
+                     key=lambda c: (c[8:] not in _CHOICE_ORDER,
+                                    _CHOICE_ORDER.index(c[8:]) if c[8:] in _CHOICE_ORDER else 0, c))
+    rest = sorted(c for c in columns if c not in lead and c not in choices)
+    return lead + choices + rest
+
+
+def collect(sweep_dir: str | os.PathLike) -> pd.DataFrame:
+    """Tidy table of every job under `sweep_dir`: one row per job, dotted metric columns."""
+    records = collect_records(sweep_dir)
+    if not records:
+        return pd.DataFrame(columns=list(_LEAD_COLUMNS))
+    df = pd.DataFrame.from_records(records)
+    return df[_column_order(list(df.columns))]
+
+
+def read_summary(path: str | os.PathLike) -> pd.DataFrame:
+    """summary.csv back as written: text columns stay text ("none" and job dir "0" are not NaN / 0)."""
+    path = Path(path)
+    header = pd.read_csv(path, nrows=0).columns
+    text = {c: str for c in header if c in _TEXT_COLUMNS or c.startswith("choices.")}
+    return pd.read_csv(path, dtype=text, keep_default_na=False, na_values=[""])
+
+
+# --------------------------------------------------------------------------------------- aggregate
+
+
+def aggregate(sweep_dir: str | os.PathLike, figures: bool = True) -> dict:
+    """Write `summary.csv` (and figures) into `sweep_dir`.
+
+    summary.csv is written before any figure is drawn, so a plotting error can never cost the table.
+    Raises FileNotFoundError when `sweep_dir` holds no job at all.
+    """
+    root = Path(sweep_dir)
+    df = collect(root)
+    if df.empty:
+        raise FileNotFoundError(f"no {METRICS_FILE} (and no Hydra job dir) under {root}")
+    summary = root / SUMMARY_FILE
+    atomic_write_text(summary, df.to_csv(index=False, lineterminator="\n"))
+    paths: list[Path] = []
+    if figures:
+        from harness import plots  # matplotlib is only imported when figures are asked for
+
+        paths = plots.make_figures(root)
+    return {
+        "n_jobs": len(df),
+        "n_failed": int((df["status"] != "ok").sum()),
+        "summary": summary,
+        "figures": paths,
+    }

@@ -1,0 +1,305 @@
+"""Result files, summary.csv and the aggregate CLI / callback, on hand-written fake sweeps.
+
+`make_sweep` builds a realistic sweep (several archs x 2 seeds, BoN + PPO curves, UMM's unmerged block,
+DMoERM's capability scores, one failed job); test_plots.py and test_regress.py import it from here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from harness import callbacks, results
+
+DOMAINS = ("roleplay", "chitchat", "subjective_qa", "objective_qa", "text_creation")
+CAPABILITIES = {
+    "roleplay": ("persona", "tone", "proactivity"),
+    "chitchat": ("tone", "proactivity", "repetition"),
+    "subjective_qa": ("keywords", "hedging", "length_fit", "richness"),
+    "objective_qa": ("fact_correctness", "keywords", "length_fit"),
+    "text_creation": ("richness", "repetition", "length_fit", "keywords"),
+}
+# arch -> (gold accuracy, params total, params active, BoN alpha, BoN beta)
+ARCHS = {
+    "single": (0.70, 164_289, 164_289, 0.9, 0.35),
+    "ens_mean": (0.72, 821_445, 821_445, 0.95, 0.30),
+    "dmoerm": (0.78, 1_420_000, 410_000, 1.10, 0.25),
+    "umm": (0.75, 164_289, 164_289, 1.00, 0.28),
+    "more": (0.74, 420_000, 230_000, 1.0, 0.3),
+}
+FAILED = ("more", 1)  # this (arch, seed) job fails
+BON_N = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+PPO_STEPS = tuple(range(0, 501, 50))
+
+
+def _metrics(arch: str, seed: int, job_dir: Path) -> dict:
+    acc, total, active, alpha, beta = ARCHS[arch]
+    rng = np.random.default_rng(1000 * seed + len(arch))
+    base = {
+        "choices": {"arch": arch, "data": "synthetic", "backbone": "tiny", "policy": "tiny",
+                    "labeler": "oracle", "opt": ["bon", "ppo"]},
+        "seed": seed,
+        "overrides": [f"arch={arch}", f"seed={seed}", "opt=[bon,ppo]"],
+        "job_dir": str(job_dir),
+        "config": {"arch": {"_target_": f"harness.archs.{arch}.X"}, "seed": seed},
+    }
+    if (arch, seed) == FAILED:
+        return {**base, "status": "failed", "error": "Traceback (most recent call last):\n  ...\n"
+                "RuntimeError: CUDA out of memory (fake)"}
+
+    def domain_acc(a):
+        return {d: float(np.clip(a + rng.normal(0, 0.04), 0, 1)) for d in DOMAINS}
+
+    gold_acc = acc + rng.normal(0, 0.01)
+    human_acc = 0.5 + (gold_acc - 0.5) * 0.6
+    d_peak = alpha / (2 * beta)
+    m = {
+        **base,
+        "status": "ok",
+        "error": None,
+        "accuracy": {"gold": {"overall": gold_acc, "per_domain": domain_acc(gold_acc)},
+                     "human": {"overall": human_acc, "per_domain": domain_acc(human_acc)}},
+        "params": {"total": total, "trainable": total, "active": active},
+        "timing_s": {"train": 40.0 + seed, "score_per_1k": 0.9, "total": 55.0 + seed},
+        "bon": {"alpha": alpha, "beta": beta, "d_peak": d_peak, "gold_peak": alpha * d_peak / 2,
+                "final_gap": 1.1, "r2": 0.97, "observed_gold_peak": 1.0, "observed_d_peak": 1.5},
+        "ppo": {"alpha": alpha * 0.8, "beta": beta, "d_peak": 1.2, "gold_peak": 0.6 + 0.1 * alpha,
+                "final_gap": float("nan"), "r2": 0.9, "observed_gold_peak": 0.6, "observed_d_peak": 1.2},
+    }
+    if arch == "umm":
+        # UMM's MoE before the merge: more stored parameters, only gold accuracy reported.
+        unmerged_gold = {"overall": gold_acc + 0.02, "per_domain": domain_acc(gold_acc + 0.02)}
+        m["unmerged"] = {"accuracy": {"gold": unmerged_gold},
+                         "params": {"total": 520_000, "trainable": 520_000, "active": 270_000}}
+    if arch == "dmoerm":
+        scores = {d: {c: float(0.6 + 0.3 * rng.random()) for c in caps} for d, caps in CAPABILITIES.items()}
+        m["explain"] = {"capability_scores": scores}
+    return m
+
+
+def _curves(arch: str, seed: int) -> list[dict]:
+    _, _, _, alpha, beta = ARCHS[arch]
+    rng = np.random.default_rng(7 + seed + len(arch))
+    rows = []
+    for n in BON_N:
+        kl = math.log(n) - (n - 1) / n
+        d = math.sqrt(kl)
+        gold = d * (alpha - beta * d)
+        rows.append({"opt": "bon", "n": n, "kl": kl, "sqrt_kl": d,
+                     "proxy": 1.3 * alpha * d + rng.normal(0, 0.03), "gold": gold + rng.normal(0, 0.05)})
+    for step in PPO_STEPS:
+        kl = 0.012 * step * (1 + 0.1 * seed)
+        d = math.sqrt(kl)
+        gold = 0.4 * d * (0.8 * alpha - beta * math.log(d)) if d > 0 else 0.0
+        rows.append({"opt": "ppo", "step": step, "kl": kl, "sqrt_kl": d,
+                     "proxy": 1.2 * alpha * d + rng.normal(0, 0.03), "gold": gold + rng.normal(0, 0.04)})
+    return rows
+
+
+def make_sweep(root: Path, archs=tuple(ARCHS), seeds=(0, 1), crashed: bool = False) -> Path:
+    """A Hydra-like sweep dir: job dirs 0..N-1 with metrics.json, curves.csv and a .hydra/ stub.
+
+    crashed=True adds one more job dir with only `.hydra/` (a job killed before writing anything).
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "multirun.yaml").write_text("hydra: {}\n")
+    num = 0
+    for arch in archs:
+        for seed in seeds:
+            job = root / str(num)
+            (job / ".hydra").mkdir(parents=True)
+            (job / ".hydra" / "config.yaml").write_text(f"seed: {seed}\n")
+            m = _metrics(arch, seed, job)
+            results.write_metrics(job, m)
+            if m["status"] == "ok":
+                results.write_curves(job, _curves(arch, seed))
+            num += 1
+    if crashed:
+        job = root / str(num)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "config.yaml").write_text("seed: 3\n")
+        (job / ".hydra" / "overrides.yaml").write_text("- arch=rodos\n- seed=3\n")
+        choices = {"arch": "rodos", "data": "synthetic", "hydra/launcher": "basic"}
+        hydra_yaml = {"hydra": {"runtime": {"choices": choices}}}
+        (job / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra_yaml))
+    return root
+
+
+# ------------------------------------------------------------------------------------ metrics/curves
+
+
+def test_write_metrics_is_strict_json_with_nan_as_null(tmp_path):
+    m = {"accuracy": {"gold": {"overall": np.float32(0.5), "per_domain": {"a": float("nan")}}},
+         "bon": {"alpha": float("inf"), "beta": np.float64(-0.25)}, "params": {"total": np.int64(7)},
+         "ppo": {"grid": np.array([1.0, float("nan")])}}
+    results.write_metrics(tmp_path, m)
+    text = (tmp_path / "metrics.json").read_text()
+    # json.loads accepts NaN by default; a strict parser must accept the file too.
+    back = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    assert back["accuracy"]["gold"]["per_domain"]["a"] is None
+    assert back["bon"] == {"alpha": None, "beta": -0.25}
+    assert back["params"]["total"] == 7 and isinstance(back["params"]["total"], int)
+    assert back["ppo"]["grid"] == [1.0, None]
+    assert results.read_metrics(tmp_path) == back
+    assert not [p for p in tmp_path.iterdir() if p.name != "metrics.json"]  # no temp file left behind
+
+
+def test_curves_round_trip_and_reject_unknown_columns(tmp_path):
+    rows = [{"opt": "bon", "n": 4, "kl": 0.636, "sqrt_kl": 0.797, "proxy": 0.5, "gold": 0.3},
+            {"opt": "ppo", "step": 100, "kl": 1.0, "sqrt_kl": 1.0, "proxy": 0.9, "gold": float("nan")}]
+    results.write_curves(tmp_path, rows)
+    assert (tmp_path / "curves.csv").read_text().splitlines()[0] == "opt,n,step,kl,sqrt_kl,proxy,gold"
+    df = results.read_curves(tmp_path)
+    assert list(df["opt"]) == ["bon", "ppo"]
+    assert df.loc[0, "n"] == 4 and pd.isna(df.loc[0, "step"])
+    assert df.loc[1, "step"] == 100 and pd.isna(df.loc[1, "n"]) and pd.isna(df.loc[1, "gold"])
+    with pytest.raises(ValueError, match="sqrtkl"):
+        results.write_curves(tmp_path, [{"opt": "bon", "n": 1, "sqrtkl": 0.0}])
+    assert results.read_curves(tmp_path / "nowhere").empty
+
+
+def test_flatten_dots_keys_skips_config_and_explain_joins_lists():
+    flat = results.flatten({
+        "choices": {"arch": "umm", "opt": ["bon", "ppo"]}, "seed": 1, "overrides": ["arch=umm", "seed=1"],
+        "accuracy": {"gold": {"overall": 0.8, "per_domain": {"chat": 0.9}}},
+        "unmerged": {"params": {"total": 5}}, "config": {"big": 1}, "explain": {"capability_scores": {}},
+        "bon": None,
+    })
+    assert flat == {
+        "choices.arch": "umm", "choices.opt": "bon,ppo", "seed": 1, "overrides": "arch=umm,seed=1",
+        "accuracy.gold.overall": 0.8, "accuracy.gold.per_domain.chat": 0.9, "unmerged.params.total": 5,
+        "bon": None,
+    }
+
+
+# ------------------------------------------------------------------------------------------ collect
+
+
+def test_collect_one_row_per_job_failed_rows_kept(tmp_path):
+    sweep = make_sweep(tmp_path / "sweep", crashed=True)
+    df = results.collect(sweep)
+    n_jobs = len(ARCHS) * 2 + 1
+    assert len(df) == n_jobs
+    assert list(df["job_dir"]) == [str(i) for i in range(n_jobs)]  # natural order: 10 after 9
+    assert list(df.columns[:4]) == ["job_dir", "status", "error", "seed"]
+    assert df.columns[4] == "choices.arch"
+    for col in ("accuracy.gold.overall", "accuracy.gold.per_domain.roleplay", "accuracy.human.overall",
+                "params.total", "params.active", "bon.alpha", "bon.gold_peak", "ppo.gold_peak",
+                "timing_s.train", "unmerged.params.total", "overrides", "choices.opt"):
+        assert col in df.columns, col
+    assert not [c for c in df.columns if c.startswith(("config", "explain"))]
+
+    failed = df[df["status"] != "ok"]
+    assert len(failed) == 2
+    oom = failed[failed["choices.arch"] == "more"].iloc[0]
+    assert "out of memory" in oom["error"] and oom["seed"] == FAILED[1]
+    assert pd.isna(oom["accuracy.gold.overall"])
+    crashed = failed[failed["choices.arch"] == "rodos"].iloc[0]  # named from its .hydra/ files
+    assert "no metrics.json" in crashed["error"] and crashed["seed"] == 3
+    assert "choices.hydra/launcher" not in df.columns
+
+    ok = df[df["status"] == "ok"]
+    assert ok["accuracy.gold.overall"].notna().all() and ok["error"].isna().all()
+    assert ok["ppo.final_gap"].isna().all()  # NaN written as null comes back missing, not as a number
+    single0 = ok[(ok["choices.arch"] == "single") & (ok["seed"] == 0)].iloc[0]
+    assert single0["params.total"] == ARCHS["single"][1]
+    assert single0["overrides"] == "arch=single,seed=0,opt=[bon,ppo]"
+
+
+def test_collect_finds_nested_jobs_and_unreadable_metrics(tmp_path):
+    make_sweep(tmp_path / "a" / "b", archs=("single",), seeds=(0,))
+    bad = tmp_path / "c"
+    bad.mkdir()
+    (bad / "metrics.json").write_text('{"status": "ok", "accur')  # torn write from a killed process
+    df = results.collect(tmp_path)
+    assert list(df["job_dir"]) == ["a/b/0", "c"]
+    assert df.set_index("job_dir").loc["c", "status"] == "failed"
+    assert "unreadable" in df.set_index("job_dir").loc["c", "error"]
+
+
+def test_aggregate_writes_summary_that_reads_back(tmp_path):
+    sweep = make_sweep(tmp_path, crashed=True)
+    out = results.aggregate(sweep, figures=False)
+    assert out["n_jobs"] == len(ARCHS) * 2 + 1 and out["n_failed"] == 2 and out["figures"] == []
+    summary = results.read_summary(out["summary"])
+    direct = results.collect(sweep)
+    assert list(summary.columns) == list(direct.columns)
+    assert summary["job_dir"].tolist() == direct["job_dir"].tolist()  # "0" stays text
+    gold = direct["accuracy.gold.overall"].astype(float)
+    np.testing.assert_allclose(summary["accuracy.gold.overall"], gold, rtol=1e-12)
+    assert summary["choices.opt"].iloc[0] == "bon,ppo"
+
+
+def test_aggregate_keeps_summary_when_figures_fail(tmp_path, monkeypatch):
+    from harness import plots
+
+    def broken(sweep_dir):
+        raise RuntimeError("plotting broke")
+
+    monkeypatch.setattr(plots, "make_figures", broken)
+    sweep = make_sweep(tmp_path, archs=("single",))
+    with pytest.raises(RuntimeError, match="plotting broke"):
+        results.aggregate(sweep)
+    assert len(results.read_summary(sweep / "summary.csv")) == 2
+
+
+def test_aggregate_of_empty_dir_raises(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no metrics.json"):
+        results.aggregate(tmp_path)
+
+
+# ------------------------------------------------------------------------------------ CLI, callback
+
+
+def _cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness.aggregate", *map(str, args)],
+                          capture_output=True, text=True, cwd=Path(__file__).parents[1])
+
+
+def test_aggregate_cli_exit_codes(tmp_path):
+    ok_sweep = make_sweep(tmp_path / "ok", archs=("single", "dmoerm"))
+    r = _cli(ok_sweep, "--no-figures")
+    assert r.returncode == 0, r.stderr
+    assert "single" in r.stdout and "gold acc" in r.stdout and "4 jobs, 0 failed" in r.stdout
+    assert (ok_sweep / "summary.csv").is_file() and not (ok_sweep / "figures").exists()
+
+    bad_sweep = make_sweep(tmp_path / "bad", archs=("single", "more"))
+    r = _cli(bad_sweep, "--no-figures")
+    assert r.returncode == 1, r.stderr
+    assert "RuntimeError: CUDA out of memory" in r.stdout  # the traceback's last line, not its first
+    assert "4 jobs, 1 failed" in r.stdout
+
+    (tmp_path / "empty" / "0" / ".hydra").mkdir(parents=True)
+    r = _cli(tmp_path / "empty")
+    assert r.returncode == 2 and "no metrics.json" in r.stderr
+    assert _cli(tmp_path / "missing").returncode == 2
+
+
+def test_callback_aggregates_and_records_failure(tmp_path):
+    cb = callbacks.AggregateOnMultirunEnd(figures=False)
+    good = make_sweep(tmp_path / "good", archs=("single",))
+    bad = make_sweep(tmp_path / "bad", archs=("more",))
+
+    cb.on_multirun_start(OmegaConf.create({}))
+    cb.on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(bad)}}}))
+    assert callbacks.LAST_SWEEP_FAILED is True
+    assert (bad / "summary.csv").is_file()
+
+    cb.on_multirun_start(OmegaConf.create({}))
+    assert callbacks.LAST_SWEEP_FAILED is False
+    cb.on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(good)}}}))
+    assert callbacks.LAST_SWEEP_FAILED is False
+
+    # Aggregation itself breaking (nothing to aggregate) must also count as a failed sweep, not raise.
+    cb.on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "void")}}}))
+    assert callbacks.LAST_SWEEP_FAILED is True
+    cb.on_run_end(OmegaConf.create({}))
