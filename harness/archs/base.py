@@ -8,7 +8,6 @@ dict for ``explain()`` and plots. Multi-phase recipes live in the architecture's
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -225,5 +224,61 @@ def evaluate_pairs(forward, pairs: EncodedPairs, model: nn.Module, batch_size: i
     return correct / max(1, len(pairs))
 
 
-def clone_module(module: nn.Module) -> nn.Module:
-    return copy.deepcopy(module)
+def train_classifier(
+    model: RewardModel,
+    params: list[nn.Parameter],
+    logits_fn: Callable[[Batch], torch.Tensor],
+    train: EncodedSequences,
+    val: EncodedSequences | None,
+    cfg: TrainConfig,
+    seed: int,
+    ctx: FitContext | None = None,
+    phase: str = "router",
+) -> dict:
+    """Cross-entropy training of a classifier over ``train.domain`` (e.g. a domain router reading
+    ``batch.prompt_ids``); same optimiser, schedule and best-on-validation rule as ``train_bradley_terry``."""
+    params = [p for p in params if p.requires_grad]
+    if (train.domain < 0).any():
+        raise ValueError(f"{phase}: training a router needs a domain label on every example "
+                         f"({int((train.domain < 0).sum())} of {len(train)} have none)")
+    model.mark_trained(params)
+    gen = torch.Generator().manual_seed(seed)
+    steps_per_epoch = -(-len(train) // cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup * total_steps), total_steps)
+    best_acc, best_state, step = -1.0, None, 0
+    t0 = time.perf_counter()
+    for _ in range(cfg.epochs):
+        model.train()
+        for idx in torch.randperm(len(train), generator=gen).split(cfg.batch_size):
+            batch = train.batch(idx)
+            loss = F.cross_entropy(logits_fn(batch), batch.domain)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{phase}: loss is {loss.item()} at step {step}")
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+        acc = classifier_accuracy(logits_fn, val if val is not None else train, model)
+        if ctx is not None:
+            ctx.log({"phase": phase, "step": step, "loss": loss.item(), "val_acc": acc})
+        if acc > best_acc:
+            best_acc, best_state = acc, [p.detach().clone() for p in params]
+    with torch.no_grad():
+        for p, best in zip(params, best_state, strict=True):
+            p.copy_(best)
+    model.eval()
+    return {"phase": phase, "steps": step, "best_val_acc": best_acc, "seconds": time.perf_counter() - t0}
+
+
+@torch.inference_mode()
+def classifier_accuracy(logits_fn, seqs: EncodedSequences, model: nn.Module, batch_size: int = 256) -> float:
+    model.eval()
+    correct = 0
+    for idx in torch.arange(len(seqs)).split(batch_size):
+        batch = seqs.batch(idx)
+        correct += int((logits_fn(batch).argmax(-1) == batch.domain).sum())
+    return correct / max(1, len(seqs))

@@ -51,7 +51,7 @@ class WorldConfig:
         if unknown:
             raise ValueError(f"data.world.domains: unknown {unknown}; valid: {list(DOMAINS)}")
         if len(self.domains) < 2:
-            raise ValueError("data.world.domains: need at least 2 domains (got %d)" % len(self.domains))
+            raise ValueError(f"data.world.domains: need at least 2 domains (got {len(self.domains)})")
         checks = {
             "marker_rate": (0.0, 1.0),
             "domain_topic_rate": (0.0, 1.0),

@@ -1,0 +1,71 @@
+"""Shared fixtures: a tiny prepared world + backbone (seconds, cached per test session) and Hydra composition."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(1)
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+TINY_DATA = dict(n_train=400, n_val=100, n_test=200)
+TINY_BACKBONE = dict(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_length=96,
+                     pretrain_steps=30, pretrain_batch_size=32, pretrain_lr=3e-3, pretrain_sequences=500,
+                     lora_targets=["q_proj", "v_proj"])
+TINY_TRAIN = dict(lr=1e-3, weight_decay=0.0, batch_size=32, epochs=1, warmup=0.0, max_grad_norm=1.0,
+                  evals_per_epoch=1, patience=2, bucket_chunks=4)
+
+
+def compose(overrides: list[str] | None = None, return_hydra_config: bool = False):
+    """The job config as `python -m harness <overrides>` would see it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+        return hydra_compose("config", overrides=overrides or [], return_hydra_config=return_hydra_config)
+
+
+@pytest.fixture(scope="session")
+def cache_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def tiny(cache_root):
+    """A prepared tiny world, backbone and encoded splits, plus a FitContext factory."""
+    from harness.archs.base import FitContext, TrainConfig
+    from harness.backbones import TinyBackbone
+    from harness.cache import ArtifactCache
+    from harness.data.schema import encode_pairs
+    from harness.data.synthetic import SyntheticData
+    from harness.labelers.oracle import OracleLabeler
+
+    cache = ArtifactCache(cache_root)
+    data = SyntheticData(**TINY_DATA, world={"calibration_pairs": 500}).prepare(cache, seed=0)
+    backbone = TinyBackbone(**TINY_BACKBONE).prepare(cache, lambda n: data.corpus(n, 0), 0, data.spec(0))
+
+    def encode(split):
+        return encode_pairs(data.splits[split], backbone.tokenizer, backbone.join, data.domains,
+                            backbone.max_length)
+
+    class Tiny:
+        pass
+
+    t = Tiny()
+    t.cache, t.data, t.backbone = cache, data, backbone
+    t.train, t.val, t.test = encode("train"), encode("val"), encode("test")
+
+    def ctx(**overrides) -> FitContext:
+        train_cfg = TrainConfig(**{**TINY_TRAIN, **overrides})
+        return FitContext(backbone=backbone, train=train_cfg, cache=cache, seed=0, domains=data.domains,
+                          data_spec=data.spec(0), labeler=OracleLabeler(), train_dataset=data.splits["train"])
+
+    t.ctx = ctx
+    return t

@@ -1,0 +1,126 @@
+"""Figures from fake sweeps (test_results.make_sweep): written, reproducible, plotting the right numbers."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from matplotlib.colors import to_rgb
+from test_results import make_sweep
+
+from harness import plots, results
+
+ALL_FIGURES = ("bon", "ppo", "accuracy_per_domain", "params_vs_accuracy", "capability_heatmap")
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    root = make_sweep(tmp_path_factory.mktemp("plots") / "sweep", crashed=True)
+    results.aggregate(root, figures=False)
+    return root
+
+
+def _figures(root):
+    return sorted(p.name for p in (root / "figures").iterdir())
+
+
+def test_every_figure_written_as_png_and_pdf(sweep):
+    paths = plots.make_figures(sweep)
+    assert sorted(p.name for p in paths) == sorted(f"{n}.{e}" for n in ALL_FIGURES for e in ("png", "pdf"))
+    for p in paths:
+        data = p.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" if p.suffix == ".png" else data[:5] == b"%PDF-"
+        assert len(data) > 5000, p
+    assert _figures(sweep) == sorted(p.name for p in paths)  # and no temp files left behind
+
+
+def test_renders_are_byte_identical(sweep, tmp_path):
+    # A copy at another path: neither timestamps nor paths may leak into the files.
+    copy = shutil.copytree(sweep, tmp_path / "elsewhere")
+    shutil.rmtree(copy / "figures", ignore_errors=True)
+    a = {p.name: p.read_bytes() for p in plots.make_figures(sweep)}
+    b = {p.name: p.read_bytes() for p in plots.make_figures(copy)}
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name] == b[name], name
+
+
+def test_curve_figures_skipped_without_curves(tmp_path):
+    root = make_sweep(tmp_path / "s", archs=("single", "ens_mean"))
+    for p in root.rglob("curves.csv"):
+        p.unlink()
+    results.aggregate(root)
+    assert _figures(root) == sorted(f"{n}.{e}" for n in ("accuracy_per_domain", "params_vs_accuracy")
+                                    for e in ("png", "pdf"))
+
+
+def test_bon_lines_are_seed_means_and_fit(sweep):
+    summary = results.read_summary(sweep / "summary.csv")
+    ok = summary[summary["status"] == "ok"]
+    series = plots._series(ok, plots.arch_colors(ok["choices.arch"].unique()))
+    single = [s for s in series if s.arch == "single"]
+    assert len(single) == 1 and len(single[0].rows) == 2  # two seeds pooled into one series
+    fig = plots.curves_figure(sweep, single, "bon")
+    ax = fig.axes[0]
+    gold_line, proxy_line, fit_line = ax.lines[:3]
+    curves = [results.read_curves(sweep / j) for j in single[0].rows["job_dir"]]
+    bon = [c[c["opt"] == "bon"].sort_values("n") for c in curves]
+    for line, col in ((gold_line, "gold"), (proxy_line, "proxy")):
+        np.testing.assert_allclose(line.get_ydata(), (bon[0][col].to_numpy() + bon[1][col].to_numpy()) / 2)
+    assert [ln.get_linestyle() for ln in (gold_line, proxy_line, fit_line)] == ["-", "--", ":"]
+    alpha, beta = single[0].rows["bon.alpha"].mean(), single[0].rows["bon.beta"].mean()
+    d = fit_line.get_xdata()
+    np.testing.assert_allclose(fit_line.get_ydata(), d * (alpha - beta * d))
+    assert to_rgb(gold_line.get_color()) == plots.arch_colors(["single"])["single"]
+
+
+def test_params_figure_marks_total_and_active(sweep):
+    summary = results.read_summary(sweep / "summary.csv")
+    ok = plots._with_unmerged(summary[summary["status"] == "ok"])
+    assert "umm_unmerged" in set(ok["choices.arch"])
+    series = plots._series(ok, plots.arch_colors(ok["choices.arch"].unique()))
+    dmoerm = [s for s in series if s.arch == "dmoerm"]
+    fig = plots.params_figure(dmoerm)
+    xs = sorted(float(x) for line in fig.axes[0].lines for x in np.atleast_1d(line.get_xdata()))
+    assert min(xs) == 410_000 and max(xs) == 1_420_000  # active and total of the fake dmoerm
+    assert fig.axes[0].get_xscale() == "log"
+
+
+def test_colors_fixed_per_arch_whatever_the_sweep():
+    a = plots.arch_colors(["umm", "single", "zeta", "alpha"])
+    b = plots.arch_colors(["single"])
+    assert a["single"] == b["single"]
+    assert len({a[k] for k in a}) == 4
+    assert plots.arch_order(["zeta", "umm", "alpha", "single"]) == ["single", "umm", "alpha", "zeta"]
+
+
+def test_panels_for_varied_choices_and_series_for_varied_overrides(tmp_path):
+    root = make_sweep(tmp_path / "s", archs=("single", "dmoerm"))
+    for i, p in enumerate(sorted(root.rglob("metrics.json"))):
+        m = results.read_metrics(p.parent)
+        m["choices"]["backbone"] = "tiny" if i % 2 else "smollm2"  # panel per backbone
+        m["overrides"].append(f"arch.lr={1e-3 if i < 2 else 1e-4}")  # single's 2 jobs: one per lr
+        results.write_metrics(p.parent, m)
+    results.aggregate(root, figures=False)
+    summary = results.read_summary(root / "summary.csv")
+    series = plots._series(summary, plots.arch_colors(summary["choices.arch"].unique()))
+    assert sorted({s.panel for s in series}) == ["backbone=smollm2", "backbone=tiny"]
+    assert {s.label for s in series} == {"single (arch.lr=0.001)", "dmoerm (arch.lr=0.0001)"}
+    assert all(len(s.rows) == 1 for s in series)
+    paths = plots.make_figures(root)
+    assert len(paths) == 2 * len(ALL_FIGURES)
+
+
+def test_broken_figure_does_not_stop_the_others(tmp_path):
+    root = make_sweep(tmp_path / "s", archs=("single", "dmoerm"))
+    (root / "0" / "curves.csv").write_text("opt,n\nbon,1\n")  # a curves.csv without its columns
+    results.aggregate(root, figures=False)
+    with pytest.raises(RuntimeError, match="bon"):
+        plots.make_figures(root)
+    assert "accuracy_per_domain.png" in _figures(root) and "capability_heatmap.pdf" in _figures(root)
+
+
+def test_make_figures_needs_summary(tmp_path):
+    with pytest.raises(FileNotFoundError, match="summary.csv"):
+        plots.make_figures(tmp_path)

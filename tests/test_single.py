@@ -1,0 +1,45 @@
+import math
+
+import pytest
+import torch
+
+from harness.archs.base import bradley_terry_loss, pair_accuracy
+from harness.archs.single import SingleRM
+
+
+def test_bt_loss_is_log2_for_equal_rewards():
+    r = torch.tensor([0.3, -1.0, 2.0])
+    assert bradley_terry_loss(r, r).item() == pytest.approx(math.log(2))
+
+
+def test_bt_loss_falls_with_margin():
+    assert bradley_terry_loss(torch.tensor([2.0]), torch.tensor([0.0])) < bradley_terry_loss(
+        torch.tensor([0.5]), torch.tensor([0.0]))
+
+
+def test_pair_accuracy_counts_ties_wrong():
+    assert pair_accuracy(torch.tensor([1.0, 1.0, 0.0]), torch.tensor([0.0, 1.0, 1.0])) == pytest.approx(1 / 3)
+
+
+def test_single_trains_scores_and_counts(tiny):
+    rm = SingleRM()
+    ctx = tiny.ctx()
+    rm.build(ctx, 0)
+    before = {n: p.detach().clone() for n, p in rm.named_parameters()}
+    rm.fit(tiny.train, tiny.val, ctx)
+    changed = [n for n, p in rm.named_parameters() if not torch.equal(before[n], p)]
+    assert changed, "training changed no parameter"
+    scores = rm.score(tiny.test.chosen)
+    assert scores.shape == (len(tiny.test),) and torch.isfinite(scores).all()
+    counts = rm.param_counts()
+    numel = sum(p.numel() for p in rm.model.parameters())
+    assert counts == {"total": numel, "trainable": numel, "active": numel}
+
+
+def test_single_reward_shape_and_gradients(tiny):
+    rm = SingleRM().build(tiny.ctx(), 0)
+    batch = tiny.train.batch(torch.arange(8))
+    out = rm(batch)
+    assert out.reward.shape == (16,)
+    bradley_terry_loss(*out.reward.chunk(2)).backward()
+    assert all(p.grad is not None for p in rm.parameters() if p.requires_grad)
