@@ -92,7 +92,8 @@ def _run(cfg: DictConfig, job_dir: Path) -> dict:
     train, val, test = encode("train"), encode("val"), encode("test")
     labeler = build(cfg.labeler, "labeler") if "labeler" in cfg else None
     ctx = FitContext(backbone=backbone, train=train_cfg, cache=cache, seed=seed, domains=data.domains,
-                     data_spec=data.spec(seed), labeler=labeler, train_dataset=data.splits["train"])
+                     data_spec=data.spec(seed), labeler=labeler, train_dataset=data.splits["train"],
+                     world=getattr(data, "world", None), artifact_dir=job_dir)
     arch = build(cfg.arch, "arch")
 
     set_seed(seed)
@@ -112,7 +113,7 @@ def _run(cfg: DictConfig, job_dir: Path) -> dict:
     )
     out = {"accuracy": accuracy, "params": arch.param_counts(), "timing_s": timing,
            "train_log": [r for r in ctx.logs if "best_val_acc" in r]}
-    out.update(getattr(arch, "extra_metrics", lambda: {})())
+    out.update(arch.extra_metrics(test=test, dataset=ds))
 
     curves: list[dict] = []
     studies = dict(cfg.get("opt") or {})

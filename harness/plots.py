@@ -216,7 +216,8 @@ def _figure(n_panels: int, panel_size: tuple[float, float], legend_width: float 
     ncols = min(n_panels, 3)
     nrows = math.ceil(n_panels / ncols)
     fig = Figure(figsize=(panel_size[0] * ncols + legend_width, panel_size[1] * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    # Shared y: panels are compared by eye, so a common scale matters more than filling each panel.
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True).ravel()
     for ax in axes[n_panels:]:
         ax.set_visible(False)
     return fig, axes[:n_panels]
@@ -233,6 +234,11 @@ def _legend(fig: Figure, series: list[Series], extra: list = ()) -> None:
         handles.extend(extra)
     # Outside the axes: a legend inside would sit on top of some arch's curve in one sweep or another.
     fig.legend(handles=handles, loc="outside right upper")
+
+
+def _spread_key(handle, series: list[Series]) -> list:
+    """The error band / bar legend entry, only when some series pools several seeds (has a spread)."""
+    return [handle] if any(len(s.rows) > 1 for s in series) else []
 
 
 def _save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
@@ -317,7 +323,8 @@ def curves_figure(sweep_dir: Path, series: list[Series], opt: str) -> Figure | N
                 ax.plot(d, fit(d, alpha, beta), ":", color=s.color, linewidth=1.0)
         ax.axhline(0.0, color="0.6", linewidth=0.6, zorder=0)
         ax.set_xlabel(SQRT_KL_LABEL)
-        ax.set_ylabel(REWARD_LABEL)
+        if ax.get_subplotspec().is_first_col():
+            ax.set_ylabel(REWARD_LABEL)
         ax.set_title(panel or title)
     if len(panels) > 1:
         fig.suptitle(title)
@@ -325,8 +332,7 @@ def curves_figure(sweep_dir: Path, series: list[Series], opt: str) -> Figure | N
         Line2D([], [], color="0.2", linestyle="-", marker="o", markersize=2.5, label="gold"),
         Line2D([], [], color="0.2", linestyle="--", label="proxy"),
         Line2D([], [], color="0.2", linestyle=":", linewidth=1.0, label=fit_label),
-        Patch(facecolor="0.2", alpha=0.18, label=BAND_LABEL),
-    ]
+    ] + _spread_key(Patch(facecolor="0.2", alpha=0.18, label=BAND_LABEL), [s for s, _ in curves])
     _legend(fig, [s for s, _ in curves], key_handles)
     return fig
 
@@ -345,7 +351,9 @@ def accuracy_figure(series: list[Series]) -> Figure | None:
     panels = _panels(series)
     titles = {"gold": "agreement with gold preferences", "human": "agreement with (noisy) human labels"}
     n_domains = max(len(_domains(rows_all, lab)) for lab in labels) + 1
-    width = max(4.5, 0.16 * len(series) / max(len(panels), 1) * n_domains + 1.5)
+    per_panel = max(sum(s.panel == p for s in series) for p in panels)
+    # >= 0.9 in per group so two-line domain labels never touch; bars ~0.15 in wide.
+    width = max(4.5, n_domains * max(0.9, 0.15 * per_panel) + 1.0)
     fig = Figure(figsize=(width + 1.8, 2.9 * len(panels) * len(labels)), layout="constrained")
     axes = fig.subplots(len(panels) * len(labels), 1, squeeze=False).ravel()
     lo = 1.0
@@ -373,7 +381,7 @@ def accuracy_figure(series: list[Series]) -> Figure | None:
         ax.text(1.0, 0.5, " chance", transform=ax.get_yaxis_transform(), va="center", ha="left",
                 fontsize=7, color="0.4")
         ax.axvline(xs[-1] - 0.75, color="0.7", linewidth=0.6)
-        ax.set_xticks(xs, [g.replace("_", " ") for g in groups])
+        ax.set_xticks(xs, [g.replace("_", "\n") for g in groups])
         ax.set_ylabel("accuracy (fraction of pairs)")
         ax.set_title(f"{titles[lab]}" + (f" -- {panel}" if panel else ""))
         ax.grid(axis="x", visible=False)
@@ -381,7 +389,7 @@ def accuracy_figure(series: list[Series]) -> Figure | None:
     bottom = min(0.4, math.floor(lo * 10) / 10 - 0.05) if np.isfinite(lo) else 0.4
     for ax in axes:
         ax.set_ylim(max(0.0, bottom), 1.0)
-    _legend(fig, series, [Line2D([], [], color="0.25", linewidth=0.8, label=BAND_LABEL)])
+    _legend(fig, series, _spread_key(Line2D([], [], color="0.25", linewidth=0.8, label=BAND_LABEL), series))
     return fig
 
 
@@ -421,14 +429,16 @@ def params_figure(series: list[Series]) -> Figure | None:
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.margins(x=0.15, y=0.15)
         ax.set_xlabel("parameters (count, log scale)")
-        ax.set_ylabel("gold preference accuracy (fraction)")
+        if ax.get_subplotspec().is_first_col():
+            ax.set_ylabel("gold preference accuracy (fraction)")
         ax.set_title(panel or "parameters vs accuracy")
+    if len(panels) > 1:
+        fig.suptitle("parameters vs accuracy")
     key = [
         Line2D([], [], linestyle="none", marker="o", markersize=5, color="0.2", label="total stored"),
         Line2D([], [], linestyle="none", marker="o", markersize=9, markerfacecolor="none",
                markeredgecolor="0.2", label="active per response"),
-        Line2D([], [], color="0.2", linewidth=0.8, label=BAND_LABEL),
-    ]
+    ] + _spread_key(Line2D([], [], color="0.2", linewidth=0.8, label=BAND_LABEL), usable)
     _legend(fig, usable, key)
     return fig
 

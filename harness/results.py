@@ -111,7 +111,7 @@ def read_curves(job_dir: str | os.PathLike) -> pd.DataFrame:
 
 def _flat_value(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
-        # "arch=single,seed=0" reads like Hydra's own override_dirname; nested items stay JSON.
+        # "arch=single,seed=0" reads like Hydra's own override_dirname.
         return ",".join(v if isinstance(v, str) else json.dumps(v) for v in value)
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -119,7 +119,10 @@ def _flat_value(value: Any) -> Any:
 
 
 def flatten(metrics: Mapping, prefix: str = "") -> dict:
-    """{"accuracy": {"gold": {"overall": .8}}} -> {"accuracy.gold.overall": .8}, minus `FLATTEN_SKIP`."""
+    """{"accuracy": {"gold": {"overall": .8}}} -> {"accuracy.gold.overall": .8}.
+
+    Lists of scalars become one comma-joined string; `FLATTEN_SKIP` blocks and lists of records are left out.
+    """
     out = {}
     for key, value in metrics.items():
         if key in FLATTEN_SKIP:
@@ -127,6 +130,8 @@ def flatten(metrics: Mapping, prefix: str = "") -> dict:
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
             out.update(flatten(value, prefix=f"{name}."))
+        elif isinstance(value, (list, tuple)) and any(isinstance(v, (Mapping, list, tuple)) for v in value):
+            continue  # a log of records (e.g. train_log) is not a table cell; it stays in metrics.json
         else:
             out[name] = _flat_value(value)
     return out

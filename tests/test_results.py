@@ -72,7 +72,8 @@ def _metrics(arch: str, seed: int, job_dir: Path) -> dict:
         "timing_s": {"train": 40.0 + seed, "score_per_1k": 0.9, "total": 55.0 + seed},
         "bon": {"alpha": alpha, "beta": beta, "d_peak": d_peak, "gold_peak": alpha * d_peak / 2,
                 "final_gap": 1.1, "r2": 0.97, "observed_gold_peak": 1.0, "observed_d_peak": 1.5},
-        "ppo": {"alpha": alpha * 0.8, "beta": beta, "d_peak": 1.2, "gold_peak": 0.6 + 0.1 * alpha,
+        # The same alpha/beta as _curves' PPO gold, so the fitted line lies on the data.
+        "ppo": {"alpha": 0.32 * alpha, "beta": 0.4 * beta, "d_peak": 1.2, "gold_peak": 0.6 + 0.1 * alpha,
                 "final_gap": float("nan"), "r2": 0.9, "observed_gold_peak": 0.6, "observed_d_peak": 1.2},
     }
     if arch == "umm":
@@ -172,7 +173,7 @@ def test_flatten_dots_keys_skips_config_and_explain_joins_lists():
         "choices": {"arch": "umm", "opt": ["bon", "ppo"]}, "seed": 1, "overrides": ["arch=umm", "seed=1"],
         "accuracy": {"gold": {"overall": 0.8, "per_domain": {"chat": 0.9}}},
         "unmerged": {"params": {"total": 5}}, "config": {"big": 1}, "explain": {"capability_scores": {}},
-        "bon": None,
+        "bon": None, "train_log": [{"step": 1, "loss": 0.6}],
     })
     assert flat == {
         "choices.arch": "umm", "choices.opt": "bon,ppo", "seed": 1, "overrides": "arch=umm,seed=1",

@@ -66,6 +66,8 @@ class FitContext:
     data_spec: dict  # identifies the training data, for cache keys of trained parts
     labeler: object | None = None  # capability labeler (DMoERM)
     train_dataset: object | None = None  # the raw datasets.Dataset of ``train`` (capability columns)
+    artifact_dir: object | None = None  # the job's directory, for artifacts an arch writes (umm's merged model)
+    world: object | None = None  # the synthetic world (capability judges), None for real data
     logs: list = field(default_factory=list)
 
     def log(self, row: dict) -> None:
@@ -86,6 +88,11 @@ class RewardModel(nn.Module):
 
     def fit(self, train: EncodedPairs, val: EncodedPairs, ctx: FitContext) -> None:
         raise NotImplementedError
+
+    def extra_metrics(self, test: EncodedPairs, dataset) -> dict:
+        """Architecture-specific blocks merged into metrics.json (router accuracy, unmerged model, ...).
+        ``test`` is the encoded test split and ``dataset`` its raw datasets.Dataset."""
+        return {}
 
     # -- shared machinery -------------------------------------------------------------------------
     def mark_trained(self, params: Iterable[nn.Parameter]) -> None:

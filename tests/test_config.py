@@ -1,0 +1,86 @@
+"""Every option of every config group composes and instantiates; bad names and values fail clearly."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import open_dict
+
+from harness.archs.base import RewardModel, TrainConfig
+from harness.job import build
+
+from conftest import CONF_DIR, compose
+
+GROUPS = ["arch", "data", "backbone", "policy", "labeler", "opt"]
+OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted(Path(CONF_DIR, g).glob("*.yaml"))]
+
+
+@pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_option_composes(group, option):
+    cfg = compose([f"{group}={option}"])
+    assert cfg.seed == 0 and "cache_dir" in cfg
+    if group == "opt":
+        assert option == "none" and not cfg.opt or option in cfg.opt
+
+
+@pytest.mark.parametrize("option", [o for g, o in OPTIONS if g == "arch"])
+def test_every_arch_instantiates_a_reward_model(option):
+    arch = build(compose([f"arch={option}"]).arch, "arch")
+    assert isinstance(arch, RewardModel)
+
+
+def test_default_composition_and_multi_select_opt():
+    cfg = compose()
+    assert cfg.arch._target_.endswith("SingleRM") and cfg.data._target_.endswith("SyntheticData")
+    cfg = compose(["opt=[bon,ppo]"]) if Path(CONF_DIR, "opt", "ppo.yaml").exists() else compose(["opt=[bon]"])
+    assert "bon" in cfg.opt
+
+
+def test_results_go_under_results_dir():
+    cfg = compose(return_hydra_config=True)
+    assert cfg.hydra.run.dir.startswith("results/") and cfg.hydra.sweep.dir.startswith("results/")
+
+
+def test_unknown_top_level_key_is_an_error():
+    with pytest.raises(Exception, match="foo"):
+        compose(["foo=1"])
+
+
+def _run_harness(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=120,
+                          cwd=Path(CONF_DIR).parent)
+
+
+def test_unknown_arch_lists_valid_choices():
+    proc = _run_harness("arch=nope")
+    assert proc.returncode != 0
+    assert "arch" in proc.stderr and "single" in proc.stderr and "nope" in proc.stderr
+
+
+@pytest.mark.parametrize("override,key", [("train.lr=-1", "train.lr"), ("data.world.human_flip_rate=0.7",
+                                          "human_flip_rate"), ("data.world.domains=[]", "domains"),
+                                         ("data.n_train=0", "n_train")])
+def test_bad_values_name_the_key(override, key, tmp_path):
+    proc = _run_harness(override, "opt=none", f"hydra.run.dir={tmp_path}", f"cache_dir={tmp_path}/cache")
+    assert proc.returncode != 0
+    assert key in proc.stderr + proc.stdout
+    assert (tmp_path / "metrics.json").exists()  # a failed job still leaves its status row
+
+
+def test_train_config_validation():
+    good = dict(lr=1e-3, weight_decay=0.0, batch_size=32, epochs=1, warmup=0.0, max_grad_norm=1.0,
+                evals_per_epoch=1, patience=1, bucket_chunks=1)
+    TrainConfig(**good).validate()
+    for key, bad in [("lr", 0.0), ("batch_size", 0), ("warmup", 1.0), ("weight_decay", -1.0)]:
+        with pytest.raises(ValueError, match=f"train.{key}"):
+            TrainConfig(**{**good, key: bad}).validate()
+
+
+def test_instantiate_with_unknown_argument_names_group():
+    cfg = compose()
+    node = cfg.arch.copy()
+    with open_dict(node):
+        node["bogus"] = 1
+    with pytest.raises(ValueError, match="arch"):
+        build(node, "arch")
