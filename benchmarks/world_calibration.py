@@ -34,7 +34,7 @@ def main(overrides: list[str]) -> None:
     seed = int(cfg.seed)
     cache = ArtifactCache(cfg.cache_dir)
     data = build(cfg.data, "data").prepare(cache, seed)
-    backbone = build(cfg.backbone, "backbone").prepare(cache, lambda n: data.corpus(n, seed), seed, data.spec(seed))
+    backbone = build(cfg.backbone, "backbone").prepare(cache, lambda n: data.corpus(n, seed), seed, data.world_spec(seed))
     enc = {s: encode_pairs(data.splits[s], backbone.tokenizer, backbone.join, data.domains, backbone.max_length)
            for s in ("train", "val", "test")}
     train_cfg = TrainConfig(**cfg.train)

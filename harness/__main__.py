@@ -8,6 +8,7 @@ import sys
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import hydra  # noqa: E402
+import torch  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
@@ -19,6 +20,12 @@ from harness.job import run_job  # noqa: E402
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
+    if cfg.threads is None and "joblib" in str(hc.launcher.get("_target_", "")):
+        # Several jobs share the cores: split them, or each job's intra-op threads oversubscribe the CPU.
+        # (loky reuses worker processes across jobs, so this is set again for every job.)
+        n_jobs = hc.launcher.n_jobs
+        cores = os.cpu_count() or 1
+        torch.set_num_threads(max(1, cores // (cores if n_jobs in (None, -1) else max(1, n_jobs))))
     choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra")}
     metrics = run_job(cfg, hc.runtime.output_dir, choices, list(hc.overrides.task))
     # In a multirun a failed job must not raise: Hydra would then skip the end-of-sweep aggregation. The

@@ -81,7 +81,7 @@ def _run(cfg: DictConfig, job_dir: Path) -> dict:
     t0 = time.perf_counter()
     data = build(cfg.data, "data").prepare(cache, seed)
     backbone = build(cfg.backbone, "backbone").prepare(
-        cache, corpus=lambda n: data.corpus(n, seed), seed=seed, world_spec=data.spec(seed)
+        cache, corpus=lambda n: data.corpus(n, seed), seed=seed, world_spec=data.world_spec(seed)
     )
     timing["prepare"] = time.perf_counter() - t0
 

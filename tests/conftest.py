@@ -49,7 +49,7 @@ def tiny(cache_root):
 
     cache = ArtifactCache(cache_root)
     data = SyntheticData(**TINY_DATA, world={"calibration_pairs": 500}).prepare(cache, seed=0)
-    backbone = TinyBackbone(**TINY_BACKBONE).prepare(cache, lambda n: data.corpus(n, 0), 0, data.spec(0))
+    backbone = TinyBackbone(**TINY_BACKBONE).prepare(cache, lambda n: data.corpus(n, 0), 0, data.world_spec(0))
 
     def encode(split):
         return encode_pairs(data.splits[split], backbone.tokenizer, backbone.join, data.domains,

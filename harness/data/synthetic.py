@@ -37,6 +37,10 @@ class SyntheticData:
     def spec(self, seed: int) -> dict:
         return {"world": dict(vars(self.world_config)), "sizes": self.sizes, "seed": seed}
 
+    def world_spec(self, seed: int) -> dict:
+        """What determines the world's text (not the split sizes): keys artifacts trained on world text."""
+        return {"world": dict(vars(self.world_config)), "seed": seed}
+
     def prepare(self, cache: ArtifactCache, seed: int) -> SyntheticData:
         def build(out: Path) -> None:
             world = World(self.world_config, seed)
