@@ -69,3 +69,11 @@ def tiny(cache_root):
 
     t.ctx = ctx
     return t
+
+
+# Command-line overrides that make a whole job take seconds (tiny world, backbone, policy and budgets).
+TINY_OVERRIDES = [
+    "data.n_train=300", "data.n_val=100", "data.n_test=150", "data.world.calibration_pairs=300",
+    "backbone.hidden_size=32", "backbone.intermediate_size=64", "backbone.pretrain_steps=20",
+    "backbone.pretrain_sequences=400", "train.epochs=1", "train.evals_per_epoch=1", "threads=1",
+]

@@ -1,0 +1,357 @@
+"""umm (UMM-RM, Fu & Xue, arXiv 2512.00724): upcycle to a shared-expert MoE, train it, merge it back to a dense RM.
+
+1. Upcycle: the dense FFN of each chosen decoder layer stays on as an always-active shared expert, and E routed
+   experts start as copies of it (sparse upcycling). Gates per token: g_shared = 1 - s_max and
+   g_i = softmax_i * s_max for the top-k routed experts, where softmax_i is renormalised over the top-k (as in
+   Mixtral) and s_max is the largest routed probability (or a fixed number: `s_max` knob). So the gates sum to 1
+   and the MoE computes exactly the dense function at initialisation. (D) The paper's definition of s_max was
+   not recovered (methods.md §4.2); this is the "plausible reading" recorded there.
+2. Train the MoE end to end: Bradley-Terry + Switch load-balancing loss over the routed experts.
+3. Merge: for every FFN weight W = rho * W_shared + (1 - rho) * sum_i a_i W_i, with rho = sigmoid(scalar) and
+   a = softmax(logits per layer), initialised from the routing measured on the MoE's training data (rho from
+   the mean shared gate, a from each expert's share of the routing). rho and the logits are then learned with
+   the BT loss on a held-out slice of train carved off before step 2 (so the experts never saw it), everything
+   else frozen; val stays clean for early stopping of both phases. (D) The paper gives no merge objective.
+4. The result is an ordinary dense *ForSequenceClassification of the backbone's architecture and exact
+   parameter count, saved with `save_pretrained` (safetensors + tokenizer) and loadable by
+   `AutoModelForSequenceClassification.from_pretrained` alone. `score` uses it; `extra_metrics` reports the
+   unmerged MoE beside it.
+
+Experts and router are transformers' `MixtralExperts` / `MixtralTopKRouter` (fused weights); see more.py for why
+not `MixtralSparseMoeBlock`. The MoE code mirrors more.py on purpose (one architecture, one file).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+from transformers import MixtralConfig
+from transformers.models.mixtral.modeling_mixtral import MixtralExperts, MixtralTopKRouter
+
+from ..data.schema import Batch, EncodedPairs
+from ..evaluate import preference_accuracy
+from .base import FitContext, RewardModel, RewardOutput, train_bradley_terry
+
+log = logging.getLogger(__name__)
+
+
+class SharedExpertMoE(nn.Module):
+    """Drop-in replacement for a decoder layer's `mlp`: the mlp itself as the always-on shared expert, plus a
+    router and E fused routed experts upcycled from it. The routing of the last forward is kept on the module
+    (`router_logits`, `top_k_index`, `shared_gate`): a decoder layer passes only hidden states through."""
+
+    def __init__(self, mlp: nn.Module, config: MixtralConfig, expert_noise: float, router_init_std: float,
+                 s_max: str | float, generator: torch.Generator):
+        super().__init__()
+        self.shared = mlp
+        self.gate = MixtralTopKRouter(config)
+        self.experts = MixtralExperts(config)
+        self.s_max = s_max
+        with torch.no_grad():
+            self.gate.weight.normal_(0.0, router_init_std, generator=generator)
+            gate_up = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight], dim=0)  # (2I, H)
+            down = mlp.down_proj.weight  # (H, I)
+            for e in range(config.num_local_experts):
+                # Noise scaled by each matrix's own spread, so the knob means the same for every layer and size.
+                self.experts.gate_up_proj[e] = gate_up + expert_noise * gate_up.std() * torch.randn(
+                    gate_up.shape, generator=generator)
+                self.experts.down_proj[e] = down + expert_noise * down.std() * torch.randn(
+                    down.shape, generator=generator)
+        self.router_logits: torch.Tensor | None = None  # (B*T, E) of the last forward
+        self.top_k_index: torch.Tensor | None = None  # (B*T, k)
+        self.shared_gate: torch.Tensor | None = None  # (B*T,)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        B, T, H = hidden_states.shape
+        flat = hidden_states.reshape(B * T, H)
+        router_logits, top_k_weights, top_k_index = self.gate(flat)  # weights: top-k probs renormalised to 1
+        if self.s_max == "max":
+            s_max = torch.softmax(router_logits.float(), dim=-1).max(-1).values  # (B*T,)
+        else:
+            s_max = torch.full((B * T,), float(self.s_max), device=flat.device)
+        routed = self.experts(flat, top_k_index, (top_k_weights * s_max[:, None]).to(flat.dtype))
+        out = (1 - s_max)[:, None].to(flat.dtype) * self.shared(flat) + routed
+        self.router_logits, self.top_k_index, self.shared_gate = router_logits, top_k_index, 1 - s_max
+        return out.reshape(B, T, H)
+
+
+def load_balancing_loss(router_probs: torch.Tensor, top_k_index: torch.Tensor, E: int) -> torch.Tensor:
+    """Switch Transformer's balance loss E * sum_i f_i * P_i over the given (real) tokens and routed experts.
+
+    f_i = share of all k routing slots that went to expert i (sums to 1; not differentiable), P_i = mean router
+    probability of expert i (carries the gradient). Uniform probabilities give exactly 1; everything on one
+    expert with probability 1 gives E. (Mixtral's `load_balancing_loss_func` gives k for uniform routing.)"""
+    f = F.one_hot(top_k_index, E).float().mean(dim=(0, 1))  # (E,)
+    P = router_probs.mean(0)  # (E,)
+    return E * (f * P).sum()
+
+
+def upcyclable_layers(model: nn.Module, backbone, layers: list[int] | None, arch: str) -> list[int]:
+    """Indices of the decoder layers to upcycle, after checking the model is Llama-shaped."""
+    blocks = getattr(getattr(model, "model", None), "layers", None)
+    needed = (f"arch={arch} upcycles Llama-family FFNs: it needs decoder layers at model.model.layers[i].mlp with "
+              f"bias-free gate_proj/up_proj/down_proj Linear layers and config.hidden_act")
+    if blocks is None or not hasattr(model.config, "hidden_act"):
+        raise ValueError(f"{needed}; backbone={backbone.name} gives {type(model).__name__}, which does not")
+    chosen = list(range(len(blocks))) if layers is None else list(layers)
+    if not chosen or len(set(chosen)) != len(chosen) or not all(0 <= i < len(blocks) for i in chosen):
+        raise ValueError(f"arch.layers={layers} must be distinct indices in [0, {len(blocks)}) (or null = all)")
+    for i in chosen:
+        mlp = blocks[i].mlp
+        projs = [getattr(mlp, name, None) for name in ("gate_proj", "up_proj", "down_proj")]
+        if not all(isinstance(p, nn.Linear) and p.bias is None for p in projs):
+            raise ValueError(f"{needed}; backbone={backbone.name}: layer {i} has {type(mlp).__name__}")
+    return chosen
+
+
+class UMMMoE(RewardModel):
+    """The unmerged upcycled RM (phases 1-2): backbone with shared-expert MoE FFNs and a scalar head."""
+
+    def __init__(self, num_experts: int | None, top_k: int, layers: list[int] | None, expert_noise: float,
+                 router_init_std: float, s_max: str | float, aux_loss_coef: float, experts_implementation: str):
+        super().__init__()
+        self.num_experts, self.top_k, self.layers = num_experts, top_k, layers
+        self.expert_noise, self.router_init_std, self.s_max = expert_noise, router_init_std, s_max
+        self.aux_loss_coef, self.experts_implementation = aux_loss_coef, experts_implementation
+        self.model = None
+
+    def build(self, ctx: FitContext, seed: int) -> UMMMoE:
+        model = ctx.backbone.reward_model(seed)  # *ForSequenceClassification, num_labels=1
+        E = self.num_experts if self.num_experts is not None else len(ctx.domains)
+        if E < max(2, self.top_k):
+            raise ValueError(f"arch=umm: {E} routed experts (num_experts={self.num_experts}, {len(ctx.domains)} "
+                             f"domains) cannot route top_k={self.top_k}; set arch.num_experts >= max(2, top_k)")
+        self.E = E
+        self.moe_layers = upcyclable_layers(model, ctx.backbone, self.layers, "umm")
+        config = MixtralConfig(hidden_size=model.config.hidden_size,
+                               intermediate_size=model.model.layers[0].mlp.gate_proj.out_features,
+                               num_local_experts=E, num_experts_per_tok=self.top_k,
+                               hidden_act=model.config.hidden_act,
+                               experts_implementation=self.experts_implementation)
+        generator = torch.Generator().manual_seed(seed)
+        for i in self.moe_layers:
+            layer = model.model.layers[i]
+            layer.mlp = SharedExpertMoE(layer.mlp, config, self.expert_noise, self.router_init_std, self.s_max,
+                                        generator)
+        self.model = model
+        return self
+
+    def blocks(self) -> list[SharedExpertMoE]:
+        return [self.model.model.layers[i].mlp for i in self.moe_layers]
+
+    def forward(self, batch: Batch) -> RewardOutput:
+        if self.model is None:  # built, not merged yet: the MoE scores
+            return self.moe(batch)
+        logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                            use_cache=False).logits  # (B, 1), pooled at the last real token
+        B, T = batch.input_ids.shape
+        real = batch.attention_mask.reshape(-1).bool()  # (B*T,) padding takes no part in balance or load
+        mask = batch.attention_mask.float()  # (B, T)
+        n_real = mask.sum(1, keepdim=True).clamp_min(1)  # (B, 1)
+        balance, expert_tokens, router_prob, shared_gate = [], [], [], []
+        for block in self.blocks():
+            assert block.router_logits is not None, "the model's forward did not pass through the MoE block"
+            probs = torch.softmax(block.router_logits.float(), dim=-1)  # (B*T, E)
+            balance.append(load_balancing_loss(probs[real], block.top_k_index[real], self.E))
+            with torch.no_grad():
+                slots = F.one_hot(block.top_k_index, self.E).sum(1).float().reshape(B, T, self.E)
+                expert_tokens.append((slots * mask[..., None]).sum(1))  # (B, E)
+                router_prob.append((probs.reshape(B, T, self.E) * mask[..., None]).sum(1) / n_real)  # (B, E)
+                shared_gate.append((block.shared_gate.reshape(B, T) * mask).sum(1) / n_real[:, 0])  # (B,)
+            block.router_logits = block.top_k_index = block.shared_gate = None
+        aux = self.aux_loss_coef * torch.stack(balance).mean()  # mean over layers: coef means the same for any L
+        info = {
+            # (B, L, E): how many of this sequence's real tokens each routed expert processed (a token counts
+            # once for each of its top-k experts), per MoE layer; the router's mean probability over them;
+            # (B, L): the mean gate of the always-on shared expert.
+            "expert_tokens": torch.stack(expert_tokens, dim=1),
+            "router_prob": torch.stack(router_prob, dim=1),
+            "shared_gate": torch.stack(shared_gate, dim=1),
+        }
+        return RewardOutput(reward=logits.squeeze(-1), aux_loss=aux, info=info)
+
+    def expert_numel(self) -> int:
+        """Parameters of one routed expert's FFN (the same in every MoE layer: copies of one dense shape)."""
+        experts = self.blocks()[0].experts
+        return experts.gate_up_proj[0].numel() + experts.down_proj[0].numel()
+
+    def param_counts(self) -> dict[str, int]:
+        """active = everything but the E - k routed experts a token skips in each MoE layer: embeddings,
+        attention, norms, head, routers, the shared expert and k routed experts per MoE layer (per token, the
+        Switch/Mixtral convention of "active parameters")."""
+        counts = super().param_counts()
+        skipped = len(self.moe_layers) * (self.E - self.top_k) * self.expert_numel()
+        return {**counts, "active": counts["total"] - skipped}
+
+
+class UMMRM(RewardModel):
+    def __init__(self, num_experts: int | None, top_k: int, layers: list[int] | None, expert_noise: float,
+                 router_init_std: float, s_max: str | float, aux_loss_coef: float, experts_implementation: str,
+                 merge_fraction: float, merge_train: dict):
+        super().__init__()
+        if num_experts is not None and num_experts < 2:
+            raise ValueError(f"arch.num_experts={num_experts} must be >= 2 (or null = number of domains)")
+        if top_k < 1:
+            raise ValueError(f"arch.top_k={top_k} must be >= 1")
+        if expert_noise < 0 or router_init_std < 0 or aux_loss_coef < 0:
+            raise ValueError(f"arch.expert_noise={expert_noise}, router_init_std={router_init_std} and "
+                             f"aux_loss_coef={aux_loss_coef} must be >= 0")
+        if s_max != "max" and not (isinstance(s_max, (int, float)) and 0 < s_max < 1):
+            raise ValueError(f"arch.s_max={s_max!r} must be 'max' (largest routed probability) or a number in (0, 1)")
+        if experts_implementation not in ("eager", "batched_mm", "grouped_mm"):
+            raise ValueError(f"arch.experts_implementation={experts_implementation!r}: "
+                             f"valid choices are eager, batched_mm, grouped_mm")
+        if not 0 < merge_fraction < 1:
+            raise ValueError(f"arch.merge_fraction={merge_fraction} must be in (0, 1)")
+        self.merge_fraction, self.merge_train = merge_fraction, dict(merge_train)
+        self.moe = UMMMoE(num_experts, top_k, layers, expert_noise, router_init_std, s_max, aux_loss_coef,
+                          experts_implementation)
+        self.model = None  # the merged dense model, built in fit
+        self.rho_logit = None  # merge parameters, built in fit: one scalar, and (L, E) logits
+        self.merge_logits = None
+        self.merged_dir: Path | None = None
+        self.report: dict = {}
+
+    # -- the merge --------------------------------------------------------------------------------------------
+    def merged_ffn(self) -> dict[str, torch.Tensor]:
+        """The dense FFN weights W = rho W_shared + (1 - rho) sum_i a_i W_i of every MoE layer, keyed by the
+        dense model's parameter names; differentiable in rho_logit and merge_logits."""
+        rho = torch.sigmoid(self.rho_logit)
+        weights = {}
+        for j, i in enumerate(self.moe.moe_layers):
+            block = self.moe.model.model.layers[i].mlp
+            a = torch.softmax(self.merge_logits[j], dim=0)  # (E,)
+            gate_up = torch.einsum("e,eoh->oh", a, block.experts.gate_up_proj)  # (2I, H)
+            gate, up = gate_up.chunk(2, dim=0)  # (I, H) each: MixtralExperts stacks [gate; up]
+            down = torch.einsum("e,ehi->hi", a, block.experts.down_proj)  # (H, I)
+            prefix = f"model.layers.{i}.mlp."
+            weights[prefix + "gate_proj.weight"] = rho * block.shared.gate_proj.weight + (1 - rho) * gate
+            weights[prefix + "up_proj.weight"] = rho * block.shared.up_proj.weight + (1 - rho) * up
+            weights[prefix + "down_proj.weight"] = rho * block.shared.down_proj.weight + (1 - rho) * down
+        return weights
+
+    def forward_merge(self, batch: Batch) -> RewardOutput:
+        """The dense model with the current merged FFN weights swapped in (functional: gradients reach the
+        merge parameters only)."""
+        logits = functional_call(self.model, self.merged_ffn(),
+                                 kwargs=dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                             use_cache=False)).logits
+        return RewardOutput(reward=logits.squeeze(-1))
+
+    def init_merge(self, train: EncodedPairs) -> None:
+        """Merge parameters from the MoE's routing on its own training data: a_i = expert i's share of the
+        routing slots (add-one smoothed, so no expert starts at -inf), rho = the mean shared gate."""
+        tokens, shared, n_tok = 0, 0, 0
+        for seqs in (train.chosen, train.rejected):
+            info = self.moe.explain(seqs)
+            per_seq = info["expert_tokens"].sum(-1) / self.moe.top_k  # (N, L) real tokens
+            tokens = tokens + info["expert_tokens"].sum(0)  # (L, E)
+            shared = shared + (info["shared_gate"] * per_seq).sum(0)  # (L,)
+            n_tok = n_tok + per_seq.sum(0)  # (L,)
+        freq = (tokens + 1) / (tokens.sum(-1, keepdim=True) + self.moe.E)  # (L, E)
+        rho = float((shared / n_tok).mean())
+        self.rho_logit = nn.Parameter(torch.tensor(math.log(rho / (1 - rho))))
+        self.merge_logits = nn.Parameter(freq.log())
+        self.report["init"] = self.merge_weights()
+
+    def merge_weights(self) -> dict:
+        names = [f"layer_{i}" for i in self.moe.moe_layers]
+        a = torch.softmax(self.merge_logits.detach(), dim=-1)
+        return {"rho": float(torch.sigmoid(self.rho_logit.detach())),
+                "a": {n: [round(x, 4) for x in row.tolist()] for n, row in zip(names, a, strict=True)}}
+
+    # -- the recipe -------------------------------------------------------------------------------------------
+    def build(self, ctx: FitContext, seed: int) -> UMMRM:
+        """The upcycled MoE only (phase 1); until `fit` has merged it, the RM is that MoE."""
+        self.moe.build(ctx, seed)
+        return self
+
+    def fit(self, train: EncodedPairs, val: EncodedPairs, ctx: FitContext) -> None:
+        try:
+            merge_cfg = dataclasses.replace(ctx.train, **self.merge_train)
+        except TypeError as e:
+            raise ValueError(f"arch.merge_train={self.merge_train}: keys must be train.* settings ({e})") from e
+        merge_cfg.validate("arch.merge_train")
+        # Held-out slice for learning the merge, carved off before the experts train, so they never saw it.
+        perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(ctx.seed))
+        n_merge = max(1, round(self.merge_fraction * len(train)))
+        heldout, moe_train = train.subset(perm[:n_merge]), train.subset(perm[n_merge:])
+
+        self.build(ctx, ctx.seed)
+        result = train_bradley_terry(self.moe, list(self.moe.model.parameters()), moe_train, val, ctx.train,
+                                     ctx.seed, ctx, phase="umm/moe")
+        ctx.log(result)
+        self.report["moe"] = {"train_pairs": len(moe_train), "best_val_acc": result["best_val_acc"],
+                              "seconds": result["seconds"]}
+        self.moe.requires_grad_(False)
+
+        self.init_merge(moe_train)
+        # The dense model: the trained MoE model with each MoE block replaced by a plain copy of its shared FFN
+        # (the very module class the backbone had there); its FFN weights are overwritten by the merge below.
+        dense = copy.deepcopy(self.moe.model)
+        for i in self.moe.moe_layers:
+            dense.model.layers[i].mlp = copy.deepcopy(dense.model.layers[i].mlp.shared)
+        self.model = dense.requires_grad_(False)
+        result = train_bradley_terry(self, [self.rho_logit, self.merge_logits], heldout, val, merge_cfg,
+                                     ctx.seed, ctx, phase="umm/merge", forward=self.forward_merge)
+        ctx.log(result)
+        self.report["merge"] = {"train_pairs": len(heldout), "best_val_acc": result["best_val_acc"],
+                                "seconds": result["seconds"]}
+        with torch.no_grad():
+            for name, weight in self.merged_ffn().items():
+                self.model.get_parameter(name).copy_(weight)
+        self.model.eval()
+
+        out_root = ctx.artifact_dir if ctx.artifact_dir is not None else tempfile.mkdtemp(prefix="umm-")
+        self.merged_dir = Path(out_root) / "umm_merged"
+        self.model.save_pretrained(self.merged_dir)  # safetensors
+        ctx.backbone.tokenizer.save_pretrained(self.merged_dir)
+        log.info("umm: merged dense reward model saved to %s", self.merged_dir)
+
+    def forward(self, batch: Batch) -> RewardOutput:
+        if self.model is None:  # built, not merged yet: the MoE scores
+            return self.moe(batch)
+        logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                            use_cache=False).logits  # (B, 1), the merged dense model
+        return RewardOutput(reward=logits.squeeze(-1))
+
+    def param_counts(self) -> dict[str, int]:
+        """The merged model's: an ordinary dense model, so active = total; and every one of its weights came
+        out of training (the MoE phase trained all of them, the merge learned the FFNs), so trainable = total.
+        The MoE and the merge parameters are not stored in it (they are in extra_metrics' `unmerged`)."""
+        if self.model is None:  # built, not merged yet: the MoE is the RM
+            return self.moe.param_counts()
+        total = sum(p.numel() for p in {id(p): p for p in self.model.parameters()}.values())
+        return {"total": total, "trainable": total, "active": total}
+
+    def explain(self, seqs, batch_size: int = 256) -> dict:
+        """The merged model routes nothing: this is the unmerged MoE's routing, from which the merge began."""
+        return self.moe.explain(seqs, batch_size)
+
+    def extra_metrics(self, test: EncodedPairs | None = None, dataset=None) -> dict:
+        """`unmerged`: the MoE before merging (params; with the test split: accuracy and scoring cost, measured
+        as the job measures the merged model's); `merge`: rho and a, learned and at initialisation."""
+        unmerged = {"params": self.moe.param_counts(), **self.report["moe"]}
+        if test is not None:
+            t0 = time.perf_counter()
+            r_chosen, r_rejected = self.moe.score(test.chosen), self.moe.score(test.rejected)
+            unmerged["timing_s"] = {"score_per_1k": (time.perf_counter() - t0) / (2 * len(test)) * 1000}
+            if dataset is not None:
+                gold = "gold_chosen" in dataset.column_names
+                domains = dataset["domain"] if "domain" in dataset.column_names else [""] * len(dataset)
+                unmerged["accuracy"] = preference_accuracy(
+                    r_chosen.numpy(), r_rejected.numpy(), domains,
+                    dataset["gold_chosen"] if gold else None, dataset["gold_rejected"] if gold else None)
+        merge = {**self.merge_weights(), "init": self.report["init"], **self.report["merge"],
+                 "params": self.rho_logit.numel() + self.merge_logits.numel(), "merged_dir": str(self.merged_dir)}
+        return {"unmerged": unmerged, "merge": merge}

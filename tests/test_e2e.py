@@ -1,0 +1,74 @@
+"""End-to-end jobs on a tiny configuration: the job writes its results, is deterministic, resumes, and a
+killed multirun leaves nothing half-written and resumes without recomputing finished jobs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import CONF_DIR, TINY_OVERRIDES, compose
+
+from harness.job import run_job
+
+ROOT = Path(CONF_DIR).parent
+
+
+def _job(tmp_path, name, overrides):
+    cfg = compose([*TINY_OVERRIDES, f"cache_dir={tmp_path / 'cache'}", *overrides])
+    return run_job(cfg, tmp_path / name, {"arch": "single"}, overrides)
+
+
+def test_tiny_job_writes_metrics_and_is_deterministic(tmp_path):
+    a = _job(tmp_path, "a", ["opt=none"])
+    assert a["status"] == "ok", a["error"]
+    on_disk = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert on_disk["status"] == "ok" and set(on_disk["accuracy"]) >= {"gold", "human"}
+    assert set(on_disk["accuracy"]["gold"]["per_domain"]) == set(compose().data.world.domains)
+    assert on_disk["params"]["total"] == on_disk["params"]["trainable"] > 0
+    b = _job(tmp_path, "b", ["opt=none"])
+    assert a["accuracy"] == b["accuracy"] and a["params"] == b["params"]
+
+
+def test_rerun_of_a_finished_job_is_not_recomputed(tmp_path):
+    first = _job(tmp_path, "a", ["opt=none"])
+    mtime = (tmp_path / "a" / "metrics.json").stat().st_mtime_ns
+    again = _job(tmp_path, "a", ["opt=none"])
+    assert again.get("resumed") and again["accuracy"] == first["accuracy"]
+    assert (tmp_path / "a" / "metrics.json").stat().st_mtime_ns == mtime
+
+
+def test_failed_job_leaves_a_status_row(tmp_path):
+    out = _job(tmp_path, "bad", ["opt=none", "train.lr=-1"])
+    assert out["status"] == "failed" and "train.lr" in out["error"]
+    assert json.loads((tmp_path / "bad" / "metrics.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_killed_multirun_resumes_without_recomputing(tmp_path):
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "harness", "-m", "seed=0,1,2", "opt=none", *TINY_OVERRIDES,
+           f"cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    first = sweep / "0" / "metrics.json"
+    deadline = time.time() + 600
+    while not first.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    assert first.exists(), "job 0 never finished"
+    os.killpg(proc.pid, signal.SIGKILL)  # a real kill, mid-sweep
+    proc.wait()
+    mtime = first.stat().st_mtime_ns
+    assert not (sweep / "2" / "metrics.json").exists(), "the sweep finished before it could be killed"
+    # Nothing half-written: no temp files among results, no temp dirs in the cache.
+    assert not [p for p in sweep.rglob("*") if ".tmp" in p.name]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert first.stat().st_mtime_ns == mtime  # finished job not recomputed
+    for n in range(3):
+        assert json.loads((sweep / str(n) / "metrics.json").read_text())["status"] == "ok"
+    assert (sweep / "summary.csv").exists()
+    assert not [p for p in (tmp_path / "cache").rglob("*") if ".tmp" in p.name]

@@ -1,0 +1,122 @@
+import pytest
+import torch
+from conftest import compose
+from hydra.utils import instantiate
+
+from harness.archs.base import bradley_terry_loss
+from harness.archs.more import MoRE, SparseMoE, load_balancing_loss
+
+KNOBS = dict(num_experts=None, top_k=2, layers=None, expert_noise=0.0, router_init_std=0.02, aux_loss_coef=0.01,
+             experts_implementation="eager")
+
+
+def numel(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_config_instantiates():
+    rm = instantiate(compose(["arch=more"]).arch, _convert_="all")
+    assert isinstance(rm, MoRE) and rm.top_k == 2 and rm.aux_loss_coef == 0.01
+
+
+def test_upcycling_preserves_the_dense_function(tiny):
+    ctx = tiny.ctx()
+    rm = MoRE(**KNOBS).build(ctx, 0)
+    dense = tiny.backbone.reward_model(0)
+    assert all(isinstance(b, SparseMoE) for b in rm.blocks()) and len(rm.blocks()) == len(dense.model.layers)
+    batch = tiny.test.batch(torch.arange(16))
+    with torch.no_grad():
+        r_moe = rm(batch).reward
+        r_dense = dense(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.squeeze(-1)
+    torch.testing.assert_close(r_moe, r_dense, rtol=0, atol=1e-5)
+    # ... and noise really moves the experts apart (so the knob is not a no-op).
+    noisy = MoRE(**{**KNOBS, "expert_noise": 0.1}).build(ctx, 0)
+    experts = noisy.blocks()[0].experts
+    assert not torch.equal(experts.gate_up_proj[0], experts.gate_up_proj[1])
+
+
+def test_load_balancing_loss_known_values():
+    E, N, k = 5, 40, 2
+    uniform = torch.full((N, E), 1 / E)
+    skewed_choice = torch.zeros(N, k, dtype=torch.long)  # whatever the top-k, uniform P gives exactly 1
+    skewed_choice[:, 1] = 3
+    assert load_balancing_loss(uniform, skewed_choice, E).item() == pytest.approx(1.0)
+    collapsed = torch.zeros(N, E)
+    collapsed[:, 0] = 1.0
+    all_on_zero = torch.zeros(N, 1, dtype=torch.long)
+    assert load_balancing_loss(collapsed, all_on_zero, E).item() == pytest.approx(E)
+
+
+def test_uniform_router_gives_coef_times_one(tiny):
+    rm = MoRE(**KNOBS).build(tiny.ctx(), 0)
+    with torch.no_grad():
+        for block in rm.blocks():
+            block.gate.weight.zero_()  # every token: softmax exactly uniform
+    out = rm(tiny.train.batch(torch.arange(8)))
+    assert out.aux_loss.item() == pytest.approx(KNOBS["aux_loss_coef"] * 1.0, rel=1e-6)
+
+
+def test_gradients_reach_router_and_experts(tiny):
+    rm = MoRE(**{**KNOBS, "expert_noise": 0.05}).build(tiny.ctx(), 0)
+    out = rm(tiny.train.batch(torch.arange(16)))
+    (bradley_terry_loss(*out.reward.chunk(2)) + out.aux_loss).backward()
+    for block in rm.blocks():
+        assert block.gate.weight.grad is not None and block.gate.weight.grad.abs().sum() > 0
+        hit = block.experts.gate_up_proj.grad.abs().sum(dim=(1, 2)) > 0  # (E,)
+        assert hit.sum() >= rm.top_k
+    assert all(p.grad is not None for p in rm.parameters() if p.requires_grad)
+    # With exact copies the BT loss cannot tell experts apart, but the balance loss still trains the router.
+    exact = MoRE(**KNOBS).build(tiny.ctx(), 0)
+    exact(tiny.train.batch(torch.arange(16))).aux_loss.backward()
+    assert all(b.gate.weight.grad.abs().sum() > 0 for b in exact.blocks())
+
+
+def test_param_counts_against_numel(tiny):
+    rm = MoRE(**{**KNOBS, "layers": [1]}).build(tiny.ctx(), 0)
+    rm.mark_trained(rm.parameters())
+    dense = tiny.backbone.reward_model(0)
+    ffn, router = numel(dense.model.layers[1].mlp), numel(rm.blocks()[0].gate)
+    E, k = len(tiny.data.domains), rm.top_k
+    counts = rm.param_counts()
+    assert counts["total"] == numel(rm.model) == numel(dense) - ffn + router + E * ffn
+    assert counts["trainable"] == counts["total"]
+    # active = the dense model + the router + (k - 1) more FFN copies in the one MoE layer
+    assert counts["active"] == numel(dense) + router + (k - 1) * ffn
+
+
+def test_fit_scores_and_reports_expert_load(tiny):
+    rm = MoRE(**KNOBS)
+    rm.fit(tiny.train, tiny.val, tiny.ctx())
+    scores = rm.score(tiny.test.chosen)
+    assert scores.shape == (len(tiny.test),) and torch.isfinite(scores).all()
+    info = rm.explain(tiny.test.chosen)
+    L, E = len(rm.moe_layers), rm.E
+    assert info["expert_tokens"].shape == (len(tiny.test), L, E)
+    # every real token sits in exactly top_k expert slots of every MoE layer
+    n_real = tiny.test.chosen.lengths[:, None].float().expand(-1, L)
+    assert torch.equal(info["expert_tokens"].sum(-1), rm.top_k * n_real)
+    torch.testing.assert_close(info["router_prob"].sum(-1), torch.ones(len(tiny.test), L))
+    load = rm.extra_metrics(test=tiny.test, dataset=tiny.data.splits["test"])["expert_load"]
+    assert set(load["load"]) == {f"layer_{i}" for i in rm.moe_layers}
+    for row in load["load"].values():
+        assert len(row) == E and sum(row) == pytest.approx(1.0, abs=1e-3)
+    assert all(v >= 1.0 - 1e-6 for v in load["imbalance"].values())
+
+
+def test_non_llama_backbone_is_refused_clearly(tiny):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    class BertBackbone:
+        name = "minilm"
+
+        def reward_model(self, seed, num_labels=1):
+            return BertForSequenceClassification(BertConfig(
+                vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                num_labels=num_labels))
+
+    ctx = tiny.ctx()
+    ctx.backbone = BertBackbone()
+    with pytest.raises(ValueError, match=r"backbone=minilm.*does not|gate_proj"):
+        MoRE(**KNOBS).build(ctx, 0)
+    with pytest.raises(ValueError, match="arch.layers"):
+        MoRE(**{**KNOBS, "layers": [7]}).build(tiny.ctx(), 0)
