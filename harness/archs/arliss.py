@@ -1,0 +1,250 @@
+"""arliss (Namgoong et al., "Adapter Router Lightweight Integrated rewardS Switching"): ONE frozen backbone
+carrying a router LoRA adapter with a classification head over domains and n reward LoRA adapters, each with
+its own scalar head; scoring switches adapters inside the same model.
+
+Everything adapter-related is peft's multi-adapter API: ``get_peft_model(..., adapter_name="router")``, then
+``add_adapter`` per domain and ``set_adapter`` to switch. For task_type="SEQ_CLS" peft wraps the model's head
+(``score`` on Llama, ``classifier`` on BERT) in a ``ModulesToSaveWrapper`` that keeps one trainable copy of the
+head per adapter and runs the active adapter's copy.
+
+Heads of different sizes: the backbone is loaded with ``num_labels=1``, so every per-adapter copy is a scalar
+head — right for the reward adapters, wrong for the router, which needs n_domains outputs. We replace the router
+adapter's copy inside the wrapper (``wrapper.modules_to_save["router"]``) by a fresh ``Linear(H, n_domains)``
+right after ``get_peft_model``, before any reward adapter exists. That is the cleanest working option: the
+router pass is then the ordinary sequence-classification forward (same last-real-token pooling as the reward
+heads, logits (B, n)), the head is switched, frozen and unfrozen by ``set_adapter`` like every other adapter's
+head, and ``add_adapter`` still deep-copies the untouched scalar original for each reward adapter. (A separate
+``Linear`` on ``output_hidden_states`` would need a second pooling code path and would leave peft's unused
+scalar router copy stored beside it.) Only the wrapper's ``original_module`` — the scalar head the model was
+loaded with — is stored but never run once every adapter has its copy; it is counted in ``total`` (it is
+stored) and not in ``active``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from peft import LoraConfig, get_peft_model
+from peft.utils import ModulesToSaveWrapper
+from torch import nn
+
+from ..data.schema import Batch, EncodedPairs, EncodedSequences
+from .base import (
+    FitContext,
+    RewardModel,
+    RewardOutput,
+    classifier_accuracy,
+    train_bradley_terry,
+    train_classifier,
+)
+
+ROUTER = "router"
+
+
+def reward_adapter(d: int) -> str:
+    # Indexed, not named after the domain: adapter names become module keys, and a data set's domain names may
+    # hold characters (".", spaces) a ModuleDict key cannot.
+    return f"reward_{d}"
+
+
+def require_domains(name: str, pairs: EncodedPairs, split: str, n_domains: int) -> None:
+    """Routing by domain needs a domain label on every pair: say so plainly instead of training on -1."""
+    missing = int((pairs.chosen.domain < 0).sum())
+    if missing:
+        raise ValueError(
+            f"arch={name} needs a domain label on every preference pair (data column `domain`): {missing} of "
+            f"{len(pairs)} {split} pairs have none. Use data that carries `domain` (data=synthetic, or a jsonl/hf "
+            f"source with a `domain` column), or an architecture without a domain router (e.g. arch=single)."
+        )
+    if int(pairs.chosen.domain.max()) >= n_domains:
+        raise ValueError(f"arch={name}: {split} has domain index {int(pairs.chosen.domain.max())} but only "
+                         f"{n_domains} domains are known")
+
+
+def adapter_of(param_name: str) -> str | None:
+    """The adapter a parameter belongs to, from peft's naming (``...lora_A.<adapter>.weight``,
+    ``...modules_to_save.<adapter>.weight``); None for the shared backbone."""
+    parts = param_name.split(".")
+    for i, part in enumerate(parts[:-1]):
+        if part.startswith("lora_") or part == "modules_to_save":
+            return parts[i + 1]
+    return None
+
+
+class ARLISS(RewardModel):
+    def __init__(self, r: int, lora_alpha: float, lora_dropout: float, target_modules: list[str] | None,
+                 lr: float):
+        super().__init__()
+        if r < 1:
+            raise ValueError(f"arch.r={r} must be >= 1")
+        if not 0 <= lora_dropout < 1:
+            raise ValueError(f"arch.lora_dropout={lora_dropout} must be in [0, 1)")
+        if not lr > 0:
+            raise ValueError(f"arch.lr={lr} must be > 0")
+        self.r, self.lora_alpha, self.lora_dropout = r, lora_alpha, lora_dropout
+        self.target_modules = None if target_modules is None else list(target_modules)
+        self.lr = lr
+        self.peft = None  # the PeftModel, built in build(): the backbone is only known then
+        self.domains: list[str] = []
+        self.router_metrics: dict = {}
+
+    def lora_config(self, targets: list[str]) -> LoraConfig:
+        return LoraConfig(task_type="SEQ_CLS", r=self.r, lora_alpha=self.lora_alpha,
+                          lora_dropout=self.lora_dropout, target_modules=targets)
+
+    def build(self, ctx: FitContext, seed: int) -> ARLISS:
+        self.domains = list(ctx.domains)
+        n = len(self.domains)
+        if n < 2:
+            raise ValueError(f"arch=arliss needs at least 2 domains to route between, got {self.domains}")
+        targets = self.target_modules or ctx.backbone.lora_targets
+        base = ctx.backbone.reward_model(seed, num_labels=1)  # seeds the global RNG: LoRA A inits follow from it
+        self.peft = get_peft_model(base, self.lora_config(targets), adapter_name=ROUTER)  # freezes the backbone
+        heads = [m for m in self.peft.modules() if isinstance(m, ModulesToSaveWrapper)]
+        assert len(heads) == 1, f"expected peft to wrap exactly one sequence-classification head, got {len(heads)}"
+        head = heads[0]
+        scalar = head.original_module
+        if not isinstance(scalar, nn.Linear):
+            raise ValueError(f"arch=arliss: the backbone's classification head is a {type(scalar).__name__}; "
+                             f"only a Linear head can be resized for the router")
+        # The router's own head: n_domains outputs instead of the scalar copy peft made (see module docstring).
+        head.modules_to_save[ROUTER] = nn.Linear(scalar.in_features, n, bias=scalar.bias is not None)
+        for d in range(n):
+            self.peft.add_adapter(reward_adapter(d), self.lora_config(targets))
+        return self
+
+    # -- the two passes (same backbone, different adapter) -------------------------------------------
+    def router_logits(self, batch: Batch) -> torch.Tensor:
+        """(B, n_domains) domain logits from the prompt alone: backbone + router adapter + router head."""
+        self.peft.set_adapter(ROUTER)
+        return self.peft(input_ids=batch.prompt_ids, attention_mask=batch.prompt_mask, use_cache=False).logits
+
+    def adapter_reward(self, d: int, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(b,) rewards from backbone + reward adapter d + its scalar head."""
+        self.peft.set_adapter(reward_adapter(d))
+        T = int(attention_mask.sum(1).max())  # rows routed here may be shorter than the batch: trim padding
+        return self.peft(input_ids=input_ids[:, :T], attention_mask=attention_mask[:, :T],
+                         use_cache=False).logits.squeeze(-1)
+
+    def forward(self, batch: Batch) -> RewardOutput:
+        probs = self.router_logits(batch).float().softmax(-1)  # (B, n)
+        domain_prob, domain = probs.max(-1)  # hard top-1 routing, (B,) each
+        reward = torch.zeros(len(batch), dtype=torch.float32, device=batch.input_ids.device)
+        # Group the batch by routed domain: one adapter switch and one forward per domain present.
+        for d in domain.unique().tolist():
+            rows = (domain == d).nonzero(as_tuple=True)[0]
+            reward = reward.index_put((rows,), self.adapter_reward(d, batch.input_ids[rows],
+                                                                   batch.attention_mask[rows]).float())
+        return RewardOutput(reward=reward, info={"domain": domain, "domain_prob": domain_prob})
+
+    # -- training -----------------------------------------------------------------------------------
+    def fit(self, train: EncodedPairs, val: EncodedPairs, ctx: FitContext) -> None:
+        n = len(ctx.domains)
+        require_domains("arliss", train, "train", n)
+        require_domains("arliss", val, "val", n)
+        self.build(ctx, ctx.seed)
+        cfg = dataclasses.replace(ctx.train, lr=self.lr)  # LoRA wants its own (usually larger) learning rate
+
+        # Router adapter + router head: cross-entropy over domains on the training prompts.
+        self.peft.set_adapter(ROUTER)  # also makes exactly this adapter's LoRA weights and head trainable
+        result = train_classifier(self, self.adapter_parameters(ROUTER), self.router_logits, train.chosen,
+                                  val.chosen, cfg, ctx.seed, ctx, phase="arliss/router")
+        ctx.log(result)
+        self.router_metrics = {"val_accuracy": self.router_accuracy(val.chosen),
+                               "val_per_domain": self.router_accuracy_per_domain(val.chosen)}
+
+        # Reward adapter d + its head: Bradley-Terry on domain d's pairs only, early-stopped on val's domain d.
+        for d, name in enumerate(self.domains):
+            train_d = train.subset((train.chosen.domain == d).nonzero(as_tuple=True)[0])
+            val_idx = (val.chosen.domain == d).nonzero(as_tuple=True)[0]
+            if len(train_d) == 0:
+                raise ValueError(f"arch=arliss: domain {name!r} has no training pairs, so it cannot get an adapter")
+
+            def forward(batch: Batch, d=d) -> RewardOutput:
+                return RewardOutput(reward=self.adapter_reward(d, batch.input_ids, batch.attention_mask))
+
+            self.peft.set_adapter(reward_adapter(d))
+            result = train_bradley_terry(self, self.adapter_parameters(reward_adapter(d)), train_d,
+                                         val.subset(val_idx) if len(val_idx) else None, cfg, ctx.seed + 1 + d,
+                                         ctx, phase=f"arliss/{name}", forward=forward)
+            ctx.log(result)
+
+    def adapter_parameters(self, adapter: str) -> list[nn.Parameter]:
+        """The LoRA weights and the head copy of one adapter."""
+        return [p for name, p in self.peft.named_parameters() if adapter_of(name) == adapter]
+
+    # -- reporting ----------------------------------------------------------------------------------
+    def router_accuracy(self, seqs: EncodedSequences) -> float:
+        """Fraction of prompts the router adapter sends to their labelled domain (top-1)."""
+        return classifier_accuracy(self.router_logits, seqs, self)
+
+    def router_accuracy_per_domain(self, seqs: EncodedSequences) -> dict[str, float]:
+        out = {}
+        for d, name in enumerate(self.domains):
+            idx = (seqs.domain == d).nonzero(as_tuple=True)[0]
+            if len(idx):
+                out[name] = classifier_accuracy(self.router_logits, subset_sequences(seqs, idx), self)
+        return out
+
+    def extra_metrics(self, test: EncodedPairs, dataset) -> dict:
+        """Router accuracy (val, and test where the test pairs carry domains), and "oracle_routing": accuracy when
+        each test pair is scored by its TRUE domain's reward model — the ceiling a perfect router would reach, so
+        the gap to the job's accuracy is what routing errors cost."""
+        router = dict(self.router_metrics)
+        if (test.chosen.domain < 0).any():  # unlabelled test pairs can be routed and scored, not checked
+            return {"router": router}
+        router["test_accuracy"] = self.router_accuracy(test.chosen)
+        router["test_per_domain"] = self.router_accuracy_per_domain(test.chosen)
+        gold = "gold_chosen" in dataset.column_names
+        human_correct, gold_correct, per_domain = [], [], {}
+        for d, name in enumerate(self.domains):
+            rows = (test.chosen.domain == d).nonzero(as_tuple=True)[0]
+            if not len(rows):
+                continue
+            r_c, r_r = (self.true_domain_scores(d, subset_sequences(s, rows)) for s in (test.chosen, test.rejected))
+            block = {"human": float((r_c > r_r).double().mean()), "n": len(rows)}
+            human_correct.append(r_c > r_r)
+            if gold:
+                g_c = torch.tensor(dataset.select(rows.tolist())["gold_chosen"])
+                g_r = torch.tensor(dataset.select(rows.tolist())["gold_rejected"])
+                decided = g_c != g_r  # gold ties have no right answer (as in harness.evaluate)
+                says = torch.where(g_c > g_r, r_c > r_r, r_r > r_c)[decided]
+                block["gold"] = float(says.double().mean())
+                gold_correct.append(says)
+            per_domain[name] = block
+        oracle = {"human": float(torch.cat(human_correct).double().mean()), "per_domain": per_domain}
+        if gold:
+            oracle["gold"] = float(torch.cat(gold_correct).double().mean())
+        return {"router": router, "oracle_routing": oracle}
+
+    @torch.inference_mode()
+    def true_domain_scores(self, d: int, seqs: EncodedSequences, batch_size: int = 256) -> torch.Tensor:
+        """Rewards (N,) of domain d's reward model, whatever the router would say."""
+        self.eval()
+        out = torch.empty(len(seqs))
+        for idx in seqs.length_sorted_batches(batch_size):
+            b = seqs.batch(idx)
+            out[idx] = self.adapter_reward(d, b.input_ids, b.attention_mask).float()
+        return out
+
+    def param_counts(self) -> dict[str, int]:
+        """total: backbone once + every adapter + every head (+ peft's stored, unused original scalar head);
+        active: backbone + router adapter + router head + one reward adapter + its head.
+
+        These are parameters, not FLOPs: a scored response runs the backbone twice (router pass on the prompt,
+        reward pass on prompt + response) but its weights are counted once."""
+        counts = super().param_counts()
+        per_adapter: dict[str | None, int] = {}
+        for name, p in self.peft.named_parameters():  # each parameter once
+            if ".original_module." in name:  # the unused original head: stored, never active
+                continue
+            per_adapter[adapter_of(name)] = per_adapter.get(adapter_of(name), 0) + p.numel()
+        one_reward = max(per_adapter[reward_adapter(d)] for d in range(len(self.domains)))  # all the same size
+        counts["active"] = per_adapter[None] + per_adapter[ROUTER] + one_reward
+        return counts
+
+
+def subset_sequences(seqs: EncodedSequences, idx: torch.Tensor) -> EncodedSequences:
+    return EncodedSequences(seqs.ids[idx], seqs.lengths[idx], seqs.prompt_ids[idx], seqs.prompt_lengths[idx],
+                            seqs.domain[idx])
