@@ -1,0 +1,131 @@
+"""ens_mean / ens_wco / ens_uwo: Coste et al.'s reward-model ensembles against over-optimization.
+
+k members, each an ordinary single RM (backbone + scalar head, Bradley-Terry loss) trained on the same data
+with its own seed for head initialisation and data order. Their rewards combine as (methods.md §5.1):
+
+- mean: (1/k) Σ_i R_i                                  — not conservative;
+- wco:  min_i R_i                                       — worst-case optimization, no hyperparameter;
+- uwo:  (1/k) Σ_i R_i − λ · (1/k) Σ_i (R_i − mean)²     — uncertainty-weighted, *population* variance
+  (Coste's BoN code uses np.var, ddof=0; their PPO code's torch.var is the unbiased one, i.e. λ·k/(k−1)).
+
+Trained members live in the artifact cache, keyed by exactly what determines them (data, backbone, train
+config, member seed) and not by the aggregator or λ: the three aggregators — and any λ, and any smaller k —
+share one set of trained members, so adding an aggregator costs no training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.schema import Batch
+from .base import FitContext, RewardModel, RewardOutput, train_bradley_terry
+
+AGGREGATORS = ("mean", "wco", "uwo")
+
+
+def aggregate(rewards: torch.Tensor, aggregator: str, uwo_lambda: float) -> torch.Tensor:
+    """Combine member rewards (B, k) into one reward (B,)."""
+    if aggregator == "mean":
+        return rewards.mean(dim=-1)
+    if aggregator == "wco":
+        return rewards.min(dim=-1).values
+    if aggregator == "uwo":
+        # unbiased=False: the population variance of the paper's Eq. 5, not the sample variance.
+        return rewards.mean(dim=-1) - uwo_lambda * rewards.var(dim=-1, unbiased=False)
+    raise ValueError(f"arch.aggregator={aggregator!r} is not one of {', '.join(AGGREGATORS)}")
+
+
+def member_seed(job_seed: int, member: int) -> int:
+    """Member i's seed: numpy's SeedSequence gives independent streams per (job seed, member), so members of
+    one job never share a seed with each other nor with the members of another job seed."""
+    return int(np.random.SeedSequence([job_seed, member]).generate_state(1)[0])
+
+
+def member_reward(member: nn.Module, batch: Batch) -> torch.Tensor:
+    logits = member(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                    use_cache=False).logits  # (B, 1), pooled at the last real token
+    return logits.squeeze(-1)
+
+
+class EnsembleRM(RewardModel):
+    def __init__(self, aggregator: str, k: int = 5, uwo_lambda: float = 0.5):
+        super().__init__()
+        if aggregator not in AGGREGATORS:
+            raise ValueError(f"arch.aggregator={aggregator!r} is not one of {', '.join(AGGREGATORS)}")
+        if k < 2:
+            raise ValueError(f"arch.k={k} must be >= 2 (an ensemble of one is arch=single)")
+        if uwo_lambda < 0:
+            raise ValueError(f"arch.uwo_lambda={uwo_lambda} must be >= 0 (a negative weight rewards disagreement)")
+        self.aggregator, self.k, self.uwo_lambda = aggregator, k, uwo_lambda
+        self.members = nn.ModuleList()  # built in fit: the backbone is only known then
+        self.provenance: list[str] = []  # per member: "trained" here or "cached" from an earlier job
+
+    def forward(self, batch: Batch) -> RewardOutput:
+        rewards = torch.stack([member_reward(m, batch) for m in self.members], dim=-1)  # (B, k)
+        reward = aggregate(rewards, self.aggregator, self.uwo_lambda)  # (B,)
+        return RewardOutput(reward=reward, info={"members": rewards, "aggregate": reward})
+
+    def member_spec(self, ctx: FitContext, seed: int) -> dict:
+        """Everything that determines a trained member — and nothing else (no aggregator, λ or k)."""
+        return {
+            "data": ctx.data_spec,
+            # A content hash of the backbone config for cached backbones; the model path or hub id otherwise.
+            "backbone": str(ctx.backbone.path),
+            # Truncation of the encoded training pairs: a backbone knob that is not always part of its path.
+            "max_length": ctx.backbone.max_length,
+            "train": dataclasses.asdict(ctx.train),
+            "member_seed": seed,
+        }
+
+    def fit(self, train, val, ctx: FitContext) -> None:
+        self.members = nn.ModuleList()
+        self.provenance = []
+        for i in range(self.k):
+            seed = member_seed(ctx.seed, i)
+            member = ctx.backbone.reward_model(seed)  # seeds the head init (and the global RNG for dropout)
+            self.members.append(member)
+            built = False
+
+            def build(member=member, seed=seed, i=i):
+                nonlocal built
+                built = True
+                first_row = len(ctx.logs)
+                # The shared loop on this member alone; `seed` also fixes its data order.
+                result = train_bradley_terry(self, list(member.parameters()), train, val, ctx.train, seed, ctx,
+                                             phase=f"member{i}",
+                                             forward=lambda batch: RewardOutput(member_reward(member, batch)))
+                state = {name: t.detach().clone() for name, t in member.state_dict().items()}
+                return state, {"member": i, "seed": seed, "result": result, "log": ctx.logs[first_row:]}
+
+            state, meta = ctx.cache.tensors("ens_member", self.member_spec(ctx, seed), build)
+            member.load_state_dict(state)  # a no-op in value when just built; the trained weights otherwise
+            # "trainable = updated in any phase": a cached member was trained, only in an earlier job.
+            self.mark_trained(member.parameters())
+            self.provenance.append("trained" if built else "cached")
+            if not built:
+                for row in meta["log"]:
+                    ctx.logs.append({**row, "cached": True})
+            ctx.log({**meta["result"], "member": i, "source": self.provenance[-1]})
+
+    def extra_metrics(self, test, dataset) -> dict:
+        """How the ensemble was made, and each member's own test accuracy (what an aggregator is compared to)."""
+        r_chosen = self.explain(test.chosen)["members"]  # (N, k)
+        r_rejected = self.explain(test.rejected)["members"]
+        accuracy = {"human": ((r_chosen > r_rejected).float().mean(0)).tolist()}  # ties count wrong
+        if "gold_chosen" in dataset.column_names:
+            g_c, g_r = torch.tensor(dataset["gold_chosen"]), torch.tensor(dataset["gold_rejected"])
+            decided = g_c != g_r  # gold ties have no right answer: left out, as in harness.evaluate
+            gold_says_chosen = (g_c > g_r)[decided, None]
+            correct = torch.where(gold_says_chosen, r_chosen[decided] > r_rejected[decided],
+                                  r_rejected[decided] > r_chosen[decided])
+            accuracy["gold"] = correct.float().mean(0).tolist()
+        return {"ensemble": {
+            "k": self.k, "aggregator": self.aggregator, "uwo_lambda": self.uwo_lambda,
+            "members_trained": self.provenance.count("trained"), "members_cached": self.provenance.count("cached"),
+            "member_accuracy": accuracy,
+            "member_accuracy_mean": {name: float(np.mean(v)) for name, v in accuracy.items()},
+        }}

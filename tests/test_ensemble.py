@@ -1,0 +1,172 @@
+import copy
+import dataclasses
+
+import pytest
+import torch
+from conftest import compose
+
+from harness.archs.ensemble import EnsembleRM, aggregate, member_seed
+from harness.archs.single import SingleRM
+from harness.cache import ArtifactCache
+from harness.job import build
+
+# ---------------------------------------------------------------- aggregator math on hand values
+
+REWARDS = torch.tensor([[1.0, 2.0, 3.0, 6.0],
+                        [0.5, 0.5, 0.5, 0.5],
+                        [-2.0, 0.0, 1.0, -3.0]])  # (B=3, k=4)
+
+
+def test_mean_and_worst_case():
+    assert torch.allclose(aggregate(REWARDS, "mean", 0.5), torch.tensor([3.0, 0.5, -1.0]))
+    assert torch.equal(aggregate(REWARDS, "wco", 0.5), torch.tensor([1.0, 0.5, -3.0]))
+
+
+def test_uwo_uses_population_variance():
+    # Row 0: mean 3, squared deviations 4+1+0+9 = 14, population variance 14/4 = 3.5 (sample: 14/3).
+    # Row 2: mean -1, squared deviations 1+1+4+4 = 10, population variance 2.5 (sample: 10/3).
+    expected = torch.tensor([3.0 - 0.5 * 3.5, 0.5, -1.0 - 0.5 * 2.5])
+    assert torch.allclose(aggregate(REWARDS, "uwo", 0.5), expected)
+    sample = torch.tensor([3.0 - 0.5 * 14 / 3, 0.5, -1.0 - 0.5 * 10 / 3])
+    assert not torch.allclose(aggregate(REWARDS, "uwo", 0.5), sample)
+    assert torch.allclose(aggregate(REWARDS, "uwo", 2.0), torch.tensor([3.0 - 7.0, 0.5, -1.0 - 5.0]))
+
+
+def test_uwo_with_zero_lambda_is_the_mean():
+    assert torch.equal(aggregate(REWARDS, "uwo", 0.0), aggregate(REWARDS, "mean", 0.0))
+
+
+# ---------------------------------------------------------------- validation and configs
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match=r"arch\.aggregator='median'.*mean, wco, uwo"):
+        EnsembleRM("median")
+    with pytest.raises(ValueError, match=r"arch\.k=1"):
+        EnsembleRM("mean", k=1)
+    with pytest.raises(ValueError, match=r"arch\.uwo_lambda=-0\.1"):
+        EnsembleRM("uwo", uwo_lambda=-0.1)
+
+
+@pytest.mark.parametrize("name,aggregator", [("ens_mean", "mean"), ("ens_wco", "wco"), ("ens_uwo", "uwo")])
+def test_configs_instantiate(name, aggregator):
+    rm = build(compose([f"arch={name}"]).arch, "arch")
+    assert isinstance(rm, EnsembleRM)
+    assert (rm.aggregator, rm.k, rm.uwo_lambda) == (aggregator, 5, 0.5)
+
+
+def test_bad_aggregator_from_the_command_line():
+    with pytest.raises(ValueError, match=r"arch.*arch\.aggregator='max'.*mean, wco, uwo"):
+        build(compose(["arch=ens_mean", "arch.aggregator=max"]).arch, "arch")
+
+
+def test_member_seeds_are_distinct_across_members_and_job_seeds():
+    seeds = {member_seed(job, i) for job in range(4) for i in range(8)}
+    assert len(seeds) == 32
+
+
+# ---------------------------------------------------------------- an ensemble of identical members is one member
+
+
+@pytest.mark.parametrize("aggregator", ["mean", "wco", "uwo"])
+def test_identical_members_equal_one_member(tiny, aggregator):
+    single = SingleRM().build(tiny.ctx(), 0)
+    ens = EnsembleRM(aggregator, k=3)
+    ens.members = torch.nn.ModuleList(copy.deepcopy(single.model) for _ in range(3))
+    expected = single.score(tiny.test.chosen)
+    got = ens.score(tiny.test.chosen)
+    # Summing k equal floats and dividing by k may round in the last bit, so "equal" is to float precision.
+    assert torch.allclose(got, expected, rtol=0, atol=1e-6)
+    if aggregator == "uwo":
+        members = ens.explain(tiny.test.chosen)["members"]
+        assert members.var(dim=-1, unbiased=False).max() < 1e-10
+
+
+# ---------------------------------------------------------------- training, cache, counts
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny, tmp_path_factory):
+    """A k=2 ensemble fitted into a fresh cache (so the build counts below are exact)."""
+    ctx = dataclasses.replace(tiny.ctx(), cache=ArtifactCache(tmp_path_factory.mktemp("ens_cache")))
+    ens = EnsembleRM("mean", k=2)
+    ens.fit(tiny.train, tiny.val, ctx)
+    return ens, ctx
+
+
+def test_fit_trains_k_distinct_members(fitted, tiny):
+    ens, ctx = fitted
+    assert ctx.cache.stats == {"hits": 0, "builds": 2}
+    assert ens.provenance == ["trained", "trained"]
+    fresh = tiny.backbone.reward_model(0)
+    heads = [m.score.weight for m in ens.members]
+    assert not torch.equal(heads[0], heads[1])
+    for m in ens.members:  # every parameter moved away from the shared backbone weights
+        assert not torch.equal(m.model.embed_tokens.weight, fresh.model.embed_tokens.weight)
+    members = ens.explain(tiny.test.chosen)["members"]
+    assert members.shape == (len(tiny.test), 2) and torch.isfinite(members).all()
+    assert not torch.equal(members[:, 0], members[:, 1])
+
+
+def test_second_fit_loads_members_and_scores_identically(fitted, tiny):
+    ens, ctx = fitted
+    before = ctx.cache.stats
+    again = EnsembleRM("mean", k=2)
+    again.fit(tiny.train, tiny.val, dataclasses.replace(ctx, logs=[]))
+    assert ctx.cache.stats["builds"] == before["builds"]
+    assert ctx.cache.stats["hits"] == before["hits"] + 2
+    assert again.provenance == ["cached", "cached"]
+    assert torch.equal(again.score(tiny.test.chosen), ens.score(tiny.test.chosen))
+
+
+def test_other_aggregator_and_smaller_k_hit_the_cache(fitted, tiny):
+    ens, ctx = fitted
+    before = ctx.cache.stats
+    wco = EnsembleRM("wco", k=2, uwo_lambda=3.0)
+    wco.fit(tiny.train, tiny.val, dataclasses.replace(ctx, logs=[]))
+    assert ctx.cache.stats["builds"] == before["builds"]
+    members = ens.explain(tiny.test.chosen)["members"]
+    assert torch.equal(wco.score(tiny.test.chosen), members.min(dim=-1).values)
+
+
+def test_changing_the_learning_rate_misses(fitted, tiny):
+    _, ctx = fitted
+    before = ctx.cache.stats
+    slower = dataclasses.replace(ctx, train=dataclasses.replace(ctx.train, lr=ctx.train.lr / 2), logs=[])
+    EnsembleRM("mean", k=2).fit(tiny.train, tiny.val, slower)
+    assert ctx.cache.stats["builds"] == before["builds"] + 2
+
+
+def test_param_counts_are_k_members_also_when_loaded(fitted, tiny):
+    ens, ctx = fitted
+    numel = sum(p.numel() for p in tiny.backbone.reward_model(0).parameters())
+    assert ens.param_counts() == {"total": 2 * numel, "trainable": 2 * numel, "active": 2 * numel}
+    loaded = EnsembleRM("uwo", k=2)
+    loaded.fit(tiny.train, tiny.val, dataclasses.replace(ctx, logs=[]))
+    assert loaded.provenance == ["cached", "cached"]
+    assert loaded.param_counts() == {"total": 2 * numel, "trainable": 2 * numel, "active": 2 * numel}
+
+
+def test_cached_fit_logs_the_members_training(fitted, tiny):
+    _, ctx = fitted
+    logs = []
+    EnsembleRM("mean", k=2).fit(tiny.train, tiny.val, dataclasses.replace(ctx, logs=logs))
+    results = [r for r in logs if "best_val_acc" in r]
+    assert [r["member"] for r in results] == [0, 1] and all(r["source"] == "cached" for r in results)
+    assert any(r.get("cached") and "val_acc" in r for r in logs)
+
+
+def test_explain_and_extra_metrics(fitted, tiny):
+    ens, _ = fitted
+    info = ens.explain(tiny.test.chosen)
+    assert torch.allclose(info["aggregate"], info["members"].mean(-1))
+    assert torch.equal(info["aggregate"], ens.score(tiny.test.chosen))
+    extra = ens.extra_metrics(tiny.test, tiny.data.splits["test"])["ensemble"]
+    assert extra["k"] == 2 and extra["members_trained"] == 2
+    for labels in ("human", "gold"):
+        assert len(extra["member_accuracy"][labels]) == 2
+        assert all(0 <= a <= 1 for a in extra["member_accuracy"][labels])
+    # Member 0's human accuracy recomputed by hand from its own scores.
+    r_c = info["members"][:, 0]
+    r_r = ens.explain(tiny.test.rejected)["members"][:, 0]
+    assert extra["member_accuracy"]["human"][0] == pytest.approx((r_c > r_r).float().mean().item())
