@@ -12,6 +12,7 @@ import importlib.util
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -97,6 +98,7 @@ class TinyBackbone(Backbone):
         pretrain_lr: float,
         pretrain_sequences: int,
         lora_targets: list[str],
+        extra_vocab: int = 0,
     ):
         super().__init__(max_length, lora_targets)
         for key, value in dict(
@@ -110,22 +112,26 @@ class TinyBackbone(Backbone):
             raise ValueError(f"backbone.hidden_size={hidden_size} must be divisible by num_heads={num_heads}")
         if pretrain_lr <= 0:
             raise ValueError(f"backbone.pretrain_lr={pretrain_lr} must be > 0")
+        if extra_vocab < 0:
+            raise ValueError(f"backbone.extra_vocab={extra_vocab} must be >= 0")
         self.spec = dict(
             hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
             intermediate_size=intermediate_size, max_length=max_length, pretrain_steps=pretrain_steps,
             pretrain_batch_size=pretrain_batch_size, pretrain_lr=pretrain_lr,
-            pretrain_sequences=pretrain_sequences,
+            pretrain_sequences=pretrain_sequences, extra_vocab=extra_vocab,
         )
 
     def prepare(self, cache: ArtifactCache, corpus: Corpus, seed: int, world_spec: dict | None = None):
         from .world import build_tokenizer
+        from .world.vocab import all_words
 
         spec = {"backbone": self.spec, "world": world_spec, "seed": seed}
 
         def build(out: Path) -> None:
-            tok = build_tokenizer()
             prompts, responses = corpus(self.spec["pretrain_sequences"])
             texts = [self.join(p, r) for p, r in zip(prompts, responses, strict=True)]
+            # World text uses only world words; real data's other words would all be [UNK] without their own tokens.
+            tok = build_tokenizer(frequent_words(texts, self.spec["extra_vocab"], exclude=set(all_words())))
             model = pretrain_causal_lm(
                 tok, texts, self.spec, seed, steps=self.spec["pretrain_steps"],
                 batch_size=self.spec["pretrain_batch_size"], lr=self.spec["pretrain_lr"],
@@ -136,6 +142,13 @@ class TinyBackbone(Backbone):
         self.path = cache.directory("backbone_tiny", spec, build)
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         return self
+
+
+def frequent_words(texts: list[str], n: int, exclude: set[str]) -> list[str]:
+    """The ``n`` most frequent whitespace-separated words of ``texts`` (the tiny tokenizer's split) not in
+    ``exclude``; ties by word, so the choice is deterministic."""
+    counts = Counter(w for t in texts for w in t.split() if w not in exclude)
+    return sorted(counts, key=lambda w: (-counts[w], w))[:n]
 
 
 @contextlib.contextmanager
@@ -260,6 +273,8 @@ class PretrainedBackbone(Backbone):
                 tok = AutoTokenizer.from_pretrained(source, gguf_file=self.gguf_file)
                 model = AutoModelForCausalLM.from_pretrained(source, gguf_file=self.gguf_file, dtype=torch.float32)
                 model.config.quantization_config = None
+                # transformers 5 refuses to save while the GGUF quantizer is attached (the weights are float32).
+                model.hf_quantizer = None
                 model.save_pretrained(out)
                 tok.save_pretrained(out)
 

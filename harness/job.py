@@ -80,6 +80,11 @@ def _run(cfg: DictConfig, job_dir: Path) -> dict:
 
     t0 = time.perf_counter()
     data = build(cfg.data, "data").prepare(cache, seed)
+    studies = dict(cfg.get("opt") or {})
+    if studies and data.world is None:
+        # Checked before anything is trained: BoN and PPO are read in gold units, and only the world has a gold RM.
+        raise ValueError(f"opt={list(studies)} needs a gold reward, which only data=synthetic has; data={data.name} "
+                         "has none: run it with opt=none")
     backbone = build(cfg.backbone, "backbone").prepare(
         cache, corpus=lambda n: data.corpus(n, seed), seed=seed, world_spec=data.world_spec(seed)
     )
@@ -116,7 +121,6 @@ def _run(cfg: DictConfig, job_dir: Path) -> dict:
     out.update(arch.extra_metrics(test=test, dataset=ds))
 
     curves: list[dict] = []
-    studies = dict(cfg.get("opt") or {})
     if studies:
         from .optimize.study import run_studies
 

@@ -9,6 +9,7 @@ dict for ``explain()`` and plots. Multi-phase recipes live in the architecture's
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -43,6 +44,17 @@ class TrainConfig:
     bucket_chunks: int
 
     def validate(self, where: str = "train") -> None:
+        # Types first: a string or 2.5 from the command line would otherwise fail deep inside torch, unnamed.
+        for key in ("lr", "weight_decay", "warmup", "max_grad_norm"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{where}.{key}={v!r} must be a finite number")
+        for key in ("batch_size", "epochs", "evals_per_epoch", "patience", "bucket_chunks"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"{where}.{key}={v!r} must be an integer")
+        if not self.max_grad_norm > 0:  # 0 zeroes every gradient, a negative norm flips them
+            raise ValueError(f"{where}.max_grad_norm={self.max_grad_norm} must be > 0")
         if not self.lr > 0:
             raise ValueError(f"{where}.lr={self.lr} must be > 0")
         if self.weight_decay < 0:

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..cache import ArtifactCache
 from ..world import World, WorldConfig, preference_pairs, text_corpus
+from ..world.world import WORLD_VERSION
 
 
 class SyntheticData:
@@ -35,11 +36,11 @@ class SyntheticData:
         return list(self.world_config.domains)
 
     def spec(self, seed: int) -> dict:
-        return {"world": dict(vars(self.world_config)), "sizes": self.sizes, "seed": seed}
+        return {**self.world_spec(seed), "sizes": self.sizes}
 
     def world_spec(self, seed: int) -> dict:
         """What determines the world's text (not the split sizes): keys artifacts trained on world text."""
-        return {"world": dict(vars(self.world_config)), "seed": seed}
+        return {"world": dict(vars(self.world_config)), "world_version": WORLD_VERSION, "seed": seed}
 
     def prepare(self, cache: ArtifactCache, seed: int) -> SyntheticData:
         def build(out: Path) -> None:
