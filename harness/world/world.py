@@ -32,6 +32,10 @@ from .vocab import (
     TOPICS,
 )
 
+# Bump whenever the world's semantics change (vocabulary, scorers, weights, generator): it is part of every
+# cache key derived from world data, so artifacts built by an older world are never reused.
+WORLD_VERSION = 2
+
 
 @dataclass
 class WorldConfig:
@@ -47,6 +51,23 @@ class WorldConfig:
     calibration_pairs: int = 4000
 
     def validate(self) -> None:
+        # Types first: a string or a list from the command line would otherwise fail deep inside, unnamed.
+        if not isinstance(self.domains, (list, tuple)) or not all(isinstance(d, str) for d in self.domains):
+            raise ValueError(f"data.world.domains={self.domains!r} must be a list of domain names; valid: "
+                             f"{list(DOMAINS)}")
+        for key in ("marker_rate", "domain_topic_rate", "exploit_rate", "human_agreement", "human_flip_rate",
+                    "judge_noise", "judge_position_bias"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"data.world.{key}={v!r} must be a finite number")
+        for key in ("max_words", "calibration_pairs"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"data.world.{key}={v!r} must be an integer")
+        if len(set(self.domains)) != len(self.domains):
+            raise ValueError(f"data.world.domains={list(self.domains)} names a domain twice")
+        if self.calibration_pairs < 1:
+            raise ValueError(f"data.world.calibration_pairs={self.calibration_pairs} must be >= 1")
         unknown = [d for d in self.domains if d not in DOMAINS]
         if unknown:
             raise ValueError(f"data.world.domains: unknown {unknown}; valid: {list(DOMAINS)}")
@@ -115,8 +136,8 @@ class World:
         n_words = int(round(target * rng.lognormal(0.0, 0.3) * rng.uniform(0.5, 1.6)))
         cover = rng.uniform(0.0, 1.0)  # how on-topic this response is
         keywords = [k for k in parsed.keywords if rng.random() < cover]
-        tone = [str(rng.choice(TONE)) for _ in range(rng.poisson(1.3))]
-        hedges = [str(rng.choice(HEDGES)) for _ in range(rng.poisson(0.7))]
+        tone = [str(rng.choice(TONE)) for _ in range(rng.poisson(1.8))]
+        hedges = [str(rng.choice(HEDGES)) for _ in range(rng.poisson(1.2))]
         exploit = [rng.random() < cfg.exploit_rate for _ in range(4)]
         if exploit[0]:  # keyword stuffing
             keywords = [k for k in parsed.keywords for _ in range(int(rng.integers(3, 7)))]
@@ -144,7 +165,7 @@ class World:
             phrase = words[at : at + 2]
             words[at:at] = phrase * int(rng.integers(3, 7))
         words = words[: cfg.max_words - 1] if words else [str(rng.choice(FILLER))]
-        words.append("?" if rng.random() < 0.3 else ".")
+        words.append("?" if rng.random() < 0.4 else ".")
         return " ".join(words)
 
     # ----------------------------------------------------------------------------------- gold
