@@ -29,6 +29,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only: never open a window, work on headless nodes
+# PDF font subsetting logs every pruned table at INFO: noise in a job's log.
+logging.getLogger("fontTools").setLevel(logging.WARNING)
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402

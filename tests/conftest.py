@@ -65,7 +65,8 @@ def tiny(cache_root):
     def ctx(**overrides) -> FitContext:
         train_cfg = TrainConfig(**{**TINY_TRAIN, **overrides})
         return FitContext(backbone=backbone, train=train_cfg, cache=cache, seed=0, domains=data.domains,
-                          data_spec=data.spec(0), labeler=OracleLabeler(), train_dataset=data.splits["train"])
+                          data_spec=data.spec(0), labeler=OracleLabeler(), train_dataset=data.splits["train"],
+                          world=data.world)
 
     t.ctx = ctx
     return t
@@ -76,4 +77,13 @@ TINY_OVERRIDES = [
     "data.n_train=300", "data.n_val=100", "data.n_test=150", "data.world.calibration_pairs=300",
     "backbone.hidden_size=32", "backbone.intermediate_size=64", "backbone.pretrain_steps=20",
     "backbone.pretrain_sequences=400", "train.epochs=1", "train.evals_per_epoch=1", "threads=1",
+]
+
+# A smoke-size seeded sweep (two archs, a small BoN) that CI checks against baselines/ci.json.
+CI_SWEEP = [
+    "-m", "arch=single,more", "opt=bon", *TINY_OVERRIDES,
+    "policy.hidden_size=32", "policy.intermediate_size=64", "policy.sft_steps=40", "policy.sft_sequences=400",
+    "opt.bon.n_prompts=10", "opt.bon.n_samples=16", "opt.bon.ns=[1,2,4,8,16]",
+    # Enough data and steps that the RMs learn something (a baseline at chance would hide regressions).
+    "data.n_train=1500", "train.epochs=2", "backbone.pretrain_steps=150",
 ]

@@ -1,0 +1,273 @@
+"""A compact PPO for RLHF against a proxy reward (SPEC §7; methods.md §1.4, §5.2-5.3; ecosystem.md §3.3).
+
+TRL 1.13+ ships no PPO, so this is our own, in the single-file style of cleanrl's ``ppo.py``:
+
+- three models: the **policy** (a trainable copy of the initial policy), a **value model** and a frozen
+  **reference** (another copy of the initial policy). The value model is a *separate* copy of the initial
+  trunk with a scalar head, as in TRL's PPOTrainer, OpenRLHF and the feasibility loop — not a head on the
+  policy's trunk: a shared trunk lets value-regression gradients move the policy's representation and adds a
+  value-loss coefficient to tune; on the tiny policy the extra forward pass costs little;
+- per token, reward ``r_t = -β (log π(a_t) - log π_ref(a_t))``, plus the standardised proxy score at the
+  response's last token (its EOS, or the last token when it was cut off); β is fixed (0 by default, as in
+  Gao et al.; Coste et al. use 0.01 / 0.1);
+- GAE(γ, λ) over response tokens, advantages whitened over the batch's response tokens; clipped surrogate
+  objective (0.2) and clipped value loss (0.2); AdamW for each model;
+- KL measured with the k2 estimator ``½ (log π/π_ref)²`` summed over response tokens, averaged over samples
+  (Coste App. C), on fresh samples of held-out prompts at every eval step, with proxy and gold there.
+
+Diagnostics use cleanrl's names: ``ppo/approx_kl`` ((ratio - 1) - log ratio, policy vs rollout policy),
+``ppo/clipfrac``, ``ppo/kl_to_ref`` (k2 on the rollout), ``ppo/policy_loss``, ``ppo/value_loss``,
+``ppo/score`` (mean standardised proxy of the rollout).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .sft import Policy, derive_seed, response_mask
+
+log = logging.getLogger(__name__)
+
+# Streams of derived seeds, one per purpose, so that changing one budget never shifts another's randomness.
+_ROLLOUT, _EVAL, _VALUE_HEAD, _MINIBATCH, _PROMPTS = range(1, 6)
+
+# (prompts, responses, domains) -> raw scores (N,)
+ScoreFn = Callable[[list[str], list[str], list[str]], np.ndarray]
+
+
+@dataclass
+class PPOConfig:
+    steps: int
+    rollout_batch: int
+    ppo_epochs: int
+    minibatches: int
+    lr: float
+    value_lr: float
+    kl_coef: float
+    gamma: float
+    lam: float
+    clip_range: float
+    value_clip_range: float
+    max_grad_norm: float
+    eval_every: int
+    eval_prompts: int
+    eval_samples: int
+    train_prompts: int
+
+    def validate(self) -> None:
+        for key in ("steps", "rollout_batch", "ppo_epochs", "minibatches", "eval_every", "eval_prompts",
+                    "eval_samples", "train_prompts"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"opt.ppo.{key}={getattr(self, key)} must be >= 1")
+        if self.minibatches > self.rollout_batch:
+            raise ValueError(f"opt.ppo.minibatches={self.minibatches} exceeds rollout_batch={self.rollout_batch}")
+        for key in ("lr", "value_lr", "clip_range", "value_clip_range", "max_grad_norm"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"opt.ppo.{key}={getattr(self, key)} must be > 0")
+        if self.kl_coef < 0:
+            raise ValueError(f"opt.ppo.kl_coef={self.kl_coef} must be >= 0")
+        for key in ("gamma", "lam"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise ValueError(f"opt.ppo.{key}={getattr(self, key)} must be in [0, 1]")
+
+
+# ------------------------------------------------------------------------------------------ pieces
+
+
+def sequence_inputs(prompt_ids, prompt_mask, response_ids, eos_id):
+    """Prompt + response as one left-padded batch: ids, attention mask, position ids, response mask."""
+    rmask = response_mask(response_ids, eos_id)  # (B, R)
+    attention = torch.cat([prompt_mask, rmask], 1)  # (B, P+R)
+    # Positions count real tokens only, as generate() numbered them under left padding.
+    positions = (attention.cumsum(1) - 1).clamp(min=0)
+    return torch.cat([prompt_ids, response_ids], 1), attention, positions, rmask
+
+
+def token_logprobs(model, seq, attention, positions, P: int, temperature: float) -> torch.Tensor:
+    """(B, R) log-probabilities of the response tokens under ``model`` at the sampling temperature."""
+    logits = model(input_ids=seq, attention_mask=attention, position_ids=positions, use_cache=False).logits
+    logits = logits[:, P - 1 : -1].float() / temperature  # position t predicts token t+1
+    return torch.gather(F.log_softmax(logits, -1), 2, seq[:, P:, None]).squeeze(-1)
+
+
+def token_values(value_model, seq, attention, positions, P: int) -> torch.Tensor:
+    """(B, R) value of the state before each response token (read where that token is predicted)."""
+    # base_model is the trunk whatever its attribute name (Llama/Qwen: .model, GPT-2: .transformer).
+    hidden = value_model.base_model(input_ids=seq, attention_mask=attention, position_ids=positions,
+                                    use_cache=False).last_hidden_state
+    return value_model.score(hidden[:, P - 1 : -1]).squeeze(-1).float()
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    return (x - mean) * torch.rsqrt(var + eps) * mask
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float):
+    """Generalised advantage estimation over (B, R) response tokens; after the last token value and reward
+    are 0, so the recursion restarts cleanly at each sequence's end. Returns (advantages, returns)."""
+    rewards, values = rewards * mask, values * mask
+    advantages = torch.zeros_like(rewards)
+    last = torch.zeros_like(rewards[:, 0])
+    R = rewards.shape[1]
+    for t in reversed(range(R)):
+        next_value = values[:, t + 1] if t + 1 < R else torch.zeros_like(last)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        last = delta + gamma * lam * last
+        advantages[:, t] = last
+    return advantages, advantages + values
+
+
+def k2_kl(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B,) ½ Σ_t (log π − log π_ref)² over response tokens: Schulman's k2, as Coste et al. log it."""
+    return 0.5 * (((logp - ref_logp) ** 2) * mask).sum(1)
+
+
+# ------------------------------------------------------------------------------------------ the loop
+
+
+def run_ppo(cfg: PPOConfig, policy: Policy, score: ScoreFn, gold: ScoreFn | None,
+            train_prompts: list[tuple[str, str]], eval_prompts: list[tuple[str, str]], seed: int,
+            initial: dict | None = None) -> dict:
+    """Optimise a copy of ``policy`` against ``score`` (raw proxy reward) with PPO.
+
+    ``initial`` holds ``proxy_mean/proxy_std/gold_mean/gold_std`` of initial-policy samples (Gao units);
+    without it they are taken from the step-0 eval samples. ``gold`` may be None (no gold curve).
+    Returns ``{"rows": [{step, kl, sqrt_kl, proxy, gold}], "log": [diagnostics], "initial", "seconds",
+    "model"}``, the last being the optimised policy (for samples or capability evals after optimisation).
+    """
+    t_start = time.perf_counter()
+    model = policy.causal_lm().train()
+    reference = policy.causal_lm().eval()
+    for p in reference.parameters():
+        p.requires_grad_(False)
+    value_model = policy.value_model(derive_seed(seed, _VALUE_HEAD)).train()
+    policy_opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    value_opt = torch.optim.AdamW(value_model.parameters(), lr=cfg.value_lr, weight_decay=0.0)
+    prompt_rng = np.random.default_rng(derive_seed(seed, _PROMPTS))
+    minibatch_gen = torch.Generator().manual_seed(derive_seed(seed, _MINIBATCH))
+    T = policy.temperature
+
+    def rollout(prompts: list[str], model_seed: int):
+        ids, mask = policy.encode_prompts(prompts)
+        response = policy.generate(model, ids, mask, model_seed)
+        seq, attention, positions, rmask = sequence_inputs(ids, mask, response, policy.eos_id)
+        return seq, attention, positions, rmask.float(), ids.shape[1], policy.decode(response)
+
+    @torch.no_grad()
+    def evaluate(step: int) -> dict:
+        """Fresh samples of the held-out prompts: raw proxy and gold, and k2 KL to the reference."""
+        prompts = [p for p, _ in eval_prompts for _ in range(cfg.eval_samples)]
+        domains = [d for _, d in eval_prompts for _ in range(cfg.eval_samples)]
+        texts, kl = [], []
+        for chunk, start in enumerate(range(0, len(prompts), policy.generation_batch_size)):
+            part = prompts[start : start + policy.generation_batch_size]
+            seq, att, pos, rmask, P, out = rollout(part, derive_seed(seed, _EVAL, step, chunk))
+            logp = token_logprobs(model, seq, att, pos, P, T)
+            ref_logp = token_logprobs(reference, seq, att, pos, P, T)
+            kl.append(k2_kl(logp, ref_logp, rmask))
+            texts += out
+        proxy_raw = score(prompts, texts, domains)
+        gold_raw = gold(prompts, texts, domains) if gold is not None else np.full(len(texts), np.nan)
+        # One sample, to read what the policy has learnt to write (over-optimization is visible in text).
+        log.info("ppo step %d sample: %s => %s", step, prompts[0], texts[0])
+        return {"proxy_raw": proxy_raw, "gold_raw": gold_raw, "kl": float(torch.cat(kl).mean())}
+
+    def row(step: int, ev: dict) -> dict:
+        std = {k: (ev[f"{k}_raw"].mean() - initial[f"{k}_mean"]) / initial[f"{k}_std"] for k in ("proxy", "gold")}
+        return {"step": step, "kl": ev["kl"], "sqrt_kl": math.sqrt(max(ev["kl"], 0.0)),
+                "proxy": float(std["proxy"]), "gold": float(std["gold"])}
+
+    ev = evaluate(0)
+    if initial is None:
+        initial = {"proxy_mean": float(ev["proxy_raw"].mean()), "proxy_std": float(ev["proxy_raw"].std()),
+                   "gold_mean": float(np.mean(ev["gold_raw"])), "gold_std": float(np.std(ev["gold_raw"]))}
+    for k in ("proxy", "gold") if gold is not None else ("proxy",):
+        if not initial[f"{k}_std"] > 0:
+            raise ValueError(f"ppo: initial-policy {k} scores have std {initial[f'{k}_std']}; cannot standardise")
+    rows, logs, window = [row(0, ev)], [], []
+    log.info("ppo step 0: kl=%.3f proxy=%.3f gold=%.3f", rows[0]["kl"], rows[0]["proxy"], rows[0]["gold"])
+
+    for step in range(1, cfg.steps + 1):
+        # ---- rollout: one response per prompt from the current policy
+        t_rollout = time.perf_counter()
+        # Without replacement within a batch, unless the pool is smaller than a batch.
+        pick = prompt_rng.choice(len(train_prompts), size=cfg.rollout_batch,
+                                 replace=cfg.rollout_batch > len(train_prompts))
+        prompts = [train_prompts[i][0] for i in pick]
+        domains = [train_prompts[i][1] for i in pick]
+        with torch.no_grad():
+            seq, att, pos, rmask, P, texts = rollout(prompts, derive_seed(seed, _ROLLOUT, step))
+            old_logp = token_logprobs(model, seq, att, pos, P, T)
+            ref_logp = token_logprobs(reference, seq, att, pos, P, T)
+            old_values = token_values(value_model, seq, att, pos, P) * rmask
+        proxy = (score(prompts, texts, domains) - initial["proxy_mean"]) / initial["proxy_std"]
+        proxy = torch.as_tensor(proxy, dtype=torch.float32)  # (B,)
+
+        # ---- rewards: -β·(log π − log π_ref) per token, the proxy score added at the last response token
+        rewards = -cfg.kl_coef * (old_logp - ref_logp) * rmask
+        last = rmask.sum(1).long() - 1
+        rewards[torch.arange(len(prompts)), last] += proxy
+        advantages, returns = gae(rewards, old_values, rmask, cfg.gamma, cfg.lam)
+        advantages = masked_whiten(advantages, rmask)
+
+        t_update = time.perf_counter()
+        # ---- PPO epochs over minibatches of the rollout
+        stats = {"ppo/approx_kl": [], "ppo/clipfrac": [], "ppo/policy_loss": [], "ppo/value_loss": []}
+        for _ in range(cfg.ppo_epochs):
+            for mb in torch.randperm(len(prompts), generator=minibatch_gen).chunk(cfg.minibatches):
+                m = rmask[mb]
+                logp = token_logprobs(model, seq[mb], att[mb], pos[mb], P, T)
+                log_ratio = logp - old_logp[mb]
+                ratio = log_ratio.exp()
+                pg_losses = torch.maximum(-advantages[mb] * ratio,
+                                          -advantages[mb] * ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range))
+                policy_loss = masked_mean(pg_losses, m)
+                values = token_values(value_model, seq[mb], att[mb], pos[mb], P)
+                values_clipped = old_values[mb] + (values - old_values[mb]).clamp(-cfg.value_clip_range,
+                                                                                   cfg.value_clip_range)
+                value_loss = 0.5 * masked_mean(torch.maximum((values - returns[mb]) ** 2,
+                                                             (values_clipped - returns[mb]) ** 2), m)
+                if not (torch.isfinite(policy_loss) and torch.isfinite(value_loss)):
+                    raise FloatingPointError(f"ppo: non-finite loss at step {step} (policy {policy_loss.item()}, "
+                                             f"value {value_loss.item()}); try a lower opt.ppo.lr")
+                policy_opt.zero_grad(set_to_none=True)
+                value_opt.zero_grad(set_to_none=True)
+                # The two models share no parameter: one backward fills both, each optimiser steps its own.
+                (policy_loss + value_loss).backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(value_model.parameters(), cfg.max_grad_norm)
+                policy_opt.step()
+                value_opt.step()
+                with torch.no_grad():
+                    stats["ppo/approx_kl"].append(masked_mean((ratio - 1) - log_ratio, m).item())
+                    stats["ppo/clipfrac"].append(masked_mean(((ratio - 1).abs() > cfg.clip_range).float(), m).item())
+                    stats["ppo/policy_loss"].append(policy_loss.item())
+                    stats["ppo/value_loss"].append(value_loss.item())
+        window.append({"ppo/kl_to_ref": float(k2_kl(old_logp, ref_logp, rmask).mean()),
+                       "ppo/score": float(proxy.mean()),
+                       "ppo/response_tokens": float(rmask.sum(1).mean()),
+                       "time/rollout_s": t_update - t_rollout, "time/update_s": time.perf_counter() - t_update,
+                       **{k: float(np.mean(v)) for k, v in stats.items()}})
+
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            rows.append(row(step, evaluate(step)))
+            diag = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+            logs.append({"step": step, **diag, "seconds": time.perf_counter() - t_start})
+            window = []
+            log.info("ppo step %d: kl=%.3f proxy=%.3f gold=%.3f | %s", step, rows[-1]["kl"], rows[-1]["proxy"],
+                     rows[-1]["gold"], " ".join(f"{k}={v:.4g}" for k, v in diag.items()))
+    return {"rows": rows, "log": logs, "initial": initial, "seconds": time.perf_counter() - t_start, "model": model}

@@ -1,0 +1,184 @@
+"""The over-optimization studies of one job (SPEC §7): Best-of-N and PPO against the job's fitted proxy RM,
+both read in Gao et al. units and both scored by the world's gold reward.
+
+``run_studies`` is what ``harness.job`` calls. Units (Gao §2.2, methods.md §1.3): proxy and gold are each
+re-centred and scaled by their own mean and std over initial-policy samples — BoN's N samples per prompt
+(that is the n=1 distribution) — so the initial policy sits at 0 with unit spread on both axes. PPO reuses
+those statistics when BoN ran in the same job; otherwise it takes them from its own step-0 samples.
+
+BoN samples depend on the policy only, so they are generated once per (policy, data, seed, prompts, N) and
+cached with their gold scores; every architecture of a sweep then only scores them. ``GENERATION_PASSES``
+counts the generations this process actually ran (a warm cache adds nothing), for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from ..cache import ArtifactCache
+from ..data.schema import encode_sequences
+from .bon import bon_curve, standardize_to_initial
+from .fits import summarize
+from .ppo import PPOConfig, run_ppo
+from .sft import Policy
+
+log = logging.getLogger(__name__)
+
+STUDIES = ("bon", "ppo")
+
+# Best-of-N sample sets generated (not read from the cache) by this process.
+GENERATION_PASSES = 0
+
+
+@dataclass
+class BoNConfig:
+    n_prompts: int
+    n_samples: int
+    ns: list[int] = field(default_factory=list)
+
+    def validate(self) -> None:
+        if self.n_prompts < 1 or self.n_samples < 1:
+            raise ValueError(f"opt.bon.n_prompts={self.n_prompts} and opt.bon.n_samples={self.n_samples} "
+                             "must be >= 1")
+        bad = [n for n in self.ns if not 1 <= n <= self.n_samples]
+        if not self.ns or bad:
+            raise ValueError(f"opt.bon.ns={self.ns}: need at least one n, each in [1, n_samples="
+                             f"{self.n_samples}]")
+        if len(set(self.ns)) < 2:
+            raise ValueError(f"opt.bon.ns={self.ns}: the Gao fit needs at least 2 distinct n > 1")
+
+
+def _config(node, cls, where: str):
+    plain = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    try:
+        cfg = cls(**plain)
+    except TypeError as e:
+        raise ValueError(f"{where}: {e}") from e
+    cfg.validate()
+    return cfg
+
+
+def proxy_scores(arch, backbone, data, prompts: list[str], responses: list[str], domains: list[str],
+                 batch_size: int) -> np.ndarray:
+    """The proxy RM's raw rewards of (prompt, response) texts, as the job's backbone encodes them."""
+    seqs = encode_sequences(backbone.tokenizer, backbone.join, prompts, responses, domains,
+                            {d: i for i, d in enumerate(data.domains)}, backbone.max_length)
+    return arch.score(seqs, batch_size).numpy().astype(float)
+
+
+def gold_scores(data, prompts: list[str], responses: list[str], domains: list[str]) -> np.ndarray:
+    return np.array([data.gold(p, r, d) for p, r, d in zip(prompts, responses, domains, strict=True)], dtype=float)
+
+
+def bon_samples(policy: Policy, data, cache: ArtifactCache, seed: int, n_prompts: int, n_samples: int) -> dict:
+    """N initial-policy samples for each of ``n_prompts`` held-out prompts (cached), with their gold rewards.
+
+    Returns ``{"prompts": [P], "domains": [P], "responses": [P][N], "gold": [P][N]}``. Only the texts are
+    cached: gold is recomputed on every call (about 1 s for 12,800 samples), so it always is the gold of the
+    world code that runs — a cache key holds the world's config, not its code.
+    """
+    spec = {"policy": policy.cache_spec(), "n_prompts": n_prompts, "n_samples": n_samples, "seed": seed}
+
+    def build(out: Path) -> None:
+        global GENERATION_PASSES
+        GENERATION_PASSES += 1
+        held_out = data.eval_prompts(n_prompts, seed)
+        flat = [p for p, _ in held_out for _ in range(n_samples)]  # prompt-major: row i = prompt i // N
+        texts = policy.sample(flat, seed)
+        responses = [texts[i * n_samples : (i + 1) * n_samples] for i in range(n_prompts)]
+        doc = {"prompts": [p for p, _ in held_out], "domains": [d for _, d in held_out], "responses": responses}
+        (out / "samples.json").write_text(json.dumps(doc), encoding="utf-8")
+
+    entry = cache.directory("bon_samples", spec, build)
+    samples = json.loads((entry / "samples.json").read_text(encoding="utf-8"))
+    samples["gold"] = [gold_scores(data, [p] * n_samples, rs, [d] * n_samples).tolist()
+                       for p, d, rs in zip(samples["prompts"], samples["domains"], samples["responses"], strict=True)]
+    return samples
+
+
+def bon_study(cfg: BoNConfig, score, data, policy: Policy, cache: ArtifactCache, seed: int):
+    """Best-of-N curve and fit. ``score(prompts, responses, domains)`` gives raw proxy rewards.
+
+    Returns (metrics block, curve rows, initial-policy statistics for PPO).
+    """
+    t0 = time.perf_counter()
+    samples = bon_samples(policy, data, cache, seed, cfg.n_prompts, cfg.n_samples)
+    t_samples = time.perf_counter() - t0
+    P, N = cfg.n_prompts, cfg.n_samples
+    flat_prompts = [p for p in samples["prompts"] for _ in range(N)]
+    flat_domains = [d for d in samples["domains"] for _ in range(N)]
+    flat_responses = [r for rs in samples["responses"] for r in rs]
+    t0 = time.perf_counter()
+    proxy_raw = score(flat_prompts, flat_responses, flat_domains).reshape(P, N)
+    t_score = time.perf_counter() - t0
+    gold_raw = np.asarray(samples["gold"], dtype=float)  # (P, N)
+    # All P x N samples are the initial policy's (the n=1 distribution): each RM in its own units.
+    proxy = standardize_to_initial(proxy_raw, proxy_raw)
+    gold = standardize_to_initial(gold_raw, gold_raw)
+    rows = [{"opt": "bon", **r} for r in bon_curve(proxy, gold, cfg.ns)]
+    initial = {"proxy_mean": float(proxy_raw.mean()), "proxy_std": float(proxy_raw.std()),
+               "gold_mean": float(gold_raw.mean()), "gold_std": float(gold_raw.std())}
+    # How well the proxy ranks samples of one prompt, on average: what BoN selection acts on.
+    corr = np.nanmean([np.corrcoef(p, g)[0, 1] if p.std() > 0 and g.std() > 0 else np.nan
+                       for p, g in zip(proxy_raw, gold_raw, strict=True)])
+    block = {**summarize("bon", rows), "n_prompts": P, "n_samples": N, "initial": initial,
+             "within_prompt_corr": float(corr), "seconds_samples": t_samples, "seconds_score": t_score}
+    for r in rows:
+        log.info("bon n=%d d=%.3f proxy=%.3f gold=%.3f", r["n"], r["sqrt_kl"], r["proxy"], r["gold"])
+    return block, rows, initial
+
+
+def run_studies(studies: dict, arch, data, backbone, policy_cfg, cache: ArtifactCache, seed: int,
+                eval_batch_size: int) -> tuple[dict, list[dict]]:
+    """Run the selected studies (``{"bon": cfg, "ppo": cfg}``, either may be absent) against ``arch``.
+
+    Returns ``({"bon": block, "ppo": block, "ppo_log": [...]}, curve rows)``.
+    """
+    unknown = sorted(set(studies) - set(STUDIES))
+    if unknown:
+        raise ValueError(f"opt: unknown studies {unknown}; valid: {list(STUDIES)} (or opt=none)")
+    if not hasattr(data, "gold"):
+        raise ValueError(f"opt={sorted(studies)} needs a data source with a known gold reward (data=synthetic); "
+                         f"data={getattr(data, 'name', type(data).__name__)} has none: use opt=none")
+    bon_cfg = _config(studies["bon"], BoNConfig, "opt.bon") if "bon" in studies else None
+    ppo_cfg = _config(studies["ppo"], PPOConfig, "opt.ppo") if "ppo" in studies else None
+    try:
+        policy = instantiate(policy_cfg, _convert_="all")
+    except Exception as e:  # noqa: BLE001 - name the group, as job.build does
+        raise ValueError(f"policy: {e.__cause__ or e}") from e
+    policy.prepare(cache, data, seed)
+
+    def score(prompts, responses, domains):
+        return proxy_scores(arch, backbone, data, prompts, responses, domains, eval_batch_size)
+
+    def gold(prompts, responses, domains):
+        return gold_scores(data, prompts, responses, domains)
+
+    results: dict = {}
+    curves: list[dict] = []
+    initial = None
+    if bon_cfg is not None:  # first: its samples give PPO its units
+        results["bon"], rows, initial = bon_study(bon_cfg, score, data, policy, cache, seed)
+        curves += rows
+    if ppo_cfg is not None:
+        n_eval = ppo_cfg.eval_prompts
+        prompts = data.eval_prompts(n_eval + ppo_cfg.train_prompts, seed)
+        # The first prompts of the held-out stream are PPO's eval prompts (also BoN's first ones); the
+        # rest are its training prompts, never evaluated on.
+        out = run_ppo(ppo_cfg, policy, score, gold, train_prompts=prompts[n_eval:], eval_prompts=prompts[:n_eval],
+                      seed=seed, initial=initial)
+        rows = [{"opt": "ppo", **r} for r in out["rows"]]
+        results["ppo"] = {**summarize("ppo", rows), "initial": out["initial"],
+                          "initial_from": "bon" if initial is not None else "ppo_step0",
+                          "seconds": out["seconds"]}
+        results["ppo_log"] = out["log"]
+        curves += rows
+    return results, curves
