@@ -72,3 +72,18 @@ def test_killed_multirun_resumes_without_recomputing(tmp_path):
         assert json.loads((sweep / str(n) / "metrics.json").read_text())["status"] == "ok"
     assert (sweep / "summary.csv").exists()
     assert not [p for p in (tmp_path / "cache").rglob("*") if ".tmp" in p.name]
+
+
+def test_joblib_launcher_gives_the_same_seeded_metrics(tmp_path):
+    common = ["-m", "seed=0,1", "opt=none", *TINY_OVERRIDES, f"cache_dir={tmp_path / 'cache'}"]
+    results = {}
+    for launcher in ("basic", "joblib"):
+        sweep = tmp_path / launcher
+        extra = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"] if launcher == "joblib" else []
+        proc = subprocess.run([sys.executable, "-m", "harness", *common, *extra, f"hydra.sweep.dir={sweep}"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        results[launcher] = [json.loads((sweep / str(n) / "metrics.json").read_text()) for n in range(2)]
+    for basic, joblib in zip(results["basic"], results["joblib"], strict=True):
+        assert basic["status"] == joblib["status"] == "ok"
+        assert basic["accuracy"] == joblib["accuracy"] and basic["params"] == joblib["params"]
