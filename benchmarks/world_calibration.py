@@ -34,7 +34,8 @@ def main(overrides: list[str]) -> None:
     seed = int(cfg.seed)
     cache = ArtifactCache(cfg.cache_dir)
     data = build(cfg.data, "data").prepare(cache, seed)
-    backbone = build(cfg.backbone, "backbone").prepare(cache, lambda n: data.corpus(n, seed), seed, data.world_spec(seed))
+    backbone = build(cfg.backbone, "backbone").prepare(cache, lambda n: data.corpus(n, seed), seed,
+                                                      data.world_spec(seed))
     enc = {s: encode_pairs(data.splits[s], backbone.tokenizer, backbone.join, data.domains, backbone.max_length)
            for s in ("train", "val", "test")}
     train_cfg = TrainConfig(**cfg.train)
@@ -53,7 +54,7 @@ def main(overrides: list[str]) -> None:
 
     spec_c, spec_r = torch.empty(len(domains)), torch.empty(len(domains))
     spec_s = 0.0
-    for i, d in enumerate(data.domains):
+    for i in range(len(data.domains)):
         tr = enc["train"].subset(torch.nonzero(enc["train"].chosen.domain == i).squeeze(1))
         va = enc["val"].subset(torch.nonzero(enc["val"].chosen.domain == i).squeeze(1))
         te_idx = torch.nonzero(enc["test"].chosen.domain == i).squeeze(1)

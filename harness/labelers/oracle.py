@@ -1,9 +1,16 @@
-"""oracle: the synthetic world's capability judges (noisy per point, position-biased), asked twice with the
-responses swapped; a label is kept only when both answers agree (DMoERM's rule)."""
+"""oracle: the synthetic world's capability judges — the stand-in for the paper's LLM API.
+
+A judge reads a point's true values noisily (Bradley-Terry) and sometimes answers "the first one" whatever it
+reads (position bias); see ``World.judge``. Like an LLM it is not told when two responses tie on a point: it
+answers anyway, and swap-and-agree filters what it can. The values are measured from the texts by the world,
+so the oracle labels any (prompt, response) pair of the world's domains, not only pre-computed ones.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+
+from . import columns, summarize, swap_and_agree
 
 
 class OracleLabeler:
@@ -12,26 +19,30 @@ class OracleLabeler:
     def __init__(self, seed_offset: int = 0):
         self.seed_offset = seed_offset
 
-    def label(self, world, dataset, seed: int) -> dict:
-        """Capability labels for every pair and point: +1 chosen better, -1 rejected better, 0 dropped.
-
-        Returns {"labels": list[list[int]] aligned with dataset["cap_names"], "stats": {...}}.
-        """
+    def label(self, pairs, seed: int, world=None) -> dict:
+        if world is None:
+            raise ValueError("labeler=oracle needs the synthetic world (data=synthetic); for other data use "
+                             "labeler=openai or labeler=local")
+        cols = columns(pairs)
         rng = np.random.default_rng([seed, 40, self.seed_offset])
-        labels, asked, kept, agree_true = [], 0, 0, 0
-        for names, vc, vr in zip(dataset["cap_names"], dataset["cap_chosen"], dataset["cap_rejected"],
-                                 strict=True):
+        labels, first_answers = [], 0
+        for prompt, chosen, rejected, domain, points in zip(
+            cols["prompt"], cols["chosen"], cols["rejected"], cols["domain"], cols["cap_names"], strict=True
+        ):
+            value_c = world.capabilities(prompt, chosen, domain)
+            value_r = world.capabilities(prompt, rejected, domain)
+            unknown = [p for p in points if p not in value_c]
+            if unknown:
+                raise ValueError(f"labeler=oracle: domain {domain!r} has no capability points {unknown} "
+                                 f"(it has {list(value_c)})")
             row = []
-            for name, a, b in zip(names, vc, vr, strict=True):
-                first = world.judge(a, b, name, rng)  # chosen shown first
-                second = world.judge(b, a, name, rng)  # swapped: rejected shown first
-                asked += 1
-                if first == -second and a != b:
-                    kept += 1
-                    agree_true += int((first > 0) == (a > b))
-                    row.append(first)
-                else:
-                    row.append(0)
+            for point in points:
+                # judge() says +1 when the response shown first is better: answer "1", else "2".
+                first = 1 if world.judge(value_c[point], value_r[point], point, rng) > 0 else 2
+                second = 1 if world.judge(value_r[point], value_c[point], point, rng) > 0 else 2
+                first_answers += (first == 1) + (second == 1)
+                row.append(swap_and_agree(first, second))
             labels.append(row)
-        return {"labels": labels, "stats": {"asked": asked, "kept": kept, "kept_fraction": kept / max(1, asked),
-                                            "agreement_with_truth": agree_true / max(1, kept)}}
+        stats = summarize(labels, cols)
+        stats["answered_first"] = first_answers / max(1, 2 * stats["asked"])  # position-bias diagnostic
+        return {"labels": labels, "stats": stats}

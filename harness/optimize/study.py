@@ -26,13 +26,15 @@ from omegaconf import DictConfig, OmegaConf
 from ..cache import ArtifactCache
 from ..data.schema import encode_sequences
 from .bon import bon_curve, standardize_to_initial
+from .capability import CapabilityConfig, capability_study
 from .fits import summarize
 from .ppo import PPOConfig, run_ppo
 from .sft import Policy
 
 log = logging.getLogger(__name__)
 
-STUDIES = ("bon", "ppo")
+# The studies `opt=[...]` may select; "capability" measures the policy with lm-eval before/after the others.
+STUDIES = ("bon", "ppo", "capability")
 
 # Best-of-N sample sets generated (not read from the cache) by this process.
 GENERATION_PASSES = 0
@@ -138,9 +140,9 @@ def bon_study(cfg: BoNConfig, score, data, policy: Policy, cache: ArtifactCache,
 
 def run_studies(studies: dict, arch, data, backbone, policy_cfg, cache: ArtifactCache, seed: int,
                 eval_batch_size: int) -> tuple[dict, list[dict]]:
-    """Run the selected studies (``{"bon": cfg, "ppo": cfg}``, either may be absent) against ``arch``.
+    """Run the selected studies (``{"bon": cfg, "ppo": cfg, "capability": cfg}``, any may be absent) against ``arch``.
 
-    Returns ``({"bon": block, "ppo": block, "ppo_log": [...]}, curve rows)``.
+    Returns ``({"bon": block, "ppo": block, "ppo_log": [...], "capability": block}, curve rows)``.
     """
     unknown = sorted(set(studies) - set(STUDIES))
     if unknown:
@@ -150,6 +152,7 @@ def run_studies(studies: dict, arch, data, backbone, policy_cfg, cache: Artifact
                          f"data={getattr(data, 'name', type(data).__name__)} has none: use opt=none")
     bon_cfg = _config(studies["bon"], BoNConfig, "opt.bon") if "bon" in studies else None
     ppo_cfg = _config(studies["ppo"], PPOConfig, "opt.ppo") if "ppo" in studies else None
+    cap_cfg = _config(studies["capability"], CapabilityConfig, "opt.capability") if "capability" in studies else None
     try:
         policy = instantiate(policy_cfg, _convert_="all")
     except Exception as e:  # noqa: BLE001 - name the group, as job.build does
@@ -165,6 +168,7 @@ def run_studies(studies: dict, arch, data, backbone, policy_cfg, cache: Artifact
     results: dict = {}
     curves: list[dict] = []
     initial = None
+    ppo_model = None
     if bon_cfg is not None:  # first: its samples give PPO its units
         results["bon"], rows, initial = bon_study(bon_cfg, score, data, policy, cache, seed)
         curves += rows
@@ -180,5 +184,10 @@ def run_studies(studies: dict, arch, data, backbone, policy_cfg, cache: Artifact
                           "initial_from": "bon" if initial is not None else "ppo_step0",
                           "seconds": out["seconds"]}
         results["ppo_log"] = out["log"]
+        ppo_model = out["model"]
         curves += rows
+    if cap_cfg is not None:
+        # Last, so lm-eval's seeding cannot touch BoN/PPO. "before" = the initial policy (BoN's: selection among
+        # its samples leaves its weights unchanged); "after_ppo" = the PPO-trained model, when PPO ran.
+        results["capability"] = capability_study(cap_cfg, policy, data, cache, seed, after_ppo=ppo_model)
     return results, curves
