@@ -5,12 +5,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import CONF_DIR, compose
 from omegaconf import open_dict
 
 from harness.archs.base import RewardModel, TrainConfig
 from harness.job import build
-
-from conftest import CONF_DIR, compose
 
 GROUPS = ["arch", "data", "backbone", "policy", "labeler", "opt"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted(Path(CONF_DIR, g).glob("*.yaml"))]
