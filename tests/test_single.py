@@ -43,3 +43,13 @@ def test_single_reward_shape_and_gradients(tiny):
     assert out.reward.shape == (16,)
     bradley_terry_loss(*out.reward.chunk(2)).backward()
     assert all(p.grad is not None for p in rm.parameters() if p.requires_grad)
+
+
+def test_nan_loss_stops_training_with_a_clear_error(tiny):
+    rm = SingleRM().build(tiny.ctx(), 0)
+    with torch.no_grad():
+        rm.model.score.weight.fill_(float("nan"))
+    from harness.archs.base import train_bradley_terry
+
+    with pytest.raises(FloatingPointError, match="loss is nan"):
+        train_bradley_terry(rm, list(rm.parameters()), tiny.train, None, tiny.ctx().train, 0, phase="single")
