@@ -1,0 +1,478 @@
+"""dmoerm (Quan, "DMoERM: Double-Layer Mixture of Experts Reward Model", arXiv 2403.01197; methods.md §2).
+
+Outer layer, a sparse MoE: a router — the backbone with a classification head over domains — reads the PROMPT
+only and sends each (prompt, response) to one domain's inner model (hard top-1; real prompts do not announce
+their task category, predicting it is the router's job).
+
+Inner layer, a dense MoE per domain, trained in three phases:
+  1. a domain base RM: full fine-tune of the backbone + scalar head (Bradley-Terry) on ``phase1_fraction`` (60%)
+     of that domain's human-labelled training pairs;
+  2. one LoRA expert per capability point of the domain (peft, r=32, alpha=32 on q/v by default), each with
+     its own copy of the phase-1 head, trained with Bradley-Terry on capability preference pairs built from the
+     labeler's labels (+1: chosen better on that point, -1: rejected better -> swapped, 0: dropped);
+  3. an MLP over the CONCATENATED last-token hidden states of the K experts,
+     Linear(H·K -> H) -> PReLU -> Linear(H -> 1), trained on the remaining 40% with backbone and experts frozen.
+A scored response costs one router pass (prompt only) + K passes of its domain's backbone, one per expert;
+scoring groups a batch by routed domain, so each expert runs once per batch, not once per example.
+
+The reference code's bugs (methods.md §2.6) are not reproduced: every model starts from the backbone's
+pretrained weights; the router's cross-entropy gets logits (no double softmax); chosen is better everywhere,
+in training and evaluation alike; the held-out split uses the stated fraction; each expert's head is a
+registered, trained, saved module (peft's per-adapter ``modules_to_save`` copy, initialised from the phase-1
+head), and experts are added with ``add_adapter``, never by wrapping the model again.
+
+Per domain everything lives in ONE peft model: the phase-1 weights are its base model (trained while adapters
+are disabled), and the K experts are adapters ``cap_0..cap_{K-1}`` switched with ``set_adapter``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from peft import LoraConfig, get_peft_model
+from torch import nn
+
+from ..data.schema import Batch, EncodedPairs, EncodedSequences
+from .base import (
+    FitContext,
+    RewardModel,
+    RewardOutput,
+    TrainConfig,
+    classifier_accuracy,
+    train_bradley_terry,
+    train_classifier,
+)
+
+
+def require_domains(pairs: EncodedPairs, split: str, n_domains: int) -> None:
+    """Routing by domain needs a domain label on every pair: say so plainly instead of training on -1."""
+    missing = int((pairs.chosen.domain < 0).sum())
+    if missing:
+        raise ValueError(
+            f"arch=dmoerm needs a domain label on every preference pair (data column `domain`): {missing} of "
+            f"{len(pairs)} {split} pairs have none. Use data that carries `domain` (data=synthetic, or a jsonl/hf "
+            f"source with a `domain` column), or an architecture without a domain router (e.g. arch=single)."
+        )
+    if int(pairs.chosen.domain.max()) >= n_domains:
+        raise ValueError(f"arch=dmoerm: {split} has domain index {int(pairs.chosen.domain.max())} but only "
+                         f"{n_domains} domains are known")
+
+
+def expert_name(k: int) -> str:
+    # Indexed, not the point's name: adapter names become module keys, and a point's name may hold characters
+    # ("." or spaces, or Chinese) a module key should not.
+    return f"cap_{k}"
+
+
+def last_token(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(b, T, H) -> (b, H): the state at each row's last real token (right padding)."""
+    return hidden[torch.arange(hidden.shape[0]), attention_mask.sum(1) - 1]
+
+
+def subset_sequences(seqs: EncodedSequences, idx: torch.Tensor) -> EncodedSequences:
+    return EncodedSequences(seqs.ids[idx], seqs.lengths[idx], seqs.prompt_ids[idx], seqs.prompt_lengths[idx],
+                            seqs.domain[idx])
+
+
+def cat_sequences(a: EncodedSequences, b: EncodedSequences) -> EncodedSequences:
+    return EncodedSequences(torch.cat([a.ids, b.ids]), torch.cat([a.lengths, b.lengths]),
+                            torch.cat([a.prompt_ids, b.prompt_ids]), torch.cat([a.prompt_lengths, b.prompt_lengths]),
+                            torch.cat([a.domain, b.domain]))
+
+
+def oriented_pairs(pairs: EncodedPairs, rows: torch.Tensor, labels: torch.Tensor) -> EncodedPairs:
+    """Capability preference pairs: row i as is where labels[i] = +1, chosen and rejected swapped where -1."""
+    keep, flip = rows[labels > 0], rows[labels < 0]
+    return EncodedPairs(cat_sequences(subset_sequences(pairs.chosen, keep), subset_sequences(pairs.rejected, flip)),
+                        cat_sequences(subset_sequences(pairs.rejected, keep), subset_sequences(pairs.chosen, flip)))
+
+
+def numel(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+class DMoERM(RewardModel):
+    def __init__(
+        self,
+        router: dict,
+        phase1: dict,
+        phase2: dict,
+        phase3: dict,
+        phase1_fraction: float,
+        r: int,
+        lora_alpha: float,
+        lora_dropout: float,
+        target_modules: list[str] | None,
+        expert_val_fraction: float,
+        min_expert_pairs: int,
+        label_pairs_per_domain: int | None,
+        capabilities: dict[str, list[str]] | None,
+    ):
+        super().__init__()
+        if not 0 < phase1_fraction < 1:
+            raise ValueError(f"arch.phase1_fraction={phase1_fraction} must be in (0, 1)")
+        if not 0 <= expert_val_fraction < 1:
+            raise ValueError(f"arch.expert_val_fraction={expert_val_fraction} must be in [0, 1)")
+        if r < 1 or min_expert_pairs < 1:
+            raise ValueError(f"arch.r={r} and arch.min_expert_pairs={min_expert_pairs} must be >= 1")
+        if label_pairs_per_domain is not None and label_pairs_per_domain < 1:
+            raise ValueError(f"arch.label_pairs_per_domain={label_pairs_per_domain} must be >= 1 or null")
+        self.phase_overrides = {"router": dict(router), "phase1": dict(phase1), "phase2": dict(phase2),
+                                "phase3": dict(phase3)}
+        for where, overrides in self.phase_overrides.items():
+            unknown = set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
+            if unknown:
+                raise ValueError(f"arch.{where}: unknown keys {sorted(unknown)} (valid: the keys of `train`)")
+        self.phase1_fraction = phase1_fraction
+        self.lora = dict(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=target_modules)
+        self.expert_val_fraction = expert_val_fraction
+        self.min_expert_pairs = min_expert_pairs
+        self.label_pairs_per_domain = label_pairs_per_domain
+        self.capabilities = {k: list(v) for k, v in capabilities.items()} if capabilities else None
+        self.router = None  # *ForSequenceClassification over domains, built in build()
+        self.inner = nn.ModuleDict()  # domain index -> peft model: phase-1 base + one LoRA expert per point
+        self.mixers = nn.ModuleDict()  # domain index -> the phase-3 MLP
+        self.domains: list[str] = []
+        self.points: list[list[str]] = []  # per domain, its capability points (expert k <-> points[d][k])
+        self.report: dict = {}  # what fit learned about itself, for extra_metrics
+
+    # -- structure ----------------------------------------------------------------------------------
+    def capability_points(self, domains: list[str], dataset) -> list[list[str]]:
+        """Each domain's points: the YAML `capabilities` if given, else the data's `cap_names` column."""
+        if self.capabilities is not None:
+            missing = [d for d in domains if not self.capabilities.get(d)]
+            if missing:
+                raise ValueError(f"arch.capabilities lists no points for domains {missing}")
+            return [self.capabilities[d] for d in domains]
+        if dataset is None or "cap_names" not in dataset.column_names:
+            raise ValueError("arch=dmoerm needs capability points per domain: data with a `cap_names` column "
+                             "(data=synthetic) or arch.capabilities={domain: [point, ...]}")
+        found: dict[str, list[str]] = {}
+        for domain, names in zip(dataset["domain"], dataset["cap_names"], strict=True):
+            if found.setdefault(domain, list(names)) != list(names):
+                raise ValueError(f"arch=dmoerm: domain {domain!r} has pairs with different capability points "
+                                 f"({found[domain]} vs {list(names)}); give arch.capabilities explicitly")
+        missing = [d for d in domains if not found.get(d)]
+        if missing:
+            raise ValueError(f"arch=dmoerm: no capability points for domains {missing} in the training data")
+        return [found[d] for d in domains]
+
+    def build(self, ctx: FitContext, seed: int) -> DMoERM:
+        self.domains = list(ctx.domains)
+        if len(self.domains) < 2:
+            raise ValueError(f"arch=dmoerm needs at least 2 domains to route between, got {self.domains}")
+        self.points = self.capability_points(self.domains, ctx.train_dataset)
+        self.router = ctx.backbone.reward_model(seed, num_labels=len(self.domains))
+        H = ctx.backbone.hidden_size
+        lora = LoraConfig(task_type="SEQ_CLS", r=self.lora["r"], lora_alpha=self.lora["lora_alpha"],
+                          lora_dropout=self.lora["lora_dropout"], bias="none",
+                          target_modules=list(self.lora["target_modules"] or ctx.backbone.lora_targets))
+        for d, points in enumerate(self.points):
+            # Seeds: router `seed`, domain d's base head `seed + 1 + d`, its MLP `seed + 1 + n + d`.
+            base = ctx.backbone.reward_model(seed + 1 + d)
+            model = get_peft_model(base, lora, adapter_name=expert_name(0))
+            for k in range(1, len(points)):
+                model.add_adapter(expert_name(k), lora)
+            self.inner[str(d)] = model
+            torch.manual_seed(seed + 1 + len(self.points) + d)
+            K = len(points)
+            self.mixers[str(d)] = nn.Sequential(nn.Linear(H * K, H), nn.PReLU(), nn.Linear(H, 1))
+        return self
+
+    def head(self, d: int) -> nn.Module:
+        """Domain d's scalar head; peft runs the active expert's copy (or the phase-1 original, adapters off)."""
+        hf = self.inner[str(d)].base_model.model  # the transformers *ForSequenceClassification
+        return hf.score if hasattr(hf, "score") else hf.classifier
+
+    def hidden(self, d: int, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(b, H) last-token final hidden state of domain d's backbone with its current adapter state."""
+        hf = self.inner[str(d)].base_model.model
+        out = hf.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        return last_token(out.last_hidden_state, attention_mask)
+
+    def base_parameters(self, d: int) -> list[nn.Parameter]:
+        """Phase 1's parameters: domain d's backbone and original head (no LoRA weights, no expert head copies)."""
+        return [p for n, p in self.inner[str(d)].named_parameters() if "lora_" not in n and "modules_to_save" not in n]
+
+    def base_reward(self, d: int, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Phase 1's reward: the domain base RM alone (every expert disabled), (b,)."""
+        with self.inner[str(d)].disable_adapter():
+            return self.head(d)(self.hidden(d, input_ids, attention_mask)).squeeze(-1)
+
+    def expert(self, d: int, k: int, input_ids, attention_mask, trainable: bool = False):
+        """Expert k of domain d alone: its last-token hidden state (b, H) and its own head's reward (b,)."""
+        self.inner[str(d)].set_adapter(expert_name(k), inference_mode=not trainable)
+        h = self.hidden(d, input_ids, attention_mask)
+        return h, self.head(d)(h).squeeze(-1)
+
+    def expert_features(self, d: int, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        memo: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The K frozen experts of domain d on rows of that domain: their last-token hidden states concatenated
+        (b, H*K) and their own rewards (b, K). One pass per expert over all the rows.
+
+        ``memo`` (phase 3 only): features by token content. The experts are frozen and deterministic then, so a
+        sequence seen in an earlier epoch or evaluation is looked up instead of re-run K times."""
+        lengths = attention_mask.sum(1)
+        todo = list(range(len(lengths)))
+        if memo is not None:
+            ids_cpu, lengths_cpu = input_ids.cpu(), lengths.cpu()
+            keys = [ids_cpu[i, : lengths_cpu[i]].numpy().tobytes() for i in range(len(lengths))]
+            todo = [i for i, key in enumerate(keys) if key not in memo]
+        if todo:
+            rows = torch.tensor(todo)
+            T = int(lengths[rows].max())  # rows of one domain may be shorter than the batch: trim padding
+            ids, mask = input_ids[rows, :T], attention_mask[rows, :T]
+            model = self.inner[str(d)]
+            was_training = model.training
+            model.eval()  # experts are frozen: no LoRA dropout either
+            with torch.no_grad():
+                states, rewards = zip(*(self.expert(d, k, ids, mask) for k in range(len(self.points[d]))),
+                                      strict=True)
+            model.train(was_training)
+            features, rewards = torch.cat(states, dim=-1), torch.stack(rewards, dim=-1)  # (b', H*K), (b', K)
+            if memo is None:
+                return features, rewards
+            for j, i in enumerate(todo):
+                memo[keys[i]] = (features[j], rewards[j])
+        features, rewards = zip(*(memo[key] for key in keys), strict=True)
+        return torch.stack(features), torch.stack(rewards)
+
+    def domain_reward(self, d: int, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                      memo: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Phase 3's reward for rows of domain d: the MLP over the K experts' concatenated hidden states (b,),
+        and the experts' own rewards (b, K)."""
+        features, rewards = self.expert_features(d, input_ids, attention_mask, memo)
+        return self.mixers[str(d)](features).squeeze(-1), rewards
+
+    def router_logits(self, batch: Batch) -> torch.Tensor:
+        """(B, n_domains) domain logits from the prompt alone, pooled at its last real token."""
+        return self.router(input_ids=batch.prompt_ids, attention_mask=batch.prompt_mask, use_cache=False).logits
+
+    def forward(self, batch: Batch) -> RewardOutput:
+        probs = self.router_logits(batch).float().softmax(-1)  # (B, n)
+        domain_prob, domain = probs.max(-1)  # hard top-1 routing, (B,) each
+        B, K_max = len(batch), max(len(p) for p in self.points)
+        reward = torch.zeros(B, dtype=torch.float32, device=batch.input_ids.device)
+        experts = torch.full((B, K_max), float("nan"), device=batch.input_ids.device)  # NaN: domain has fewer
+        for d in domain.unique().tolist():  # each routed domain's experts run once per batch
+            rows = (domain == d).nonzero(as_tuple=True)[0]
+            r, r_experts = self.domain_reward(d, batch.input_ids[rows], batch.attention_mask[rows])
+            reward = reward.index_put((rows,), r.float())
+            experts[rows, : r_experts.shape[1]] = r_experts.float()
+        return RewardOutput(reward=reward, info={"domain": domain, "domain_prob": domain_prob,
+                                                 "expert_rewards": experts, "reward": reward.detach()})
+
+    # -- training -----------------------------------------------------------------------------------
+    def phase_config(self, ctx: FitContext, phase: str) -> TrainConfig:
+        cfg = dataclasses.replace(ctx.train, **self.phase_overrides[phase])
+        cfg.validate(f"arch.{phase}")
+        return cfg
+
+    def request_labels(self, train: EncodedPairs, ctx: FitContext, gen: torch.Generator) -> dict[int, tuple]:
+        """Ask the labeler about every point of (up to label_pairs_per_domain) training pairs of each domain, in
+        one request so a remote labeler can run it concurrently. Returns {d: (train rows, labels (n, K))}."""
+        if ctx.labeler is None:
+            raise ValueError("arch=dmoerm needs a capability labeler (labeler=oracle|openai|local)")
+        if ctx.train_dataset is None:
+            raise ValueError("arch=dmoerm needs the raw training split (FitContext.train_dataset) to ask the labeler")
+        rows_by_domain = {}
+        for d in range(len(self.domains)):
+            rows = (train.chosen.domain == d).nonzero(as_tuple=True)[0]
+            if self.label_pairs_per_domain is not None and len(rows) > self.label_pairs_per_domain:
+                rows = rows[torch.randperm(len(rows), generator=gen)[: self.label_pairs_per_domain]].sort().values
+            rows_by_domain[d] = rows
+        order = torch.cat(list(rows_by_domain.values())).tolist()
+        data = ctx.train_dataset.select(order)
+        if self.capabilities is None:
+            request = data  # cap_names (and true values, for statistics) come with the data
+        else:
+            request = {c: data[c] for c in ("prompt", "chosen", "rejected", "domain")}
+            index = {name: d for d, name in enumerate(self.domains)}
+            request["cap_names"] = [self.points[index[dom]] for dom in data["domain"]]
+        result = ctx.labeler.label(request, ctx.seed, world=ctx.world)
+        labels, out, start = result["labels"], {}, 0
+        for d, rows in rows_by_domain.items():
+            block = labels[start : start + len(rows)]
+            start += len(rows)
+            out[d] = (rows, torch.tensor(block, dtype=torch.long).reshape(len(rows), len(self.points[d])))
+        self.report["labeler"] = {"name": getattr(ctx.labeler, "name", type(ctx.labeler).__name__),
+                                  **result["stats"]}
+        ctx.log({"phase": "dmoerm/labels", **{k: v for k, v in result["stats"].items()
+                                              if isinstance(v, (int, float))}})
+        return out
+
+    def fit(self, train: EncodedPairs, val: EncodedPairs, ctx: FitContext) -> None:
+        n = len(ctx.domains)
+        require_domains(train, "train", n)
+        require_domains(val, "val", n)
+        self.build(ctx, ctx.seed)
+        gen = torch.Generator().manual_seed(ctx.seed)
+
+        # Outer layer: the router, cross-entropy over domains on the training prompts.
+        result = train_classifier(self, list(self.router.parameters()), self.router_logits, train.chosen,
+                                  val.chosen, self.phase_config(ctx, "router"), ctx.seed, ctx, phase="dmoerm/router")
+        ctx.log(result)
+        self.report["router"] = {"val_accuracy": classifier_accuracy(self.router_logits, val.chosen, self)}
+
+        labelled = self.request_labels(train, ctx, gen)
+        cfg1, cfg2, cfg3 = (self.phase_config(ctx, p) for p in ("phase1", "phase2", "phase3"))
+        self.report["inner"], self.report["experts"] = {}, {}
+        for d, name in enumerate(self.domains):
+            rows = (train.chosen.domain == d).nonzero(as_tuple=True)[0]
+            if len(rows) < 2:
+                raise ValueError(f"arch=dmoerm: domain {name!r} has {len(rows)} training pairs; need >= 2")
+            rows = rows[torch.randperm(len(rows), generator=gen)]
+            n1 = min(len(rows) - 1, max(1, round(self.phase1_fraction * len(rows))))
+            val_rows = (val.chosen.domain == d).nonzero(as_tuple=True)[0]
+            val_d = val.subset(val_rows) if len(val_rows) else None
+            model = self.inner[str(d)]
+            report = self.report["inner"][name] = {"phase1_pairs": n1, "phase3_pairs": len(rows) - n1}
+            experts = self.report["experts"][name] = {}
+            seed_d = ctx.seed + 1000 * (d + 1)  # data-order seeds, distinct per domain and phase
+
+            # Phase 1: the domain base RM, full fine-tune with every expert disabled.
+            base = self.base_parameters(d)
+            for p in base:
+                p.requires_grad_(True)
+            result = train_bradley_terry(
+                self, base, train.subset(rows[:n1]), val_d, cfg1, seed_d, ctx, phase=f"dmoerm/{name}/base",
+                forward=lambda b, d=d: RewardOutput(reward=self.base_reward(d, b.input_ids, b.attention_mask)))
+            ctx.log(result)
+            report["base_val_acc"] = result["best_val_acc"]
+            for p in base:
+                p.requires_grad_(False)
+            # Every expert's head starts as a copy of the trained phase-1 head (peft copied the untrained one).
+            wrapper = self.head(d)
+            for k in range(len(self.points[d])):
+                wrapper.modules_to_save[expert_name(k)].load_state_dict(wrapper.original_module.state_dict())
+
+            # Phase 2: one LoRA expert per capability point, on the labeler's kept labels for that point.
+            label_rows, labels = labelled[d]
+            for k, point in enumerate(self.points[d]):
+                pairs = oriented_pairs(train, label_rows, labels[:, k])
+                perm = torch.randperm(len(pairs), generator=gen)
+                n_val = int(self.expert_val_fraction * len(pairs))
+                entry = experts[point] = {"pairs": len(pairs) - n_val, "val_pairs": n_val}
+                if len(pairs) - n_val < self.min_expert_pairs:
+                    # Too few kept labels: the expert stays the phase-1 model (zero LoRA update), and says so.
+                    entry["trained"] = False
+                    ctx.log({"phase": f"dmoerm/{name}/{point}", "skipped": "too few kept labels",
+                             "pairs": len(pairs) - n_val})
+                    continue
+                model.set_adapter(expert_name(k))  # adapter k (LoRA + head copy) trainable, the others frozen
+                params = [p for p in model.parameters() if p.requires_grad]
+                result = train_bradley_terry(
+                    self, params, pairs.subset(perm[n_val:]), pairs.subset(perm[:n_val]) if n_val else None, cfg2,
+                    seed_d + 1 + k, ctx, phase=f"dmoerm/{name}/{point}",
+                    forward=lambda b, d=d, k=k: RewardOutput(
+                        reward=self.expert(d, k, b.input_ids, b.attention_mask, trainable=True)[1]))
+                ctx.log(result)
+                entry.update(trained=True, val_acc=result["best_val_acc"])
+            for p in model.parameters():
+                p.requires_grad_(False)
+
+            # Phase 3: the MLP over the K experts' concatenated hidden states, on the other 40%.
+            memo: dict = {}
+            result = train_bradley_terry(
+                self, list(self.mixers[str(d)].parameters()), train.subset(rows[n1:]), val_d, cfg3, seed_d + 999,
+                ctx, phase=f"dmoerm/{name}/mlp",
+                forward=lambda b, d=d, memo=memo: RewardOutput(
+                    reward=self.domain_reward(d, b.input_ids, b.attention_mask, memo)[0]))
+            ctx.log(result)
+            report["mlp_val_acc"] = result["best_val_acc"]
+        self.eval()
+
+    # -- reporting ----------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def explain(self, seqs: EncodedSequences, batch_size: int = 256) -> dict:
+        """Per sequence: routed domain (index into ``domains``) and its probability, each capability expert's
+        own reward (``expert_rewards[:, k]`` is expert k of the routed domain: ``capabilities[domain][k]``; NaN
+        beyond that domain's K) and the final reward."""
+        out = super().explain(seqs, batch_size)
+        out["domains"] = list(self.domains)
+        out["capabilities"] = {name: list(p) for name, p in zip(self.domains, self.points, strict=True)}
+        return out
+
+    @torch.inference_mode()
+    def domain_scores(self, d: int, seqs: EncodedSequences, batch_size: int = 256) -> dict[str, torch.Tensor]:
+        """Domain d's models on sequences (no routing): phase-1 base (N,), experts alone (N, K), DMoERM (N,)."""
+        self.eval()
+        base = torch.empty(len(seqs))
+        experts = torch.empty(len(seqs), len(self.points[d]))
+        inner = torch.empty(len(seqs))
+        for idx in seqs.length_sorted_batches(batch_size):
+            b = seqs.batch(idx)
+            base[idx] = self.base_reward(d, b.input_ids, b.attention_mask).float()
+            inner[idx], experts[idx] = (x.float() for x in self.domain_reward(d, b.input_ids, b.attention_mask))
+        return {"base": base, "experts": experts, "inner": inner}
+
+    def extra_metrics(self, test: EncodedPairs, dataset) -> dict:
+        """router accuracy; labeler statistics; per domain on the test pairs of that (true) domain: the phase-1
+        base alone, the inner model without routing errors, and each expert alone (the capability heat map:
+        accuracy against the true order of its point where the data has one, else against the human label)."""
+        require_domains(test, "test", len(self.domains))
+        router = {"val_accuracy": self.report.get("router", {}).get("val_accuracy")}
+        router["test_accuracy"] = classifier_accuracy(self.router_logits, test.chosen, self)
+        router["test_per_domain"] = {}
+        truth = "cap_chosen" in dataset.column_names and self.capabilities is None
+        gold = "gold_chosen" in dataset.column_names
+        capability_scores, inner = {}, {}
+        for d, name in enumerate(self.domains):
+            rows = (test.chosen.domain == d).nonzero(as_tuple=True)[0]
+            if not len(rows):
+                continue
+            router["test_per_domain"][name] = classifier_accuracy(
+                self.router_logits, subset_sequences(test.chosen, rows), self)
+            c = self.domain_scores(d, subset_sequences(test.chosen, rows))
+            r = self.domain_scores(d, subset_sequences(test.rejected, rows))
+            block = {"test_pairs": len(rows)}
+            if gold:
+                g_c = torch.tensor(dataset.select(rows.tolist())["gold_chosen"])
+                g_r = torch.tensor(dataset.select(rows.tolist())["gold_rejected"])
+                decided = g_c != g_r
+                for key in ("base", "inner"):
+                    says = torch.where(g_c > g_r, c[key] > r[key], r[key] > c[key])
+                    block[f"{key}_gold_accuracy"] = float(says[decided].float().mean())
+            for key in ("base", "inner"):
+                block[f"{key}_human_accuracy"] = float((c[key] > r[key]).float().mean())
+            inner[name] = block
+            scores = {}
+            if truth:
+                v_c = torch.tensor(dataset.select(rows.tolist())["cap_chosen"], dtype=torch.float64)
+                v_r = torch.tensor(dataset.select(rows.tolist())["cap_rejected"], dtype=torch.float64)
+            for k, point in enumerate(self.points[d]):
+                e_c, e_r = c["experts"][:, k], r["experts"][:, k]
+                if truth:
+                    decided = v_c[:, k] != v_r[:, k]
+                    says = torch.where(v_c[:, k] > v_r[:, k], e_c > e_r, e_r > e_c)[decided]
+                else:
+                    says = e_c > e_r
+                scores[point] = float(says.float().mean()) if len(says) else float("nan")
+            capability_scores[name] = scores
+        basis = ("expert-alone accuracy against the true order of its capability point on the test pairs of the "
+                 "domain (pairs tied on the point left out)" if truth else
+                 "expert-alone accuracy against the human label on the test pairs of the domain")
+        return {
+            "router": router,
+            "labeler": self.report.get("labeler", {}),
+            "inner": {name: {**self.report.get("inner", {}).get(name, {}), **inner.get(name, {})}
+                      for name in self.domains},
+            "cost": {"backbone_passes_per_response": {name: 1 + len(p) for name, p in
+                                                      zip(self.domains, self.points, strict=True)}},
+            # Nested per-expert detail goes under `explain` (kept out of the flat summary table).
+            "explain": {"capability_scores": capability_scores, "capability_scores_basis": basis,
+                        "experts": self.report.get("experts", {})},
+        }
+
+    def param_counts(self) -> dict[str, int]:
+        """total: router + per domain (backbone + K LoRA adapters + K expert heads + the phase-1 head + MLP);
+        active: router + the largest domain's backbone, K adapters, K heads and MLP (the phase-1 head is stored
+        but not run when scoring). A response costs 1 + K backbone passes: see extra_metrics["cost"]."""
+        counts = super().param_counts()
+        per_domain = []
+        for d in range(len(self.domains)):
+            original = numel(self.head(d).original_module)
+            per_domain.append(numel(self.inner[str(d)]) - original + numel(self.mixers[str(d)]))
+        counts["active"] = numel(self.router) + max(per_domain)
+        return counts

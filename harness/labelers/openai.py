@@ -1,0 +1,205 @@
+"""openai: capability labels from any OpenAI-compatible chat-completions endpoint (the paper used ERNIE 4.0).
+
+Each (pair, point) is asked twice with the responses swapped, in the paper's template (English or Chinese), and
+answers are read with its rule (the first of '1'/'2' wins). Requests run in a bounded thread pool, retry with
+exponential backoff on 429, 5xx, timeouts and broken connections, and every answer is kept in an sqlite cache
+under ``cache_dir`` keyed by a hash of (model, messages, sampling settings): a rerun never pays twice.
+
+The API key is read from the environment variable named by ``api_key_env`` at request time, put in the
+Authorization header and nowhere else: not in the cache, the logs, the stats or any error message.
+Only the standard library talks HTTP (no SDK dependency).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import logging
+import os
+import sqlite3
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+from . import columns, parse_answer, questions, resolve_template, summarize, swap_and_agree
+
+log = logging.getLogger(__name__)
+
+# Status codes that say "this request will never succeed as configured": stop instead of dropping every label.
+FATAL_STATUS = (401, 403, 404)
+
+
+class OpenAILabeler:
+    name = "openai"
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key_env: str | None,
+        cache_dir: str,
+        language: str = "en",
+        template: str | None = None,
+        point_names: dict[str, str] | None = None,
+        system_prompt: str | None = None,
+        temperature: float = 0.0,
+        max_tokens: int = 16,
+        timeout_s: float = 60.0,
+        max_retries: int = 5,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 60.0,
+        max_concurrency: int = 8,
+        max_requests: int | None = None,
+    ):
+        if max_concurrency < 1:
+            raise ValueError(f"labeler.max_concurrency={max_concurrency} must be >= 1")
+        if max_retries < 0:
+            raise ValueError(f"labeler.max_retries={max_retries} must be >= 0")
+        if timeout_s <= 0 or backoff_s < 0 or max_backoff_s < 0:
+            raise ValueError("labeler.timeout_s must be > 0 and backoff_s, max_backoff_s >= 0")
+        if max_tokens < 1:
+            raise ValueError(f"labeler.max_tokens={max_tokens} must be >= 1")
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model = model
+        self.api_key_env = api_key_env
+        self.cache_path = Path(cache_dir).expanduser() / "answers.sqlite"
+        self.template = resolve_template(language, template)
+        self.point_names = dict(point_names or {})
+        self.system_prompt = system_prompt
+        self.temperature, self.max_tokens = temperature, max_tokens
+        self.timeout_s, self.max_retries = timeout_s, max_retries
+        self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
+        self.max_concurrency, self.max_requests = max_concurrency, max_requests
+
+    # -- one request ------------------------------------------------------------------------------
+    def messages(self, question: str) -> list[dict]:
+        system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        return [*system, {"role": "user", "content": question}]
+
+    def cache_key(self, question: str) -> str:
+        doc = [self.model, self.messages(question), self.temperature, self.max_tokens]
+        return hashlib.sha256(json.dumps(doc, ensure_ascii=False).encode()).hexdigest()
+
+    def _api_key(self) -> str | None:
+        if not self.api_key_env:
+            return None  # a local server that wants no key
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise RuntimeError(f"labeler=openai: the environment variable {self.api_key_env!r} (api_key_env) is "
+                               f"not set; export the API key there, or set api_key_env=null for a keyless server")
+        return key
+
+    def ask(self, question: str) -> dict:
+        """POST one question; returns {"status": ok | malformed | failed, "content", "attempts"}."""
+        body = json.dumps({"model": self.model, "messages": self.messages(question),
+                           "temperature": self.temperature, "max_tokens": self.max_tokens}).encode()
+        headers = {"Content-Type": "application/json"}
+        key = self._api_key()
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        attempts, reason = 0, ""
+        while True:
+            attempts += 1
+            retry_after = None
+            try:
+                request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                    raw = response.read()
+                try:
+                    content = json.loads(raw)["choices"][0]["message"]["content"]
+                    if not isinstance(content, str):
+                        raise TypeError(f"content is {type(content).__name__}")
+                except (ValueError, KeyError, IndexError, TypeError) as e:
+                    return {"status": "malformed", "content": None, "attempts": attempts, "reason": repr(e)}
+                return {"status": "ok", "content": content, "attempts": attempts}
+            except urllib.error.HTTPError as e:
+                e.close()
+                if e.code in FATAL_STATUS:
+                    raise RuntimeError(f"labeler=openai: HTTP {e.code} from {self.url} (check base_url, model and "
+                                       f"the key in ${self.api_key_env})") from None
+                if not (e.code == 429 or e.code == 408 or e.code >= 500):
+                    return {"status": "failed", "content": None, "attempts": attempts, "reason": f"HTTP {e.code}"}
+                reason = f"HTTP {e.code}"
+                retry_after = _seconds(e.headers.get("Retry-After")) if e.headers else None
+            except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
+                # Timeouts, refused and dropped connections: worth another try.
+                reason = type(getattr(e, "reason", e)).__name__
+            if attempts > self.max_retries:
+                return {"status": "failed", "content": None, "attempts": attempts, "reason": reason}
+            wait = self.backoff_s * 2 ** (attempts - 1)
+            time.sleep(min(self.max_backoff_s, retry_after if retry_after is not None else wait))
+
+    # -- a whole label request ----------------------------------------------------------------------
+    def label(self, pairs, seed: int, world=None) -> dict:
+        cols = columns(pairs)
+        unique: dict[str, str] = {}  # cache key -> question text
+        slots = []  # per pair, per point: (key of the question with chosen first, key of the swapped one)
+        for prompt, chosen, rejected, points in zip(cols["prompt"], cols["chosen"], cols["rejected"],
+                                                    cols["cap_names"], strict=True):
+            row = []
+            for point in points:
+                keys = []
+                for q in questions(self.template, self.point_names, prompt, chosen, rejected, point):
+                    keys.append(self.cache_key(q))
+                    unique[keys[-1]] = q
+                row.append(tuple(keys))
+            slots.append(row)
+        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.cache_path, timeout=60)  # parallel jobs may share it
+        try:
+            db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, model TEXT, content TEXT)")
+            answers: dict[str, str | None] = {}
+            for key in unique:
+                row = db.execute("SELECT content FROM answers WHERE key = ?", (key,)).fetchone()
+                if row is not None:
+                    answers[key] = row[0]
+            missing = [k for k in unique if k not in answers]
+            if self.max_requests is not None and len(missing) > self.max_requests:
+                raise RuntimeError(f"labeler=openai: {len(missing)} uncached questions exceed max_requests="
+                                   f"{self.max_requests}; raise it or label fewer pairs")
+            counts = {"questions": len(unique), "cache_hits": len(unique) - len(missing), "requests": 0,
+                      "retries": 0, "malformed": 0, "failed": 0}
+            if missing:
+                self._api_key()  # fail before the first request, not in a worker thread
+                log.info("labeler=openai: %d questions, %d cached, asking %s for %d", len(unique),
+                         counts["cache_hits"], self.model, len(missing))
+            with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
+                futures = {pool.submit(self.ask, unique[k]): k for k in missing}
+                try:
+                    for future in as_completed(futures):
+                        key, result = futures[future], future.result()
+                        counts["requests"] += result["attempts"]
+                        counts["retries"] += result["attempts"] - 1
+                        if result["status"] == "ok":
+                            answers[key] = result["content"]
+                            # Committed as each answer arrives: an interrupted run keeps what it paid for.
+                            db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?)",
+                                       (key, self.model, result["content"]))
+                            db.commit()
+                        else:
+                            counts[result["status"]] += 1
+                            log.warning("labeler=openai: question dropped (%s: %s)", result["status"],
+                                        result.get("reason", ""))
+                except BaseException:
+                    pool.shutdown(wait=False, cancel_futures=True)  # a fatal error: do not send the rest
+                    raise
+        finally:
+            db.close()
+
+        parsed = {k: parse_answer(answers.get(k)) for k in unique}
+        counts["unparseable"] = sum(1 for k, v in parsed.items() if v is None and answers.get(k) is not None)
+        labels = [[swap_and_agree(parsed[k1], parsed[k2]) for k1, k2 in row] for row in slots]
+        stats = summarize(labels, cols, **counts)
+        readable = [v for v in parsed.values() if v is not None]
+        stats["answered_first"] = sum(v == 1 for v in readable) / max(1, len(readable))  # position-bias check
+        return {"labels": labels, "stats": stats}
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None  # an HTTP-date Retry-After: fall back to our own backoff
