@@ -506,7 +506,7 @@ def capability_figure(sweep_dir: Path, series: list[Series]) -> Figure | None:
                      f"mean of {n} seed{'s' if n > 1 else ''})")
         ax.set_xlabel("capability point")
         ax.set_ylabel("domain")
-    fig.colorbar(im, ax=list(axes), label="capability score (DMoERM explain())", shrink=0.9)
+    fig.colorbar(im, ax=list(axes), label="expert-alone accuracy on its capability point", shrink=0.9)
     return fig
 
 
