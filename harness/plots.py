@@ -41,7 +41,13 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-from harness.results import SUMMARY_FILE, read_curves, read_metrics, read_summary  # noqa: E402
+from harness.results import (  # noqa: E402
+    SUMMARY_FILE,
+    read_curves,
+    read_metrics,
+    read_summary,
+    split_overrides,
+)
 
 log = logging.getLogger(__name__)
 
@@ -109,24 +115,6 @@ def _shade(color, i: int, n: int) -> tuple:
 # ------------------------------------------------------------------------------------ grouping rows
 
 
-def _split_overrides(text) -> list[str]:
-    """Split summary.csv's comma-joined overrides, keeping commas inside [..] / {..} (opt=[bon,ppo])."""
-    if not isinstance(text, str) or not text:
-        return []
-    parts, depth, cur = [], 0, ""
-    for ch in text:
-        if ch in "[{(":
-            depth += 1
-        elif ch in "]})":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    return parts + [cur]
-
-
 @dataclass
 class Series:
     """Jobs pooled into one line / bar: same panel, arch and non-seed overrides; differ only in seed."""
@@ -152,7 +140,7 @@ def _variant_overrides(ok: pd.DataFrame) -> pd.Series:
     per_row = []
     for text in ok.get("overrides", pd.Series([None] * len(ok), index=ok.index)):
         keep = []
-        for o in _split_overrides(text):
+        for o in split_overrides(text):
             key = o.split("=", 1)[0].lstrip("+~")
             if key not in groups and not key.startswith("hydra"):
                 keep.append(o)

@@ -44,7 +44,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.cache import atomic_write_json
-from harness.results import collect_records
+from harness.results import collect_records, split_overrides
 
 DIRECTIONS = ("both", "higher_is_better", "lower_is_better")
 DEFAULT_METRICS = (
@@ -74,19 +74,7 @@ def init_tolerance(metric: str) -> dict:
 
 
 def _split_key(key: str) -> list[str]:
-    # Commas inside brackets belong to a value: "arch=umm,opt=[bon,ppo]" has two parts.
-    parts, depth, cur = [], 0, ""
-    for ch in key:
-        if ch in "[{(":
-            depth += 1
-        elif ch in "]})":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    return [p.strip() for p in parts + [cur] if p.strip()]
+    return [p.strip() for p in split_overrides(key) if p.strip()]
 
 
 def parse_job_key(key: str) -> dict[str, str]:

@@ -256,3 +256,21 @@ def aggregate(sweep_dir: str | os.PathLike, figures: bool = True) -> dict:
         "summary": summary,
         "figures": paths,
     }
+
+
+def split_overrides(text) -> list[str]:
+    """Split comma-joined overrides, keeping commas inside [..] / {..}: "arch=umm,opt=[bon,ppo]" has two parts."""
+    if not isinstance(text, str) or not text:
+        return []
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        if ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return parts + [cur]
