@@ -152,6 +152,22 @@ class RewardModel(nn.Module):
         return {"total": total, "trainable": trainable, "active": total}
 
 
+def make_optimizer_step(params: list[nn.Parameter], cfg: TrainConfig, total_steps: int) -> Callable:
+    """The one update rule of both loops: AdamW, linear warm-up then decay to 0 over ``total_steps``, gradient-norm
+    clipping. Returns ``step(loss)``: backward, clip, update, advance the schedule, clear gradients."""
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup * total_steps), total_steps)
+
+    def step(loss: torch.Tensor) -> None:
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
 def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
     """-log sigmoid(r_w - r_l), averaged: log 2 when the rewards are equal."""
     return -F.logsigmoid(r_chosen - r_rejected).mean()
@@ -184,8 +200,7 @@ def train_bradley_terry(
     gen = torch.Generator().manual_seed(seed)
     steps_per_epoch = -(-len(train) // cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup * total_steps), total_steps)
+    optimizer_step = make_optimizer_step(params, cfg, total_steps)
     eval_every = max(1, steps_per_epoch // cfg.evals_per_epoch)
     best_acc, best_state, since_best, step = -1.0, None, 0, 0
     t0 = time.perf_counter()
@@ -201,11 +216,7 @@ def train_bradley_terry(
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{phase}: loss is {loss.item()} at step {step} (epoch {epoch}); "
                                          f"try a lower learning rate")
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
+            optimizer_step(loss)
             step += 1
             if val is not None and (step % eval_every == 0 or step == total_steps):
                 acc = evaluate_pairs(forward, val, model)
@@ -264,8 +275,7 @@ def train_classifier(
     gen = torch.Generator().manual_seed(seed)
     steps_per_epoch = -(-len(train) // cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup * total_steps), total_steps)
+    optimizer_step = make_optimizer_step(params, cfg, total_steps)
     best_acc, best_state, step = -1.0, None, 0
     t0 = time.perf_counter()
     for _ in range(cfg.epochs):
@@ -275,11 +285,7 @@ def train_classifier(
             loss = F.cross_entropy(logits_fn(batch), batch.domain)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{phase}: loss is {loss.item()} at step {step}")
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
+            optimizer_step(loss)
             step += 1
         acc = classifier_accuracy(logits_fn, val if val is not None else train, model)
         if ctx is not None:
