@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.lora import LoraLayer
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -36,18 +38,27 @@ log = logging.getLogger(__name__)
 # (prompts, responses) of world text, produced lazily: only a backbone that pre-trains asks for it.
 Corpus = Callable[[int], tuple[list[str], list[str]]]
 
+# How reward models train on a backbone: every weight, or LoRA adapters + the head on a frozen trunk.
+FINETUNE_MODES = ("full", "lora")
+
 
 class Backbone:
     """A pretrained model directory plus how to feed it (prompt, response) text."""
 
     name = "backbone"
 
-    def __init__(self, max_length: int, lora_targets: list[str], trust_remote_code: bool = False):
+    def __init__(self, max_length: int, lora_targets: list[str], trust_remote_code: bool = False,
+                 finetune: str = "full", lora_r: int = 8, lora_alpha: float = 16.0):
         if max_length <= 8:
             raise ValueError(f"backbone.max_length={max_length} must be > 8")
+        if finetune not in FINETUNE_MODES:
+            raise ValueError(f"backbone.finetune={finetune!r} must be one of {list(FINETUNE_MODES)}")
+        if finetune == "lora" and not (lora_r >= 1 and lora_alpha > 0):
+            raise ValueError(f"backbone.lora_r={lora_r} must be >= 1 and backbone.lora_alpha={lora_alpha} > 0")
         self.max_length = max_length
         self.lora_targets = list(lora_targets)
         self.trust_remote_code = trust_remote_code
+        self.finetune, self.lora_r, self.lora_alpha = finetune, int(lora_r), float(lora_alpha)
         self.path: Path | None = None
         self.tokenizer: PreTrainedTokenizerBase | None = None
 
@@ -67,20 +78,58 @@ class Backbone:
     def hidden_size(self) -> int:
         return int(self.config.hidden_size)
 
-    def reward_model(self, seed: int, num_labels: int = 1) -> torch.nn.Module:
-        """A fresh sequence-classification model from the backbone weights; the new head is seeded."""
+    @property
+    def finetune_spec(self) -> dict:
+        """How reward models on this backbone are trained (part of the cache key of anything trained on it)."""
+        if self.finetune == "full":
+            return {"finetune": "full"}
+        return {"finetune": "lora", "r": self.lora_r, "alpha": self.lora_alpha, "targets": self.lora_targets}
+
+    def reward_model(self, seed: int, num_labels: int = 1, adapt: bool = True) -> torch.nn.Module:
+        """A fresh sequence-classification model from the backbone weights; the new head is seeded.
+
+        With ``finetune: lora`` (and ``adapt``) the trunk is frozen and LoRA adapters sit on ``lora_targets``:
+        only they and the head train. Architectures that place their own adapters pass ``adapt=False``."""
         torch.manual_seed(seed)
         with quiet_loading():  # the new head is reported "MISSING" on every load: expected, not news
             model = AutoModelForSequenceClassification.from_pretrained(
                 self.path, num_labels=num_labels, dtype=torch.float32, trust_remote_code=self.trust_remote_code
             )
         model.config.pad_token_id = self.tokenizer.pad_token_id
+        if adapt and self.finetune == "lora":
+            add_lora(model, self.lora_targets, self.lora_r, self.lora_alpha)
         return model
 
     def causal_lm(self) -> torch.nn.Module:
         return AutoModelForCausalLM.from_pretrained(
             self.path, dtype=torch.float32, trust_remote_code=self.trust_remote_code
         )
+
+
+def add_lora(model: torch.nn.Module, targets: list[str], r: int, alpha: float) -> torch.nn.Module:
+    """LoRA adapters on ``targets`` with the trunk frozen; the task head (outside ``model.base_model``) stays
+    trainable. peft's ``inject_adapter_in_model`` adds them in place, so the transformers module tree keeps its
+    attribute paths (the MoE archs upcycle ``model.model.layers[i].mlp`` after this)."""
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(targets), bias="none")
+    inject_adapter_in_model(config, model)
+    if not any("lora_" in name for name, _ in model.named_parameters()):
+        raise ValueError(f"lora_targets={list(targets)} match no module of {type(model).__name__}")
+    # peft freezes every non-LoRA weight; the head (anything outside the trunk, e.g. `score`) trains again.
+    trunk = {id(p) for p in model.base_model.parameters()}
+    for name, p in model.named_parameters():
+        p.requires_grad_("lora_" in name or id(p) not in trunk)
+    return model
+
+
+def merge_lora(model: torch.nn.Module) -> torch.nn.Module:
+    """Fold injected LoRA adapters into their base weights and put the plain layers back: the result is the
+    original transformers architecture again (exact parameter count; ``save_pretrained`` reloads without peft)."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, LoraLayer):
+            module.merge()
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, module.get_base_layer())
+    return model
 
 
 class TinyBackbone(Backbone):
@@ -99,8 +148,11 @@ class TinyBackbone(Backbone):
         pretrain_sequences: int,
         lora_targets: list[str],
         extra_vocab: int = 0,
+        finetune: str = "full",
+        lora_r: int = 8,
+        lora_alpha: float = 16.0,
     ):
-        super().__init__(max_length, lora_targets)
+        super().__init__(max_length, lora_targets, finetune=finetune, lora_r=lora_r, lora_alpha=lora_alpha)
         for key, value in dict(
             hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
             intermediate_size=intermediate_size, pretrain_batch_size=pretrain_batch_size,
@@ -238,8 +290,11 @@ class PretrainedBackbone(Backbone):
         lora_targets: list[str] = ("q_proj", "v_proj"),
         trust_remote_code: bool = False,
         prompt_template: str = "{prompt} => {response}",
+        finetune: str = "full",
+        lora_r: int = 8,
+        lora_alpha: float = 16.0,
     ):
-        super().__init__(max_length, lora_targets, trust_remote_code)
+        super().__init__(max_length, lora_targets, trust_remote_code, finetune, lora_r, lora_alpha)
         if (path is None) == (package is None):
             raise ValueError("backbone: give exactly one of `path` (local dir or hub id) or `package`")
         self.name, self.source_path, self.package, self.subdir = name, path, package, subdir

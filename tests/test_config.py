@@ -83,3 +83,11 @@ def test_instantiate_with_unknown_argument_names_group():
         node["bogus"] = 1
     with pytest.raises(ValueError, match="arch"):
         build(node, "arch")
+
+
+def test_smollm2_profile_composes_real_models_with_both_studies():
+    cfg = compose(["+profile=smollm2", "arch=ens_wco"])
+    assert cfg.backbone.name == "smollm2" and cfg.policy.name == "smollm2" and cfg.arch.aggregator == "wco"
+    assert set(cfg.opt) == {"bon", "ppo"} and cfg.backbone.finetune == cfg.policy.finetune == "lora"
+    assert cfg.opt.ppo.steps < compose(["opt=[ppo]"]).opt.ppo.steps  # the CPU-sized budget, not the default
+    assert max(cfg.opt.bon.ns) <= cfg.opt.bon.n_samples

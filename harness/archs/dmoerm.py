@@ -170,7 +170,8 @@ class DMoERM(RewardModel):
                           target_modules=list(self.lora["target_modules"] or ctx.backbone.lora_targets))
         for d, points in enumerate(self.points):
             # Seeds: router `seed`, domain d's base head `seed + 1 + d`, its MLP `seed + 1 + n + d`.
-            base = ctx.backbone.reward_model(seed + 1 + d)
+            # Phase 1 trains the whole domain base RM (as the paper does); the LoRA experts come on top of it.
+            base = ctx.backbone.reward_model(seed + 1 + d, adapt=False)
             model = get_peft_model(base, lora, adapter_name=expert_name(0))
             for k in range(1, len(points)):
                 model.add_adapter(expert_name(k), lora)

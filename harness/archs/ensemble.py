@@ -77,6 +77,7 @@ class EnsembleRM(RewardModel):
             "backbone": str(ctx.backbone.path),
             # Truncation of the encoded training pairs: a backbone knob that is not always part of its path.
             "max_length": ctx.backbone.max_length,
+            "finetune": ctx.backbone.finetune_spec,
             "train": dataclasses.asdict(ctx.train),
             "member_seed": seed,
         }

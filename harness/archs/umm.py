@@ -38,6 +38,7 @@ from torch.func import functional_call
 from transformers import MixtralConfig
 from transformers.models.mixtral.modeling_mixtral import MixtralExperts, MixtralTopKRouter
 
+from ..backbones import merge_lora
 from ..data.schema import Batch, EncodedPairs
 from ..evaluate import preference_accuracy
 from .base import FitContext, RewardModel, RewardOutput, train_bradley_terry
@@ -301,6 +302,7 @@ class UMMRM(RewardModel):
         dense = copy.deepcopy(self.moe.model)
         for i in self.moe.moe_layers:
             dense.model.layers[i].mlp = copy.deepcopy(dense.model.layers[i].mlp.shared)
+        merge_lora(dense)  # backbone.finetune=lora: attention adapters folded in, so the dense count is exact
         self.model = dense.requires_grad_(False)
         result = train_bradley_terry(self, [self.rho_logit, self.merge_logits], heldout, val, merge_cfg,
                                      ctx.seed, ctx, phase="umm/merge", forward=self.forward_merge)

@@ -150,13 +150,16 @@ def run_ppo(cfg: PPOConfig, policy: Policy, score: ScoreFn, gold: ScoreFn | None
     "model"}``, the last being the optimised policy (for samples or capability evals after optimisation).
     """
     t_start = time.perf_counter()
-    model = policy.causal_lm().train()
+    model = policy.trainable(policy.causal_lm()).train()
     reference = policy.causal_lm().eval()
     for p in reference.parameters():
         p.requires_grad_(False)
-    value_model = policy.value_model(derive_seed(seed, _VALUE_HEAD)).train()
-    policy_opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    value_opt = torch.optim.AdamW(value_model.parameters(), lr=cfg.value_lr, weight_decay=0.0)
+    value_model = policy.trainable(policy.value_model(derive_seed(seed, _VALUE_HEAD))).train()
+    # With policy.finetune=lora only the adapters (and the value head) train.
+    policy_params = [p for p in model.parameters() if p.requires_grad]
+    value_params = [p for p in value_model.parameters() if p.requires_grad]
+    policy_opt = torch.optim.AdamW(policy_params, lr=cfg.lr, weight_decay=0.0)
+    value_opt = torch.optim.AdamW(value_params, lr=cfg.value_lr, weight_decay=0.0)
     prompt_rng = np.random.default_rng(derive_seed(seed, _PROMPTS))
     minibatch_gen = torch.Generator().manual_seed(derive_seed(seed, _MINIBATCH))
     T = policy.temperature
@@ -248,8 +251,8 @@ def run_ppo(cfg: PPOConfig, policy: Policy, score: ScoreFn, gold: ScoreFn | None
                 value_opt.zero_grad(set_to_none=True)
                 # The two models share no parameter: one backward fills both, each optimiser steps its own.
                 (policy_loss + value_loss).backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                torch.nn.utils.clip_grad_norm_(value_model.parameters(), cfg.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(policy_params, cfg.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(value_params, cfg.max_grad_norm)
                 policy_opt.step()
                 value_opt.step()
                 with torch.no_grad():

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from ..backbones import PretrainedBackbone, pretrain_causal_lm, quiet_loading
+from ..backbones import FINETUNE_MODES, PretrainedBackbone, add_lora, pretrain_causal_lm, quiet_loading
 from ..cache import ArtifactCache
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,15 @@ class Policy:
 
     name = "policy"
 
-    def __init__(self, temperature: float, max_new_tokens: int, generation_batch_size: int):
+    def __init__(self, temperature: float, max_new_tokens: int, generation_batch_size: int,
+                 finetune: str = "full", lora_r: int = 8, lora_alpha: float = 16.0,
+                 lora_targets: list[str] = ("q_proj", "v_proj")):
+        if finetune not in FINETUNE_MODES:
+            raise ValueError(f"policy.finetune={finetune!r} must be one of {list(FINETUNE_MODES)}")
+        if finetune == "lora" and not (lora_r >= 1 and lora_alpha > 0):
+            raise ValueError(f"policy.lora_r={lora_r} must be >= 1 and policy.lora_alpha={lora_alpha} > 0")
+        self.finetune, self.lora_r, self.lora_alpha = finetune, int(lora_r), float(lora_alpha)
+        self.lora_targets = list(lora_targets)
         if not temperature > 0:
             raise ValueError(f"policy.temperature={temperature} must be > 0 (sampling, not greedy decoding)")
         if max_new_tokens < 1 or generation_batch_size < 1:
@@ -102,6 +110,13 @@ class Policy:
     def causal_lm(self) -> torch.nn.Module:
         """A fresh copy of the initial weights (PPO trains one and freezes another as the reference)."""
         return AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32)
+
+    def trainable(self, model: torch.nn.Module) -> torch.nn.Module:
+        """What PPO trains of a fresh copy (policy or value model): every weight, or with ``finetune: lora``
+        LoRA adapters on ``lora_targets`` (+ the value head) over a frozen trunk."""
+        if self.finetune == "lora":
+            add_lora(model, self.lora_targets, self.lora_r, self.lora_alpha)
+        return model
 
     def value_model(self, seed: int) -> torch.nn.Module:
         """The initial trunk with a new seeded scalar head (``.base_model`` + ``.score``, as every decoder's
@@ -169,8 +184,13 @@ class TinyPolicy(Policy):
         temperature: float,
         max_new_tokens: int,
         generation_batch_size: int,
+        finetune: str = "full",
+        lora_r: int = 8,
+        lora_alpha: float = 16.0,
+        lora_targets: list[str] = ("q_proj", "v_proj"),
     ):
-        super().__init__(temperature, max_new_tokens, generation_batch_size)
+        super().__init__(temperature, max_new_tokens, generation_batch_size, finetune, lora_r, lora_alpha,
+                         lora_targets)
         for key, value in dict(hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
                                intermediate_size=intermediate_size, sft_steps=sft_steps,
                                sft_batch_size=sft_batch_size, sft_sequences=sft_sequences).items():
@@ -233,8 +253,13 @@ class PretrainedPolicy(Policy):
         subdir: str = "",
         gguf_file: str | None = None,
         use_chat_template: bool = True,
+        finetune: str = "full",
+        lora_r: int = 8,
+        lora_alpha: float = 16.0,
+        lora_targets: list[str] = ("q_proj", "v_proj"),
     ):
-        super().__init__(temperature, max_new_tokens, generation_batch_size)
+        super().__init__(temperature, max_new_tokens, generation_batch_size, finetune, lora_r, lora_alpha,
+                         lora_targets)
         self.name = name
         self.use_chat_template = use_chat_template
         self.source = PretrainedBackbone(name=name, path=path, package=package, subdir=subdir,
