@@ -119,6 +119,11 @@ def _run(cfg: DictConfig, job_dir: Path) -> dict:
     out = {"accuracy": accuracy, "params": arch.param_counts(), "timing_s": timing,
            "train_log": [r for r in ctx.logs if "best_val_acc" in r]}
     out.update(arch.extra_metrics(test=test, dataset=ds))
+    if cfg.eval.lm_eval_tasks:
+        from .lmeval import rm_lm_eval
+
+        out["lm_eval_rm"] = rm_lm_eval(arch, backbone, list(cfg.eval.lm_eval_tasks), ds, job_dir,
+                                       cfg.eval.lm_eval_limit, cfg.eval.batch_size, seed)
 
     curves: list[dict] = []
     if studies:

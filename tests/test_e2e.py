@@ -29,8 +29,11 @@ def test_tiny_job_writes_metrics_and_is_deterministic(tmp_path):
     assert on_disk["status"] == "ok" and set(on_disk["accuracy"]) >= {"gold", "human"}
     assert set(on_disk["accuracy"]["gold"]["per_domain"]) == set(compose().data.world.domains)
     assert on_disk["params"]["total"] == on_disk["params"]["trainable"] > 0
-    b = _job(tmp_path, "b", ["opt=none"])
+    # The same job again, now also answering lm-eval's test_prefs through the RM: same numbers, and lm-eval's
+    # acc on the job's own test pairs is the job's gold accuracy.
+    b = _job(tmp_path, "b", ["opt=none", "eval.lm_eval_tasks=[test_prefs]"])
     assert a["accuracy"] == b["accuracy"] and a["params"] == b["params"]
+    assert b["lm_eval_rm"]["test_prefs"]["acc"] == pytest.approx(b["accuracy"]["gold"]["overall"], abs=1e-12)
 
 
 def test_rerun_of_a_finished_job_is_not_recomputed(tmp_path):

@@ -7,7 +7,7 @@
   own prompt layout, the colour of each knowledge-base entity ("fact : tell me about ... . what colour is X ?",
   the marker being "prompt" as often as in the world's objective-QA prompts),
   with the 12 colours as choices phrased as world responses ("answer is <colour>"); the policy's answer is the
-  choice it finds most likely. Chance is 1/12. The task's fixed settings live in ``lm_eval_tasks/*.yaml``;
+  choice it finds most likely. Chance is 1/12. The task's fixed settings live in ``harness/lm_eval_tasks/``;
   its questions are generated into the artifact cache and loaded with ``dataset_path: json``.
 - any lm-eval task name (hellaswag, arc_easy, ...): those read their dataset from the hub, so they need the
   network (or a warm datasets cache); offline the failure says so.
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +28,10 @@ import numpy as np
 import yaml
 
 from ..cache import ArtifactCache
+from ..lmeval import TASKS_DIR, run_lm_eval
 from ..world.vocab import COLOURS
 
 log = logging.getLogger(__name__)
-
-TASKS_DIR = Path(__file__).parent / "lm_eval_tasks"
 
 # Stream of derived randomness for the world_facts questions (the world itself uses [seed, 1] and [seed, 2]).
 _WORLD_FACTS_STREAM = 101
@@ -93,55 +91,16 @@ LOCAL_TASKS = {
 }
 
 
-def _offline() -> bool:
-    return any(os.environ.get(k, "0") not in ("0", "", "false", "False")
-               for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-
-
-def _flatten(results: dict, task: str) -> dict:
-    """lm-eval's ``{"acc,none": x, "acc_stderr,none": s, "alias": ...}`` -> ``{"acc": x, "acc_stderr": s,
-    "n_samples": n}``."""
-    block = {}
-    for key, value in results["results"][task].items():
-        if key in ("alias", "sample_len") or not isinstance(value, (int, float)):  # sample_len: = n_samples
-            continue
-        metric, _, filt = key.partition(",")
-        block[metric if filt in ("", "none") else key] = float(value)
-    block["n_samples"] = int(results["n-samples"][task]["effective"])
-    return block
-
-
 def policy_capability(model, tokenizer, tasks: list[str], local: dict[str, dict] | None = None,
                       limit: int | None = None, batch_size: int = 64, seed: int = 0) -> dict:
     """``{task: {"acc": ..., "acc_stderr": ..., "n_samples": ...}}`` of ``model`` (a transformers causal LM, in
     memory) on ``tasks``: names of ``local`` task configs (``{name: lm-eval config dict}``) or lm-eval task names."""
-    from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
 
-    local = local or {}
-    hub = [t for t in tasks if t not in local]
-    # Indexing lm-eval's ~15k bundled task YAMLs takes ~20 s on 2 cores: only when a bundled task is asked for.
-    manager = TaskManager(include_defaults=bool(hub))
-    unknown = [t for t in hub if t not in manager.all_tasks]
-    if unknown:
-        raise ValueError(f"opt.capability.tasks: unknown lm-eval task(s) {unknown}; the harness's own: "
-                         f"{sorted(LOCAL_TASKS)}; lm-eval's: `lm_eval ls tasks`")
     model.eval()
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
-    try:
-        results = simple_evaluate(
-            model=lm, tasks=[local.get(t, t) for t in tasks], limit=limit, task_manager=manager,
-            log_samples=False, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
-            fewshot_random_seed=seed,
-        )
-    except Exception as e:  # noqa: BLE001 - a bundled task's dataset download is the usual cause offline
-        if hub and _offline():
-            raise RuntimeError(f"lm-eval task(s) {hub} need their dataset from the Hugging Face hub, and "
-                               f"HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set: run online once (or drop them; "
-                               f"offline tasks: {sorted(LOCAL_TASKS)}). Cause: {type(e).__name__}: {e}") from e
-        raise
-    return {t: _flatten(results, t) for t in tasks}
+    return run_lm_eval(lm, tasks, local or {}, limit, seed, key="opt.capability.tasks",
+                       own_tasks=sorted(LOCAL_TASKS))
 
 
 def capability_study(cfg: CapabilityConfig, policy, data, cache: ArtifactCache, seed: int,
