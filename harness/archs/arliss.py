@@ -99,7 +99,8 @@ class ARLISS(RewardModel):
         if n < 2:
             raise ValueError(f"arch=arliss needs at least 2 domains to route between, got {self.domains}")
         targets = self.target_modules or ctx.backbone.lora_targets
-        base = ctx.backbone.reward_model(seed, num_labels=1, adapt=False)  # seeds the global RNG: LoRA A inits follow from it
+        # adapt=False: arliss places its own adapters. reward_model seeds the global RNG: LoRA A inits follow it.
+        base = ctx.backbone.reward_model(seed, num_labels=1, adapt=False)
         self.peft = get_peft_model(base, self.lora_config(targets), adapter_name=ROUTER)  # freezes the backbone
         heads = [m for m in self.peft.modules() if isinstance(m, ModulesToSaveWrapper)]
         assert len(heads) == 1, f"expected peft to wrap exactly one sequence-classification head, got {len(heads)}"
