@@ -55,6 +55,44 @@ def short_table(df: pd.DataFrame) -> str:
     return table.to_string(index=False, na_rep="", float_format=lambda v: f"{v:.3f}")
 
 
+# (column, header) of the over-seeds table: mean ± sample s.d. over the seeds of one configuration.
+SEED_COLUMNS = (
+    ("accuracy.gold.overall", "gold acc"),
+    ("accuracy.human.overall", "human acc"),
+    ("params.total", "params"),
+    ("params.active", "active"),
+    ("bon.gold_peak", "bon R*"),
+    ("ppo.observed_gold_peak", "ppo max gold"),
+    ("ppo.final_gap", "ppo final gap"),
+    ("timing_s.total", "time (s)"),
+)
+
+
+def seed_table(df: pd.DataFrame) -> pd.DataFrame | None:
+    """One row per configuration (every ``choices.*`` column) of the ok jobs: ``n`` seeds and each metric as
+    "mean ± s.d." (s.d. over seeds, blank for one seed). None when no configuration ran with several seeds."""
+    ok = df[df["status"] == "ok"]
+    keys = [c for c in df.columns if c.startswith("choices.")]
+    if ok.empty or not keys or ok.groupby(keys, dropna=False, sort=False).size().max() < 2:
+        return None
+    cols = [(c, h) for c, h in SEED_COLUMNS if c in ok.columns]
+    rows = []
+    for key, group in ok.groupby(keys, dropna=False, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        row = {k.removeprefix("choices."): v for k, v in zip(keys, key, strict=True) if ok[k].nunique() > 1}
+        row["n"] = len(group)
+        for c, h in cols:
+            v = pd.to_numeric(group[c], errors="coerce").dropna()
+            if v.empty:
+                row[h] = ""
+            elif c.startswith("params."):
+                row[h] = f"{v.mean():,.0f}"
+            else:
+                row[h] = f"{v.mean():.3f}" + (f" ± {v.std(ddof=1):.3f}" if len(v) > 1 else "")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.aggregate", description=__doc__.splitlines()[0])
     parser.add_argument("dir", type=Path, help="a Hydra sweep dir (or one job dir)")
@@ -70,7 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     out = aggregate(args.dir, figures=not args.no_figures)
-    print(short_table(read_summary(out["summary"])))
+    summary = read_summary(out["summary"])
+    print(short_table(summary))
+    pooled = seed_table(summary)
+    if pooled is not None:
+        print("\nover seeds (mean ± s.d.):")
+        print(pooled.to_string(index=False))
     print(f"\n{out['n_jobs']} jobs, {out['n_failed']} failed -> {out['summary']}")
     for p in out["figures"]:
         print(f"figure: {p}")

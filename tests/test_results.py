@@ -304,3 +304,19 @@ def test_callback_aggregates_and_records_failure(tmp_path):
     cb.on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "void")}}}))
     assert callbacks.LAST_SWEEP_FAILED is True
     cb.on_run_end(OmegaConf.create({}))
+
+
+def test_seed_table_pools_seeds_per_configuration(tmp_path):
+    from harness.aggregate import seed_table
+
+    df = results.read_summary(results.aggregate(make_sweep(tmp_path, archs=("single", "dmoerm")),
+                                                figures=False)["summary"])
+    table = seed_table(df).set_index("arch")
+    assert list(table.index) == ["single", "dmoerm"] and (table["n"] == 2).all()
+    gold = df[df["choices.arch"] == "single"]["accuracy.gold.overall"]
+    assert table.loc["single", "gold acc"] == f"{gold.mean():.3f} ± {gold.std(ddof=1):.3f}"
+    assert table.loc["single", "params"] == f"{ARCHS['single'][1]:,}"
+    assert table.loc["single", "ppo final gap"] == ""  # NaN in every seed: blank, not "nan"
+    assert seed_table(df[df["seed"] == 0]) is None  # one seed per configuration: nothing to pool
+    r = _cli(tmp_path, "--no-figures")
+    assert r.returncode == 0 and "over seeds (mean ± s.d.)" in r.stdout
