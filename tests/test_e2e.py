@@ -90,3 +90,25 @@ def test_joblib_launcher_gives_the_same_seeded_metrics(tmp_path):
     for basic, joblib in zip(results["basic"], results["joblib"], strict=True):
         assert basic["status"] == joblib["status"] == "ok"
         assert basic["accuracy"] == joblib["accuracy"] and basic["params"] == joblib["params"]
+
+
+@pytest.mark.slow
+def test_smollm2_profile_runs_offline_end_to_end(tmp_path):
+    """`+profile=smollm2` with every budget shrunk: the real model as LoRA RM and as policy, BoN and PPO, offline."""
+    from harness.results import read_curves
+
+    small = ["data.n_train=48", "data.n_val=16", "data.n_test=32", "data.world.calibration_pairs=300",
+             "opt.bon.n_prompts=2", "opt.bon.n_samples=4", "opt.bon.ns=[1,2,4]", "opt.ppo.steps=1",
+             "opt.ppo.eval_every=1", "opt.ppo.eval_prompts=2", "opt.ppo.rollout_batch=2",
+             "opt.ppo.train_prompts=8", "policy.max_new_tokens=8", "threads=2"]
+    cfg = compose(["+profile=smollm2", *small, f"cache_dir={tmp_path / 'cache'}"])
+    out = run_job(cfg, tmp_path / "job", {"arch": "single"}, small)
+    assert out["status"] == "ok", out["error"]
+    # LoRA r on q_proj (H -> H) and v_proj (H -> kv heads x head dim) of every layer, plus the H-weight head.
+    H, L, r, kv = 576, 30, cfg.backbone.lora_r, 3 * 64
+    assert out["params"]["trainable"] == L * r * ((H + H) + (H + kv)) + H
+    # SmolLM2's 134,515,008 weights (tied embeddings counted once), the new head and the adapters.
+    assert out["params"]["total"] == 134_515_008 + out["params"]["trainable"]
+    curves = read_curves(tmp_path / "job")
+    assert set(curves["opt"]) == {"bon", "ppo"}
+    assert curves[curves["opt"] == "ppo"]["kl"].iloc[-1] > 0  # one PPO step moved the LoRA policy
