@@ -98,7 +98,7 @@ def test_smollm2_profile_runs_offline_end_to_end(tmp_path):
     from harness.results import read_curves
 
     small = ["data.n_train=48", "data.n_val=16", "data.n_test=32", "data.world.calibration_pairs=300",
-             "opt.bon.n_prompts=2", "opt.bon.n_samples=4", "opt.bon.ns=[1,2,4]", "opt.ppo.steps=1",
+             "opt.bon.n_prompts=2", "opt.bon.n_samples=4", "opt.bon.ns=[1,2,4]", "opt.ppo.steps=2",
              "opt.ppo.eval_every=1", "opt.ppo.eval_prompts=2", "opt.ppo.rollout_batch=2",
              "opt.ppo.train_prompts=8", "policy.max_new_tokens=8", "threads=2"]
     cfg = compose(["+profile=smollm2", *small, f"cache_dir={tmp_path / 'cache'}"])
@@ -111,4 +111,4 @@ def test_smollm2_profile_runs_offline_end_to_end(tmp_path):
     assert out["params"]["total"] == 134_515_008 + out["params"]["trainable"]
     curves = read_curves(tmp_path / "job")
     assert set(curves["opt"]) == {"bon", "ppo"}
-    assert curves[curves["opt"] == "ppo"]["kl"].iloc[-1] > 0  # one PPO step moved the LoRA policy
+    assert curves[curves["opt"] == "ppo"]["kl"].iloc[-1] > 0  # two PPO steps moved the LoRA policy
