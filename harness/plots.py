@@ -6,6 +6,7 @@ and (for the capability heatmap) the `explain` block of DMoERM jobs' `metrics.js
 - `bon`: gold (solid) and proxy (dashed) reward vs sqrt(KL) under best-of-n, per arch, mean over seeds
   with a +-1 s.d. band, and the Gao et al. fit R = d(alpha - beta d) (dotted);
 - `ppo`: the same for PPO eval steps, fit R = d(alpha - beta log d);
+- `bon_per_arch`, `ppo_per_arch`: the same curves as small multiples, one panel per arch (sweeps of 4+ archs);
 - `accuracy_per_domain`: grouped bars, one group per domain plus "overall", one bar per arch;
 - `params_vs_accuracy`: stored (filled) and active-per-response (hollow) parameters vs gold accuracy;
 - `capability_heatmap`: DMoERM's per-domain capability scores.
@@ -23,7 +24,7 @@ import logging
 import math
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import matplotlib
@@ -255,6 +256,9 @@ def _fit_ppo(d, alpha, beta):
     return d * (alpha - beta * np.log(d))
 
 
+# Sweeps with at least this many archs also get the curves as small multiples (one panel per arch).
+MIN_ARCHS_PER_ARCH_FIGURE = 4
+
 # opt -> (x key column in curves.csv, fit, fit formula for the legend, title)
 CURVE_KINDS = {
     "bon": ("n", _fit_bon, r"fit $d(\alpha-\beta d)$", "Best-of-n over-optimization"),
@@ -287,13 +291,20 @@ def _curve_stats(sweep_dir: Path, rows: pd.DataFrame, opt: str) -> pd.DataFrame 
     return stats.sort_values("sqrt_kl")
 
 
-def curves_figure(sweep_dir: Path, series: list[Series], opt: str) -> Figure | None:
+def curves_figure(sweep_dir: Path, series: list[Series], opt: str, by_arch: bool = False) -> Figure | None:
+    """Gold and proxy against sqrt(KL), one panel per sweep variant; ``by_arch``: one panel per arch as well
+    (small multiples, in arch order), for sweeps with too many archs to read on one panel. None: too few archs
+    for small multiples, or no curve of ``opt`` at all."""
     key, fit, fit_label, title = CURVE_KINDS[opt]
+    if by_arch:
+        if len({s.label for s in series}) < MIN_ARCHS_PER_ARCH_FIGURE:
+            return None
+        series = [replace(s, panel=f"{s.panel} · {s.label}" if s.panel else s.label) for s in series]
     curves = [(s, _curve_stats(sweep_dir, s.rows, opt)) for s in series]
     curves = [(s, st) for s, st in curves if st is not None and not st.empty]
     if not curves:
         return None
-    panels = _panels([s for s, _ in curves])
+    panels = list(dict.fromkeys(s.panel for s, _ in curves)) if by_arch else _panels([s for s, _ in curves])
     fig, axes = _figure(len(panels), (4.6, 3.4), legend_width=1.9)
     for ax, panel in zip(axes, panels, strict=True):
         for s, st in curves:
@@ -523,6 +534,8 @@ def make_figures(sweep_dir: str | os.PathLike) -> list[Path]:
     builders = {
         "bon": lambda: curves_figure(sweep_dir, series, "bon"),
         "ppo": lambda: curves_figure(sweep_dir, series, "ppo"),
+        "bon_per_arch": lambda: curves_figure(sweep_dir, series, "bon", by_arch=True),
+        "ppo_per_arch": lambda: curves_figure(sweep_dir, series, "ppo", by_arch=True),
         "accuracy_per_domain": lambda: accuracy_figure(series_plus),
         "params_vs_accuracy": lambda: params_figure(series_plus),
         "capability_heatmap": lambda: capability_figure(sweep_dir, series),

@@ -11,7 +11,8 @@ from test_results import make_sweep
 
 from harness import plots, results
 
-ALL_FIGURES = ("bon", "ppo", "accuracy_per_domain", "params_vs_accuracy", "capability_heatmap")
+ALL_FIGURES = ("bon", "ppo", "bon_per_arch", "ppo_per_arch", "accuracy_per_domain", "params_vs_accuracy",
+               "capability_heatmap")
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +110,9 @@ def test_panels_for_varied_choices_and_series_for_varied_overrides(tmp_path):
     assert {s.label for s in series} == {"single (arch.lr=0.001)", "dmoerm (arch.lr=0.0001)"}
     assert all(len(s.rows) == 1 for s in series)
     paths = plots.make_figures(root)
-    assert len(paths) == 2 * len(ALL_FIGURES)
+    per_arch = {"bon_per_arch", "ppo_per_arch"}  # two archs: no small multiples
+    assert sorted(p.name for p in paths) == sorted(f"{n}.{e}" for n in ALL_FIGURES if n not in per_arch
+                                                   for e in ("png", "pdf"))
 
 
 def test_broken_figure_does_not_stop_the_others(tmp_path):
@@ -124,3 +127,16 @@ def test_broken_figure_does_not_stop_the_others(tmp_path):
 def test_make_figures_needs_summary(tmp_path):
     with pytest.raises(FileNotFoundError, match="summary.csv"):
         plots.make_figures(tmp_path)
+
+
+def test_per_arch_small_multiples_one_panel_per_arch_in_arch_order(sweep):
+    summary = results.read_summary(sweep / "summary.csv")
+    ok = summary[summary["status"] == "ok"]
+    series = plots._series(ok, plots.arch_colors(ok["choices.arch"].unique()))
+    fig = plots.curves_figure(sweep, series, "ppo", by_arch=True)
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == [s.label for s in series] == plots.arch_order(ok["choices.arch"])
+    for ax, s in zip(axes, series, strict=True):  # each panel holds its own arch only: gold, proxy, fit
+        assert {to_rgb(line.get_color()) for line in ax.lines if line.get_color() != "0.6"} == {s.color}
+    # Too few archs for small multiples: the one-panel figure says it all.
+    assert plots.curves_figure(sweep, series[:3], "ppo", by_arch=True) is None
