@@ -38,8 +38,17 @@ log = logging.getLogger(__name__)
 # (prompts, responses) of world text, produced lazily: only a backbone that pre-trains asks for it.
 Corpus = Callable[[int], tuple[list[str], list[str]]]
 
-# How reward models train on a backbone: every weight, or LoRA adapters + the head on a frozen trunk.
+# How reward models (backbone.finetune) and PPO (policy.finetune) train: every weight, or LoRA adapters (+ a
+# head) on a frozen trunk.
 FINETUNE_MODES = ("full", "lora")
+
+
+def check_finetune(where: str, finetune: str, lora_r: int, lora_alpha: float) -> None:
+    """The finetune settings of config group ``where`` (backbone / policy), with errors naming the key."""
+    if finetune not in FINETUNE_MODES:
+        raise ValueError(f"{where}.finetune={finetune!r} must be one of {list(FINETUNE_MODES)}")
+    if finetune == "lora" and not (lora_r >= 1 and lora_alpha > 0):
+        raise ValueError(f"{where}.lora_r={lora_r} must be >= 1 and {where}.lora_alpha={lora_alpha} > 0")
 
 
 class Backbone:
@@ -51,10 +60,7 @@ class Backbone:
                  finetune: str = "full", lora_r: int = 8, lora_alpha: float = 16.0):
         if max_length <= 8:
             raise ValueError(f"backbone.max_length={max_length} must be > 8")
-        if finetune not in FINETUNE_MODES:
-            raise ValueError(f"backbone.finetune={finetune!r} must be one of {list(FINETUNE_MODES)}")
-        if finetune == "lora" and not (lora_r >= 1 and lora_alpha > 0):
-            raise ValueError(f"backbone.lora_r={lora_r} must be >= 1 and backbone.lora_alpha={lora_alpha} > 0")
+        check_finetune("backbone", finetune, lora_r, lora_alpha)
         self.max_length = max_length
         self.lora_targets = list(lora_targets)
         self.trust_remote_code = trust_remote_code

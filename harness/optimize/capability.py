@@ -28,7 +28,6 @@ import numpy as np
 import yaml
 
 from ..cache import ArtifactCache
-from ..lmeval import TASKS_DIR, run_lm_eval
 from ..world.vocab import COLOURS
 
 log = logging.getLogger(__name__)
@@ -80,6 +79,8 @@ def world_facts_task(data, cache: ArtifactCache, seed: int, questions_per_entity
         (out / "world_facts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
     entry = cache.directory("lm_eval_world_facts", spec, build)
+    from ..lmeval import TASKS_DIR  # lm-eval is imported only by jobs that run it
+
     config = yaml.safe_load((TASKS_DIR / "world_facts.yaml").read_text(encoding="utf-8"))
     config["dataset_kwargs"] = {"data_files": {"train": str((entry / "world_facts.jsonl").resolve())}}
     return config
@@ -96,6 +97,8 @@ def policy_capability(model, tokenizer, tasks: list[str], local: dict[str, dict]
     """``{task: {"acc": ..., "acc_stderr": ..., "n_samples": ...}}`` of ``model`` (a transformers causal LM, in
     memory) on ``tasks``: names of ``local`` task configs (``{name: lm-eval config dict}``) or lm-eval task names."""
     from lm_eval.models.huggingface import HFLM
+
+    from ..lmeval import run_lm_eval
 
     model.eval()
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)

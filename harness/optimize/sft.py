@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from ..backbones import FINETUNE_MODES, PretrainedBackbone, add_lora, pretrain_causal_lm, quiet_loading
+from ..backbones import PretrainedBackbone, add_lora, check_finetune, pretrain_causal_lm, quiet_loading
 from ..cache import ArtifactCache
 
 log = logging.getLogger(__name__)
@@ -54,10 +54,7 @@ class Policy:
     def __init__(self, temperature: float, max_new_tokens: int, generation_batch_size: int,
                  finetune: str = "full", lora_r: int = 8, lora_alpha: float = 16.0,
                  lora_targets: list[str] = ("q_proj", "v_proj")):
-        if finetune not in FINETUNE_MODES:
-            raise ValueError(f"policy.finetune={finetune!r} must be one of {list(FINETUNE_MODES)}")
-        if finetune == "lora" and not (lora_r >= 1 and lora_alpha > 0):
-            raise ValueError(f"policy.lora_r={lora_r} must be >= 1 and policy.lora_alpha={lora_alpha} > 0")
+        check_finetune("policy", finetune, lora_r, lora_alpha)
         self.finetune, self.lora_r, self.lora_alpha = finetune, int(lora_r), float(lora_alpha)
         self.lora_targets = list(lora_targets)
         if not temperature > 0:
