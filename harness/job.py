@@ -22,7 +22,9 @@ from .archs.base import FitContext, TrainConfig
 from .cache import ArtifactCache
 from .data.schema import encode_pairs
 from .evaluate import preference_accuracy
+from .export import EXPORT_DIR, RewardScorer, export_reward_model, prompt_template_of
 from .results import read_metrics, write_curves, write_metrics
+from .rewardbench import check_benchmarks, evaluate_benchmarks
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,8 @@ def _run(cfg: DictConfig, job_dir: Path) -> dict:
 
     t0 = time.perf_counter()
     data = build(cfg.data, "data").prepare(cache, seed)
+    benchmarks = OmegaConf.to_container(cfg.eval.benchmarks, resolve=True) if cfg.eval.get("benchmarks") else []
+    check_benchmarks(benchmarks)  # a missing file fails now, not after training
     studies = dict(cfg.get("opt") or {})
     if studies and data.world is None:
         # Checked before anything is trained: BoN and PPO are read in gold units, and only the world has a gold RM.
@@ -119,6 +123,16 @@ def _run(cfg: DictConfig, job_dir: Path) -> dict:
     out = {"accuracy": accuracy, "params": arch.param_counts(), "timing_s": timing,
            "train_log": [r for r in ctx.logs if "best_val_acc" in r]}
     out.update(arch.extra_metrics(test=test, dataset=ds))
+    if benchmarks:
+        t0 = time.perf_counter()
+        scorer = RewardScorer(arch, backbone.tokenizer, prompt_template_of(backbone), backbone.max_length,
+                              cfg.eval.batch_size)
+        out["benchmarks"] = evaluate_benchmarks(scorer, benchmarks)
+        timing["benchmarks"] = time.perf_counter() - t0
+    if cfg.get("export", True):
+        out["export"] = export_reward_model(arch, backbone, cfg.arch, job_dir / EXPORT_DIR, domains=data.domains,
+                                            seed=seed, batch_size=cfg.eval.batch_size, backbone_cfg=cfg.backbone)
+        timing["export"] = out["export"]["seconds"]
     if cfg.eval.lm_eval_tasks:
         from .lmeval import rm_lm_eval
 

@@ -106,6 +106,22 @@ class RewardModel(nn.Module):
         ``test`` is the encoded test split and ``dataset`` its raw datasets.Dataset."""
         return {}
 
+    # -- export (harness.export) -----------------------------------------------------------------
+    def export_structure(self) -> dict:
+        """JSON-able facts the fitted module tree depends on beyond the arch config, the backbone and the
+        domains (e.g. DMoERM's capability points); ``restore`` receives them back."""
+        return {}
+
+    def restore(self, ctx: FitContext, structure: dict) -> None:
+        """Rebuild the fitted module tree (untrained) so that its ``state_dict`` can be loaded; by default what
+        ``fit`` builds before it trains."""
+        self.build(ctx, ctx.seed)
+
+    def dense_models(self) -> dict[str, nn.Module]:
+        """Plain transformers ``*ForSequenceClassification`` models whose logit IS this RM's reward (or one
+        member's), exported as ordinary transformers folders; none by default."""
+        return {}
+
     # -- shared machinery -------------------------------------------------------------------------
     def mark_trained(self, params: Iterable[nn.Parameter]) -> None:
         for p in params:

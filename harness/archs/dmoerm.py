@@ -181,6 +181,13 @@ class DMoERM(RewardModel):
             self.mixers[str(d)] = nn.Sequential(nn.Linear(H * K, H), nn.PReLU(), nn.Linear(H, 1))
         return self
 
+    def export_structure(self) -> dict:
+        return {"points": self.points}  # the experts per domain: from the data's cap_names, not the config
+
+    def restore(self, ctx: FitContext, structure: dict) -> None:
+        self.capabilities = dict(zip(ctx.domains, structure["points"], strict=True))
+        self.build(ctx, ctx.seed)
+
     def head(self, d: int) -> nn.Module:
         """Domain d's scalar head; peft runs the active expert's copy (or the phase-1 original, adapters off)."""
         hf = self.inner[str(d)].base_model.model  # the transformers *ForSequenceClassification

@@ -112,6 +112,13 @@ class EnsembleRM(RewardModel):
                     ctx.logs.append({**row, "cached": True})
             ctx.log({**meta["result"], "member": i, "source": self.provenance[-1]})
 
+    def restore(self, ctx: FitContext, structure: dict) -> None:
+        """The k untrained members (harness.export fills them from the exported weights)."""
+        self.members = nn.ModuleList(ctx.backbone.reward_model(member_seed(ctx.seed, i)) for i in range(self.k))
+
+    def dense_models(self) -> dict:
+        return {f"member{i}": m for i, m in enumerate(self.members)}
+
     def extra_metrics(self, test, dataset) -> dict:
         """How the ensemble was made, and each member's own test accuracy (what an aggregator is compared to)."""
         r_chosen = self.explain(test.chosen)["members"]  # (N, k)

@@ -25,3 +25,6 @@ class SingleRM(RewardModel):
         result = train_bradley_terry(self, list(self.model.parameters()), train, val, ctx.train, ctx.seed,
                                      ctx, phase="single")
         ctx.log(result)
+
+    def dense_models(self) -> dict:
+        return {"model": self.model}

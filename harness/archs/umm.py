@@ -271,6 +271,26 @@ class UMMRM(RewardModel):
         return {"rho": float(torch.sigmoid(self.rho_logit.detach())),
                 "a": {n: [round(x, 4) for x in row.tolist()] for n, row in zip(names, a, strict=True)}}
 
+    def dense_from_moe(self) -> nn.Module:
+        """The dense model: the MoE model with each MoE block replaced by a plain copy of its shared FFN (the
+        very module class the backbone had there); the merge overwrites its FFN weights."""
+        dense = copy.deepcopy(self.moe.model)
+        for i in self.moe.moe_layers:
+            dense.model.layers[i].mlp = copy.deepcopy(dense.model.layers[i].mlp.shared)
+        merge_lora(dense)  # backbone.finetune=lora: attention adapters folded in, so the dense count is exact
+        return dense.requires_grad_(False)
+
+    # -- export (harness.export) ------------------------------------------------------------------------------
+    def restore(self, ctx: FitContext, structure: dict) -> None:
+        """MoE, merge parameters and merged dense model, untrained, in their fitted shapes."""
+        self.moe.build(ctx, ctx.seed)
+        self.rho_logit = nn.Parameter(torch.zeros(()))
+        self.merge_logits = nn.Parameter(torch.zeros(len(self.moe.moe_layers), self.moe.E))
+        self.model = self.dense_from_moe()
+
+    def dense_models(self) -> dict:
+        return {"merged": self.model}
+
     # -- the recipe -------------------------------------------------------------------------------------------
     def build(self, ctx: FitContext, seed: int) -> UMMRM:
         """The upcycled MoE only (phase 1); until `fit` has merged it, the RM is that MoE."""
@@ -297,13 +317,7 @@ class UMMRM(RewardModel):
         self.moe.requires_grad_(False)
 
         self.init_merge(moe_train)
-        # The dense model: the trained MoE model with each MoE block replaced by a plain copy of its shared FFN
-        # (the very module class the backbone had there); its FFN weights are overwritten by the merge below.
-        dense = copy.deepcopy(self.moe.model)
-        for i in self.moe.moe_layers:
-            dense.model.layers[i].mlp = copy.deepcopy(dense.model.layers[i].mlp.shared)
-        merge_lora(dense)  # backbone.finetune=lora: attention adapters folded in, so the dense count is exact
-        self.model = dense.requires_grad_(False)
+        self.model = self.dense_from_moe()
         result = train_bradley_terry(self, [self.rho_logit, self.merge_logits], heldout, val, merge_cfg,
                                      ctx.seed, ctx, phase="umm/merge", forward=self.forward_merge)
         ctx.log(result)
