@@ -8,8 +8,9 @@ OpenRLHF (``openrlhf/utils/remote_rm_utils.py``: ``{"query": queries, "prompts":
 response, special tokens included:
 
 - with ``prompts`` (what OpenRLHF sends), query i must start with prompts[i]; the rest is the response. Leading
-  pad tokens of the query and trailing pad / end-of-sequence tokens of the response are removed (the RM was
-  trained on responses without them). The RM then reads (prompt, response) through its own text template;
+  pad tokens of the query, trailing pad / end-of-sequence tokens of the response and the whitespace where prompt
+  and response meet are removed (the RM was trained without them). The RM then reads (prompt, response) through
+  its own text template, so the prompts should be what the RM was trained on (not chat-templated markup);
 - without ``prompts``, a query must already be in the RM's own text format (its ``prompt_template``, e.g.
   ``"{prompt} => {response}"``) and is split at the template's first separator.
 
@@ -82,8 +83,8 @@ def split_queries(scorer: RewardScorer, queries: list[str], prompts: list[str] |
             if not query.startswith(prompt):
                 raise ValueError(f"query[{i}] does not start with prompts[{i}] (a query is the prompt followed by "
                                  f"the response): query starts {query[:60]!r}, prompt {prompt[:60]!r}")
-            out_p.append(prompt)
-            out_r.append(strip_trailing(query[len(prompt):], ends))
+            out_p.append(prompt.rstrip())  # the RM's template supplies the separator between the two
+            out_r.append(strip_trailing(query[len(prompt):], ends).lstrip())
         return out_p, out_r
     head, sep_tail = scorer.prompt_template.split("{prompt}", 1)
     sep, tail = sep_tail.split("{response}", 1)
