@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -14,6 +15,7 @@ from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from harness import callbacks  # noqa: E402
+from harness.console import job_line, job_summary  # noqa: E402
 from harness.job import run_job  # noqa: E402
 
 
@@ -28,6 +30,10 @@ def main(cfg: DictConfig) -> None:
         torch.set_num_threads(max(1, cores // (cores if n_jobs in (None, -1) else max(1, n_jobs))))
     choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra")}
     metrics = run_job(cfg, hc.runtime.output_dir, choices, list(hc.overrides.task))
+    if metrics["status"] == "ok":
+        # A sweep's table comes at its end (callbacks.AggregateOnMultirunEnd); each of its jobs gets one line.
+        text = job_summary(metrics, hc.runtime.output_dir) if hc.mode != RunMode.MULTIRUN else job_line(metrics)
+        logging.getLogger("harness").info(text)
     # In a multirun a failed job must not raise: Hydra would then skip the end-of-sweep aggregation. The
     # aggregation callback counts failed rows and the exit status below reports them.
     if metrics["status"] != "ok" and hc.mode != RunMode.MULTIRUN:

@@ -47,9 +47,9 @@ class AggregateOnMultirunEnd(Callback):
             LAST_SWEEP_FAILED = True
             return
         LAST_SWEEP_FAILED = out["n_failed"] > 0
-        log.info("%d jobs, %d failed; summary: %s", out["n_jobs"], out["n_failed"], out["summary"])
-        for path in out["figures"]:
-            log.info("figure: %s", path)
+        from harness.aggregate import sweep_text  # the same tables `python -m harness.aggregate DIR` prints
+
+        log.info("sweep done\n%s", sweep_text(out))
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         # A single run writes its own metrics.json; there is nothing to aggregate.

@@ -234,7 +234,7 @@ def read_summary(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def aggregate(sweep_dir: str | os.PathLike, figures: bool = True) -> dict:
-    """Write `summary.csv` (and figures) into `sweep_dir`.
+    """Write `summary.csv` (and figures and the HTML report) into `sweep_dir`.
 
     summary.csv is written before any figure is drawn, so a plotting error can never cost the table.
     Raises FileNotFoundError when `sweep_dir` holds no job at all.
@@ -246,15 +246,21 @@ def aggregate(sweep_dir: str | os.PathLike, figures: bool = True) -> dict:
     summary = root / SUMMARY_FILE
     atomic_write_text(summary, df.to_csv(index=False, lineterminator="\n"))
     paths: list[Path] = []
+    report = None
     if figures:
         from harness import plots  # matplotlib is only imported when figures are asked for
+        from harness.report import write_report
 
-        paths = plots.make_figures(root)
+        try:
+            paths = plots.make_figures(root)
+        finally:
+            report = write_report(root)  # with whichever figures were drawn, even when one of them failed
     return {
         "n_jobs": len(df),
         "n_failed": int((df["status"] != "ok").sum()),
         "summary": summary,
         "figures": paths,
+        "report": report,
     }
 
 

@@ -1,0 +1,136 @@
+"""What a person reads when a job or a sweep ends: a short table of the headline numbers, each with its unit in
+one line, and where the result files are.
+
+Tables are rendered by rich as plain text (no colour, no terminal codes), so the same lines go to the terminal
+and into the job's log file. Everything here reads ``metrics.json``-shaped dicts; nothing is recomputed.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pandas as pd
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+# Wide enough that rich never wraps a cell: a long line reads better than a table broken across lines.
+RENDER_WIDTH = 400
+
+# One line per headline number: what it is and in which unit (shared by the job table and the sweep table).
+UNITS = {
+    "acc": "accuracy: fraction of test pairs ordered as the gold reward / the noisy human label orders them "
+           "(0.5 = chance)",
+    "params": "params: total = stored; active = used to score one response (fewer when the arch routes)",
+    "d": "d = √KL(optimized policy ‖ initial policy), in nats^½ (best-of-n: KL = log n − (n−1)/n)",
+    "bon": "BoN R*: peak of the fitted gold curve R = d(α − βd), in s.d. of the initial policy's gold (0 = its mean)",
+    "ppo": "PPO max gold: highest gold seen during PPO, same unit; PPO final gap = proxy − gold at the last step "
+           "(> 0: the proxy over-states gold)",
+}
+
+
+def table_text(header: Sequence[str], rows: Sequence[Sequence], title: str | None = None,
+               right: Sequence[bool] | None = None) -> str:
+    """A plain-text table; ``right[i]`` right-aligns column i (numbers). No blank lines, no trailing spaces."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                  title=Text(title) if title else None, title_justify="left")
+    for i, h in enumerate(header):
+        table.add_column(Text(str(h)), justify="right" if right and right[i] else "left", no_wrap=True)
+    for row in rows:
+        # Text(), not str: a cell like "opt=[bon,ppo]" must not be read as rich markup.
+        table.add_row(*(Text("" if c is None else str(c)) for c in row))
+    buf = io.StringIO()
+    Console(file=buf, width=RENDER_WIDTH, color_system=None, force_terminal=False, highlight=False).print(table)
+    lines = [line.rstrip() for line in buf.getvalue().splitlines()]
+    return "\n".join(line for line in lines if line.strip())
+
+
+def frame_text(df: pd.DataFrame, title: str | None = None, float_format: str = "{:.3f}") -> str:
+    """``table_text`` of a DataFrame: NaN blank, floats with ``float_format``, numeric columns right-aligned."""
+    def cell(v) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return ""
+        return float_format.format(v) if isinstance(v, float) else str(v)
+
+    right = [pd.api.types.is_numeric_dtype(df[c]) for c in df.columns]
+    rows = [[cell(v) for v in r] for r in df.itertuples(index=False, name=None)]
+    return table_text([str(c) for c in df.columns], rows, title=title, right=right)
+
+
+# ------------------------------------------------------------------------------------------ one job
+
+
+def _num(x, fmt: str = "{:.3f}") -> str:
+    return "" if x is None or (isinstance(x, float) and not math.isfinite(x)) else fmt.format(x)
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.0f} s" if s < 120 else f"{int(s // 60)} min {s % 60:.0f} s"
+
+
+def _study_rows(metrics: Mapping) -> list[list[str]]:
+    rows = []
+    bon = metrics.get("bon")
+    if bon:
+        if bon.get("gold_peak") is not None:
+            rows.append(["BoN R* (fitted peak gold)", f"{bon['gold_peak']:.3f} at d = {bon['d_peak']:.2f}",
+                         "gold s.d. of the initial policy"])
+        else:
+            # beta <= 0: the fitted parabola never turns down within reach (gold still rising, or never rose).
+            rows.append(["BoN R* (fitted peak gold)", "no peak in reach", "fitted gold still rising at the largest n"])
+        rows.append(["BoN gold / proxy at largest n",
+                     f"{_num(bon.get('final_gold'))} / {_num(bon.get('final_proxy'))}",
+                     "gold s.d. / proxy s.d. of the initial policy"])
+    ppo = metrics.get("ppo")
+    if ppo:
+        rows.append(["PPO max gold", f"{_num(ppo.get('observed_gold_peak'))} at d = "
+                     f"{_num(ppo.get('observed_d_peak'), '{:.2f}')}", "gold s.d. of the initial policy"])
+        rows.append(["PPO final proxy − gold gap", _num(ppo.get("final_gap")), "s.d.; > 0: proxy over-states gold"])
+    return rows
+
+
+def job_summary(metrics: Mapping, job_dir: str | Path) -> str:
+    """The end-of-job table (accuracy, parameters, BoN/PPO headline, time), unit lines, and the result files."""
+    job_dir = Path(job_dir)
+    choices = metrics.get("choices") or {}
+    what = " ".join(f"{k}={choices[k]}" for k in ("arch", "data", "backbone", "policy") if k in choices)
+    rows = []
+    acc = metrics.get("accuracy") or {}
+    for label, name in (("gold", "gold accuracy"), ("human", "human-label accuracy")):
+        if acc.get(label):
+            rows.append([name, _num(acc[label].get("overall")), f"fraction of {acc[label].get('n', '?')} test pairs"])
+    params = metrics.get("params") or {}
+    if params:
+        rows.append(["params total / active", f"{params.get('total', 0):,} / {params.get('active', 0):,}",
+                     f"count ({params.get('trainable', 0):,} trained)"])
+    rows += _study_rows(metrics)
+    timing = metrics.get("timing_s") or {}
+    if "total" in timing:
+        parts = ", ".join(f"{k} {_seconds(timing[k])}" for k in ("prepare", "train", "optimize") if k in timing)
+        rows.append(["time", _seconds(timing["total"]), parts])
+
+    notes = [UNITS["acc"], UNITS["params"]]
+    if metrics.get("bon") or metrics.get("ppo"):
+        notes.append(UNITS["d"])
+    notes += [UNITS[k] for k in ("bon", "ppo") if metrics.get(k)]
+    files = [job_dir / name for name in ("metrics.json", "curves.csv")] + sorted(job_dir.glob("**/*.png"))
+    lines = [table_text(["", "value", "unit"], rows, title=f"job done: {what} seed={metrics.get('seed')}",
+                        right=[False, True, False])]
+    lines += [f"  {n}" for n in notes]
+    lines += [f"results: {p}" for p in files if p.is_file()]
+    return "\n".join(lines)
+
+
+def job_line(metrics: Mapping) -> str:
+    """One line per finished job of a sweep (the sweep's table comes at its end)."""
+    choices = metrics.get("choices") or {}
+    acc = (metrics.get("accuracy") or {}).get("gold") or (metrics.get("accuracy") or {}).get("human") or {}
+    bits = [f"arch={choices.get('arch')}", f"seed={metrics.get('seed')}", f"acc={_num(acc.get('overall'))}"]
+    if (metrics.get("bon") or {}).get("gold_peak") is not None:
+        bits.append(f"BoN R*={metrics['bon']['gold_peak']:.3f}")
+    bits.append(f"{_seconds((metrics.get('timing_s') or {}).get('total', 0.0))}")
+    return "job done: " + " ".join(bits) + f" -> {metrics.get('job_dir', '')}"
