@@ -3,8 +3,8 @@ and (for the capability heatmap) the `explain` block of DMoERM jobs' `metrics.js
 
 `make_figures(sweep_dir)` writes whichever of these apply, as PNG (150 dpi) and PDF, to `sweep_dir/figures/`:
 
-- `bon`: gold (solid) and proxy (dashed) reward vs sqrt(KL) under best-of-n, per arch, mean over seeds
-  with a +-1 s.d. band, and the Gao et al. fit R = d(alpha - beta d) (dotted);
+- `bon`: gold (points, error bars +-1 s.d. over seeds) with its Gao et al. fit R = d(alpha - beta d) (solid line)
+  and proxy (dashed, +-1 s.d. band) reward vs sqrt(KL) under best-of-n, per arch, mean over seeds;
 - `ppo`: the same for PPO eval steps, fit R = d(alpha - beta log d);
 - `bon_per_arch`, `ppo_per_arch`: the same curves as small multiples, one panel per arch (sweeps of 4+ archs);
 - `accuracy_per_domain`: grouped bars, one group per domain plus "overall", one bar per arch;
@@ -311,17 +311,27 @@ def curves_figure(sweep_dir: Path, series: list[Series], opt: str, by_arch: bool
             if s.panel != panel:
                 continue
             x = st["sqrt_kl"].to_numpy()
-            for col, ls, band_alpha in (("gold", "-", 0.18), ("proxy", "--", 0.08)):
-                y, sd = st[col].to_numpy(), st[f"{col}_sd"].to_numpy()
-                ax.plot(x, y, ls, color=s.color, marker="o" if col == "gold" else None, markersize=2.5)
-                ax.fill_between(x, y - sd, y + sd, color=s.color, alpha=band_alpha, linewidth=0)
+            several = len(s.rows) > 1
+            # Proxy: a dashed line with its seed band (it has no fit to set it apart from).
+            y, sd = st["proxy"].to_numpy(), st["proxy_sd"].to_numpy()
+            ax.plot(x, y, "--", color=s.color, linewidth=1.2)
+            if several:
+                ax.fill_between(x, y - sd, y + sd, color=s.color, alpha=0.08, linewidth=0)
             alpha = _mean_sd(s.rows.get(f"{opt}.alpha", pd.Series(dtype=float)))[0]
             beta = _mean_sd(s.rows.get(f"{opt}.beta", pd.Series(dtype=float)))[0]
-            if np.isfinite(alpha) and np.isfinite(beta) and np.nanmax(x) > 0:
+            has_fit = bool(np.isfinite(alpha) and np.isfinite(beta) and np.nanmax(x) > 0)
+            # Gold: the measured points (error bars over seeds), and the fit as the line through them -- so the
+            # fit is seen beside the data instead of hidden under a line joining the points.
+            y, sd = st["gold"].to_numpy(), st["gold_sd"].to_numpy()
+            ax.errorbar(x, y, yerr=sd if several else None, fmt="o", color=s.color, markersize=3.5,
+                        elinewidth=0.8, capsize=1.5, zorder=3)
+            if has_fit:
                 # Both fits are linear in (alpha, beta), so the fit of the seed-mean parameters is the mean
                 # of the seeds' fitted curves. PPO's d log d -> 0, so starting just above 0 is exact enough.
                 d = np.linspace(1e-3, np.nanmax(x), 200)
-                ax.plot(d, fit(d, alpha, beta), ":", color=s.color, linewidth=1.0)
+                ax.plot(d, fit(d, alpha, beta), "-", color=s.color, linewidth=1.4)
+            else:
+                ax.plot(x, y, "-", color=s.color, linewidth=0.6, alpha=0.5)  # no fit: a faint guide
         ax.axhline(0.0, color="0.6", linewidth=0.6, zorder=0)
         ax.set_xlabel(SQRT_KL_LABEL)
         if ax.get_subplotspec().is_first_col():
@@ -330,10 +340,11 @@ def curves_figure(sweep_dir: Path, series: list[Series], opt: str, by_arch: bool
     if len(panels) > 1:
         fig.suptitle(title)
     key_handles = [
-        Line2D([], [], color="0.2", linestyle="-", marker="o", markersize=2.5, label="gold"),
-        Line2D([], [], color="0.2", linestyle="--", label="proxy"),
-        Line2D([], [], color="0.2", linestyle=":", linewidth=1.0, label=fit_label),
-    ] + _spread_key(Patch(facecolor="0.2", alpha=0.18, label=BAND_LABEL), [s for s, _ in curves])
+        Line2D([], [], color="0.2", linestyle="none", marker="o", markersize=3.5, label="gold (measured)"),
+        Line2D([], [], color="0.2", linestyle="-", linewidth=1.4, label=f"gold, {fit_label}"),
+        Line2D([], [], color="0.2", linestyle="--", linewidth=1.2, label="proxy (measured)"),
+    ] + _spread_key(Line2D([], [], color="0.2", linewidth=0.8, marker="_", markersize=4,
+                           label=BAND_LABEL), [s for s, _ in curves])
     _legend(fig, [s for s, _ in curves], key_handles)
     return fig
 
@@ -383,15 +394,34 @@ def accuracy_figure(series: list[Series]) -> Figure | None:
                 fontsize=7, color="0.4")
         ax.axvline(xs[-1] - 0.75, color="0.7", linewidth=0.6)
         ax.set_xticks(xs, [g.replace("_", "\n") for g in groups])
-        ax.set_ylabel("accuracy (fraction of pairs)")
+        ax.set_ylabel("accuracy (fraction of pairs)")  # the axis break, if any, is added to it below
         ax.set_title(f"{titles[lab]}" + (f" -- {panel}" if panel else ""))
         ax.grid(axis="x", visible=False)
-    # Accuracies live in 0.5..1 (chance is 0.5); a 0-based axis would hide the differences that matter.
-    bottom = min(0.4, math.floor(lo * 10) / 10 - 0.05) if np.isfinite(lo) else 0.4
+    # Accuracies live in 0.5..1 (chance is 0.5); a 0-based axis would hide the differences that matter, so the
+    # axis starts higher and says so: a break mark on it and the start in its label (bar lengths are not ratios).
+    bottom = max(0.0, min(0.4, math.floor(lo * 10) / 10 - 0.05) if np.isfinite(lo) else 0.4)
     for ax in axes:
-        ax.set_ylim(max(0.0, bottom), 1.0)
+        ax.set_ylim(bottom, 1.0)
+        if bottom > 0:
+            _mark_broken_y(ax)
+            ax.set_ylabel(f"accuracy (fraction of pairs;\naxis broken, starts at {bottom:g})")
     _legend(fig, series, _spread_key(Line2D([], [], color="0.25", linewidth=0.8, label=BAND_LABEL), series))
     return fig
+
+
+BROKEN_AXIS_GID = "broken-y-axis"
+
+
+def _mark_broken_y(ax) -> None:
+    """The usual '//' across the y axis near its foot: this axis does not start at 0."""
+    y0, gap = 0.035, 0.03  # axes fractions: where the break sits and how wide it is
+    style = dict(transform=ax.transAxes, clip_on=False, linestyle="none", gid=BROKEN_AXIS_GID)
+    # A short white stroke cuts the spine, two slanted ticks frame the cut.
+    ax.plot([0, 0], [y0, y0 + gap], transform=ax.transAxes, clip_on=False, color="white", linewidth=2.5,
+            zorder=4, gid=BROKEN_AXIS_GID)
+    for y in (y0, y0 + gap):
+        ax.plot([0], [y], marker=[(-1, -0.5), (1, 0.5)], markersize=7, color="0.15", markeredgewidth=1.0,
+                zorder=5, **style)
 
 
 def _count_label(x: float, _pos=None) -> str:
@@ -444,8 +474,9 @@ def params_figure(series: list[Series]) -> Figure | None:
     return fig
 
 
-def _capability_table(sweep_dir: Path, rows: pd.DataFrame) -> pd.DataFrame | None:
-    """domains x capabilities, mean over the jobs' explain.capability_scores (NaN where not scored)."""
+def _capability_table(sweep_dir: Path, rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """domains x capabilities: mean and sample s.d. (NaN for one job) over the jobs' explain.capability_scores
+    (NaN where not scored)."""
     tables = []
     for job_dir in rows["job_dir"]:
         try:
@@ -463,7 +494,8 @@ def _capability_table(sweep_dir: Path, rows: pd.DataFrame) -> pd.DataFrame | Non
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells stay NaN, which is what we want
         mean = np.nanmean(stacked, axis=0)
-    return pd.DataFrame(mean, index=domains, columns=caps)
+        sd = np.nanstd(stacked, axis=0, ddof=1) if len(tables) > 1 else np.full_like(mean, np.nan)
+    return pd.DataFrame(mean, index=domains, columns=caps), pd.DataFrame(sd, index=domains, columns=caps)
 
 
 def capability_figure(sweep_dir: Path, series: list[Series]) -> Figure | None:
@@ -471,6 +503,8 @@ def capability_figure(sweep_dir: Path, series: list[Series]) -> Figure | None:
     found = [(s, t) for s, t in found if t is not None]
     if not found:
         return None
+    spread = {id(s): sd for s, (_, sd) in found}
+    found = [(s, mean) for s, (mean, _) in found]
     n_caps = max(t.shape[1] for _, t in found)
     n_domains = max(t.shape[0] for _, t in found)
     fig = Figure(figsize=(1.8 + 0.62 * n_caps, (0.9 + 0.42 * n_domains) * len(found) + 0.6),
@@ -487,12 +521,15 @@ def capability_figure(sweep_dir: Path, series: list[Series]) -> Figure | None:
     for ax, (s, t) in zip(axes, found, strict=True):
         data = np.ma.masked_invalid(t.to_numpy())
         im = ax.imshow(data, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+        sd = spread[id(s)].to_numpy()
         for (r, c), v in np.ndenumerate(t.to_numpy()):
             if np.isfinite(v):
                 rgb = cmap((v - vmin) / (vmax - vmin) if vmax > vmin else 0.5)[:3]
                 dark = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] < 0.5
-                ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if dark else "black")
+                # Several seeds: the cell's error bar is its s.d., printed under the mean.
+                text = f"{v:.2f}" + (f"\n±{sd[r, c]:.2f}" if np.isfinite(sd[r, c]) else "")
+                ax.text(c, r, text, ha="center", va="center", fontsize=7 if "\n" not in text else 6,
+                        color="white" if dark else "black", linespacing=1.0)
         ax.set_xticks(range(t.shape[1]), [c.replace("_", " ") for c in t.columns], rotation=35, ha="right")
         ax.set_yticks(range(t.shape[0]), [d.replace("_", " ") for d in t.index])
         ax.grid(False)
@@ -502,7 +539,7 @@ def capability_figure(sweep_dir: Path, series: list[Series]) -> Figure | None:
         n = len(s.rows)
         where = ", ".join(x for x in (s.label if s.label != s.arch else "", s.panel) if x)
         ax.set_title(f"DMoERM capability scores ({where + '; ' if where else ''}"
-                     f"mean of {n} seed{'s' if n > 1 else ''})")
+                     f"mean{' ± s.d.' if n > 1 else ''} of {n} seed{'s' if n > 1 else ''})")
         ax.set_xlabel("capability point")
         ax.set_ylabel("domain")
     fig.colorbar(im, ax=list(axes), label="expert-alone accuracy on its capability point", shrink=0.9)

@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 from matplotlib.colors import to_rgb
+from matplotlib.container import BarContainer
 from test_results import make_sweep
 
 from harness import plots, results
@@ -56,7 +57,7 @@ def test_curve_figures_skipped_without_curves(tmp_path):
                                     for e in ("png", "pdf"))
 
 
-def test_bon_lines_are_seed_means_and_fit(sweep):
+def test_bon_points_are_seed_means_with_error_bars_and_the_fit_a_line(sweep):
     summary = results.read_summary(sweep / "summary.csv")
     ok = summary[summary["status"] == "ok"]
     series = plots._series(ok, plots.arch_colors(ok["choices.arch"].unique()))
@@ -64,16 +65,50 @@ def test_bon_lines_are_seed_means_and_fit(sweep):
     assert len(single) == 1 and len(single[0].rows) == 2  # two seeds pooled into one series
     fig = plots.curves_figure(sweep, single, "bon")
     ax = fig.axes[0]
-    gold_line, proxy_line, fit_line = ax.lines[:3]
     curves = [results.read_curves(sweep / j) for j in single[0].rows["job_dir"]]
     bon = [c[c["opt"] == "bon"].sort_values("n") for c in curves]
-    for line, col in ((gold_line, "gold"), (proxy_line, "proxy")):
-        np.testing.assert_allclose(line.get_ydata(), (bon[0][col].to_numpy() + bon[1][col].to_numpy()) / 2)
-    assert [ln.get_linestyle() for ln in (gold_line, proxy_line, fit_line)] == ["-", "--", ":"]
+    mean = {col: (bon[0][col].to_numpy() + bon[1][col].to_numpy()) / 2 for col in ("gold", "proxy")}
+    sd = np.abs(bon[0]["gold"].to_numpy() - bon[1]["gold"].to_numpy()) / np.sqrt(2)  # s.d. of two values
+    # Gold: the measured points (markers, no line) with their error bars over the seeds.
+    (gold_bars,) = ax.containers
+    gold_points = gold_bars.lines[0]
+    assert gold_points.get_linestyle() == "None" and gold_points.get_marker() == "o"
+    np.testing.assert_allclose(gold_points.get_ydata(), mean["gold"])
+    (bar_segments,) = gold_bars.lines[2]
+    np.testing.assert_allclose([seg[1, 1] - seg[0, 1] for seg in bar_segments.get_segments()], 2 * sd, atol=1e-12)
+    # Proxy dashed; the fit a solid line of its own, in the arch's colour, beside the points.
+    (proxy_line,) = [ln for ln in ax.lines if ln.get_linestyle() == "--"]
+    np.testing.assert_allclose(proxy_line.get_ydata(), mean["proxy"])
+    (fit_line,) = [ln for ln in ax.lines if ln.get_linestyle() == "-" and len(ln.get_xdata()) == 200]
     alpha, beta = single[0].rows["bon.alpha"].mean(), single[0].rows["bon.beta"].mean()
     d = fit_line.get_xdata()
     np.testing.assert_allclose(fit_line.get_ydata(), d * (alpha - beta * d))
-    assert to_rgb(gold_line.get_color()) == plots.arch_colors(["single"])["single"]
+    assert to_rgb(fit_line.get_color()) == to_rgb(gold_points.get_color()) == plots.arch_colors(["single"])["single"]
+
+
+def test_one_seed_has_no_error_bars(sweep):
+    summary = results.read_summary(sweep / "summary.csv")
+    ok = summary[(summary["status"] == "ok") & (summary["choices.arch"] == "more")]  # its seed 1 failed
+    series = plots._series(ok, plots.arch_colors(["more"]))
+    assert len(series[0].rows) == 1
+    ax = plots.curves_figure(sweep, series, "bon").axes[0]
+    assert not ax.containers[0].has_yerr
+    acc = plots.accuracy_figure(series).axes[0]
+    assert [c.errorbar for c in acc.containers if isinstance(c, BarContainer)] == [None]
+
+
+def test_accuracy_bars_have_error_bars_and_a_marked_broken_axis(sweep):
+    summary = results.read_summary(sweep / "summary.csv")
+    ok = summary[(summary["status"] == "ok") & summary["choices.arch"].isin(["single", "dmoerm"])]
+    series = plots._series(ok, plots.arch_colors(ok["choices.arch"].unique()))
+    fig = plots.accuracy_figure(series)
+    for ax in fig.axes[:2]:  # gold and human panels
+        bottom = ax.get_ylim()[0]
+        # Bars either start at 0, or the axis is marked broken and its label says where it starts.
+        assert bottom == 0 or ([ln for ln in ax.lines if ln.get_gid() == plots.BROKEN_AXIS_GID]
+                               and f"starts at {bottom:g}" in ax.get_ylabel())
+        bars = [c for c in ax.containers if isinstance(c, BarContainer)]
+        assert len(bars) == 2 and all(c.errorbar is not None and c.errorbar.has_yerr for c in bars)
 
 
 def test_params_figure_marks_total_and_active(sweep):
