@@ -23,6 +23,7 @@ from .cache import ArtifactCache
 from .data.schema import encode_pairs
 from .evaluate import preference_accuracy
 from .export import EXPORT_DIR, RewardScorer, export_reward_model, prompt_template_of
+from .loggers import MetricLogger
 from .results import read_metrics, write_curves, write_metrics
 from .rewardbench import check_benchmarks, evaluate_benchmarks
 
@@ -56,19 +57,24 @@ def run_job(cfg: DictConfig, job_dir: Path, choices: dict, overrides: list[str])
     metrics: dict = {"choices": choices, "seed": int(cfg.seed), "status": "running", "error": None,
                      "overrides": overrides, "job_dir": str(job_dir), "config": resolved}
     t_job = time.perf_counter()
+    metric_logger = MetricLogger()
     try:
-        metrics.update(_run(cfg, job_dir))
+        metric_logger = build(cfg.logger, "logger", job_dir=str(job_dir))
+        metric_logger.log_config(resolved)
+        metrics.update(_run(cfg, job_dir, metric_logger))
         metrics["status"] = "ok"
     except Exception as e:  # noqa: BLE001 - any failure becomes a status row, never a lost sweep
         metrics["status"] = "failed"
         metrics["error"] = f"{type(e).__name__}: {e}"
         log.error("job failed: %s\n%s", metrics["error"], traceback.format_exc())
     metrics.setdefault("timing_s", {})["total"] = time.perf_counter() - t_job
+    metric_logger.final(metrics)
+    metric_logger.close()
     write_metrics(job_dir, metrics)
     return metrics
 
 
-def _run(cfg: DictConfig, job_dir: Path) -> dict:
+def _run(cfg: DictConfig, job_dir: Path, metric_logger: MetricLogger) -> dict:
     if cfg.threads is not None:
         if int(cfg.threads) < 1:
             raise ValueError(f"threads={cfg.threads} must be >= 1 or null")
@@ -102,7 +108,7 @@ def _run(cfg: DictConfig, job_dir: Path) -> dict:
     labeler = build(cfg.labeler, "labeler") if "labeler" in cfg else None
     ctx = FitContext(backbone=backbone, train=train_cfg, cache=cache, seed=seed, domains=data.domains,
                      data_spec=data.spec(seed), labeler=labeler, train_dataset=data.splits["train"],
-                     world=getattr(data, "world", None), artifact_dir=job_dir)
+                     world=getattr(data, "world", None), artifact_dir=job_dir, metric_logger=metric_logger)
     arch = build(cfg.arch, "arch")
 
     set_seed(seed)
@@ -145,7 +151,9 @@ def _run(cfg: DictConfig, job_dir: Path) -> dict:
 
         t0 = time.perf_counter()
         results, curves = run_studies(studies, arch=arch, data=data, backbone=backbone, policy_cfg=cfg.policy,
-                                      cache=cache, seed=seed, eval_batch_size=cfg.eval.batch_size)
+                                      cache=cache, seed=seed, eval_batch_size=cfg.eval.batch_size,
+                                      metric_logger=metric_logger)
+        metric_logger.curve_rows(curves)
         out.update(results)
         timing["optimize"] = time.perf_counter() - t0
     write_curves(job_dir, curves)

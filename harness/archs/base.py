@@ -80,10 +80,13 @@ class FitContext:
     train_dataset: object | None = None  # the raw datasets.Dataset of ``train`` (capability columns)
     artifact_dir: object | None = None  # the job's directory, for artifacts an arch writes (umm's merged model)
     world: object | None = None  # the synthetic world (capability judges), None for real data
+    metric_logger: object | None = None  # harness.loggers.MetricLogger: live curves of the rows below
     logs: list = field(default_factory=list)
 
     def log(self, row: dict) -> None:
         self.logs.append(row)
+        if self.metric_logger is not None:
+            self.metric_logger.train_row(row)
         log.info(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
 
 

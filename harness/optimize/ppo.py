@@ -141,11 +141,12 @@ def k2_kl(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> tor
 
 def run_ppo(cfg: PPOConfig, policy: Policy, score: ScoreFn, gold: ScoreFn | None,
             train_prompts: list[tuple[str, str]], eval_prompts: list[tuple[str, str]], seed: int,
-            initial: dict | None = None) -> dict:
+            initial: dict | None = None, on_eval: Callable[[dict, dict], None] | None = None) -> dict:
     """Optimise a copy of ``policy`` against ``score`` (raw proxy reward) with PPO.
 
     ``initial`` holds ``proxy_mean/proxy_std/gold_mean/gold_std`` of initial-policy samples (Gao units);
     without it they are taken from the step-0 eval samples. ``gold`` may be None (no gold curve).
+    ``on_eval(row, diagnostics)`` sees each evaluation step as it happens (live curves).
     Returns ``{"rows": [{step, kl, sqrt_kl, proxy, gold}], "log": [diagnostics], "initial", "seconds",
     "model"}``, the last being the optimised policy (for samples or capability evals after optimisation).
     """
@@ -203,6 +204,8 @@ def run_ppo(cfg: PPOConfig, policy: Policy, score: ScoreFn, gold: ScoreFn | None
             raise ValueError(f"ppo: initial-policy {k} scores have std {initial[f'{k}_std']}; cannot standardise")
     rows, logs, window = [row(0, ev)], [], []
     log.info("ppo step 0: kl=%.3f proxy=%.3f gold=%.3f", rows[0]["kl"], rows[0]["proxy"], rows[0]["gold"])
+    if on_eval is not None:
+        on_eval(rows[0], {})
 
     for step in range(1, cfg.steps + 1):
         # ---- rollout: one response per prompt from the current policy
@@ -271,6 +274,8 @@ def run_ppo(cfg: PPOConfig, policy: Policy, score: ScoreFn, gold: ScoreFn | None
             diag = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
             logs.append({"step": step, **diag, "seconds": time.perf_counter() - t_start})
             window = []
+            if on_eval is not None:
+                on_eval(rows[-1], diag)
             log.info("ppo step %d: kl=%.3f proxy=%.3f gold=%.3f | %s", step, rows[-1]["kl"], rows[-1]["proxy"],
                      rows[-1]["gold"], " ".join(f"{k}={v:.4g}" for k, v in diag.items()))
     return {"rows": rows, "log": logs, "initial": initial, "seconds": time.perf_counter() - t_start, "model": model}

@@ -139,8 +139,9 @@ def bon_study(cfg: BoNConfig, score, data, policy: Policy, cache: ArtifactCache,
 
 
 def run_studies(studies: dict, arch, data, backbone, policy_cfg, cache: ArtifactCache, seed: int,
-                eval_batch_size: int) -> tuple[dict, list[dict]]:
+                eval_batch_size: int, metric_logger=None) -> tuple[dict, list[dict]]:
     """Run the selected studies (``{"bon": cfg, "ppo": cfg, "capability": cfg}``, any may be absent) against ``arch``.
+    ``metric_logger`` (harness.loggers) receives each PPO evaluation step as it happens.
 
     Returns ``({"bon": block, "ppo": block, "ppo_log": [...], "capability": block}, curve rows)``.
     """
@@ -178,7 +179,7 @@ def run_studies(studies: dict, arch, data, backbone, policy_cfg, cache: Artifact
         # The first prompts of the held-out stream are PPO's eval prompts (also BoN's first ones); the
         # rest are its training prompts, never evaluated on.
         out = run_ppo(ppo_cfg, policy, score, gold, train_prompts=prompts[n_eval:], eval_prompts=prompts[:n_eval],
-                      seed=seed, initial=initial)
+                      seed=seed, initial=initial, on_eval=metric_logger.ppo_eval if metric_logger else None)
         rows = [{"opt": "ppo", **r} for r in out["rows"]]
         results["ppo"] = {**summarize("ppo", rows), "initial": out["initial"],
                           "initial_from": "bon" if initial is not None else "ppo_step0",
