@@ -122,6 +122,9 @@ def job_summary(metrics: Mapping, job_dir: str | Path) -> str:
                         right=[False, True, False])]
     lines += [f"  {n}" for n in notes]
     lines += [f"results: {p}" for p in files if p.is_file()]
+    model = job_dir / "reward_model"  # harness.export.EXPORT_DIR
+    if model.is_dir():
+        lines.append(f"reward model: {model} (load: harness.export.load_reward_model)")
     return "\n".join(lines)
 
 
