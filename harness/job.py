@@ -137,7 +137,8 @@ def _run(cfg: DictConfig, job_dir: Path, metric_logger: MetricLogger) -> dict:
         timing["benchmarks"] = time.perf_counter() - t0
     if cfg.get("export", True):
         out["export"] = export_reward_model(arch, backbone, cfg.arch, job_dir / EXPORT_DIR, domains=data.domains,
-                                            seed=seed, batch_size=cfg.eval.batch_size, backbone_cfg=cfg.backbone)
+                                            seed=seed, batch_size=cfg.eval.batch_size, backbone_cfg=cfg.backbone,
+                                            dense=cfg.get("export_dense", True))
         timing["export"] = out["export"]["seconds"]
     if cfg.eval.lm_eval_tasks:
         from .lmeval import rm_lm_eval

@@ -180,3 +180,12 @@ def test_trl_grpo_trainer_runs_two_steps_on_the_exported_rm(tiny, tmp_path_facto
         assert rewards == scorer.score(prompts, completions).tolist()
         assert logged["rewards/rm/mean"] == pytest.approx(sum(rewards) / len(rewards), abs=1e-6)
     assert any(not torch.equal(before[n], p) for n, p in policy.named_parameters())  # the policy moved
+
+
+def test_dense_copies_can_be_left_out(tiny, tmp_path_factory, tmp_path):
+    cfg, rm, _, _ = fitted("ens_mean", tiny, tmp_path_factory)
+    info = export_reward_model(rm, tiny.backbone, cfg.arch, tmp_path / "rm", domains=tiny.data.domains, seed=0,
+                               dense=False)
+    assert info["dense"] == [] and not (tmp_path / "rm" / "dense").exists()
+    ds = tiny.data.splits["test"]
+    assert torch.equal(load_reward_model(tmp_path / "rm").score(ds["prompt"], ds["chosen"]), rm.score(tiny.test.chosen))
