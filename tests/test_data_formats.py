@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from harness.cache import ArtifactCache
 from harness.data.hf import HubUnavailableError
-from harness.data.jsonl import DataFormatError
+from harness.data.readers import DataFormatError
 from harness.job import build, run_job
 
 DATA = Path(__file__).parent / "data"

@@ -19,7 +19,8 @@ from omegaconf import OmegaConf
 
 from harness.archs.base import TrainConfig
 from harness.cache import ArtifactCache
-from harness.data.jsonl import DataFormatError, JsonlData
+from harness.data.jsonl import JsonlData
+from harness.data.readers import DataFormatError
 from harness.world import WorldConfig
 
 PROPERTY = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])

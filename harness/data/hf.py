@@ -1,5 +1,6 @@
 """Preference data sets from the Hugging Face hub by name (SPEC §4), read with ``datasets.load_dataset`` and
-turned into the schema's splits by the same row formats as local files (harness/data/jsonl.py).
+turned into the schema's splits by the same row formats as local files (harness/data/formats/) and the same
+splitting and caching (harness/data/source.py).
 
 The hub may be unreachable (this machine, CI) or switched off (``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE``): a data
 set already in the local datasets cache still loads; any other is a ``HubUnavailableError`` that names
@@ -12,7 +13,8 @@ from collections.abc import Iterator
 
 import datasets
 
-from .jsonl import SPLITS, PreferenceData
+from .options import FormatOptions
+from .source import SPLITS, PreferenceData
 
 
 class HubUnavailableError(ConnectionError):
@@ -27,7 +29,9 @@ class HFData(PreferenceData):
     def __init__(self, name: str, config: str | None, revision: str | None, data_files, splits: dict,
                  format: str | None, columns: dict | None, fractions: dict, context: str, better_rank: str,
                  overall: str | dict, attributes: list, attribute_range: list | None):
-        super().__init__(format, columns, fractions, context, better_rank, overall, attributes, attribute_range)
+        super().__init__(FormatOptions(format=format, columns=columns, context=context, better_rank=better_rank,
+                                       overall=overall, attributes=attributes, attribute_range=attribute_range),
+                         fractions)
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"data.name={name!r} must be a hub data set id, e.g. nvidia/HelpSteer2")
         if not isinstance(splits, dict) or not set(splits) <= set(SPLITS) or not splits.get("train"):

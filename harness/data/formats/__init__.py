@@ -1,0 +1,67 @@
+"""Row formats: how the rows of one file (or hub split) become preference pairs.
+
+One module per format, each a ``Format`` (formats/base.py): the fields a row must have -- what detection looks for
+-- and how rows become pairs. Adding a format is its module plus its entry in ``FORMATS``, whose order is the
+detection order, most specific first (a RewardBench row is also a TRL row).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from ..readers import DataFormatError
+from .attributes import Attributes
+from .base import Format, Row
+from .ranked import Ranked
+from .rewardbench import RewardBench
+from .trl import TRL
+
+if TYPE_CHECKING:
+    from ..options import FormatOptions
+
+log = logging.getLogger(__name__)
+
+# Every format by name, in detection order.
+FORMATS: dict[str, Format] = {f.name: f for f in (Ranked(), Attributes(), RewardBench(), TRL())}
+
+
+def detect(raw: dict, where: str, opts: FormatOptions) -> str:
+    """The first format whose required keys (after the data.columns mapping) the row has."""
+    for name, fmt in FORMATS.items():
+        if set(opts.keys(fmt.required(opts))) <= set(raw):
+            return name
+    wants = "; ".join(f"{name} needs {opts.keys(fmt.required(opts))}" for name, fmt in FORMATS.items())
+    raise DataFormatError(where, f"cannot tell the data format from the first row's keys {sorted(raw)} ({wants}). "
+                                 "Set data.format, and map your keys with data.columns (e.g. "
+                                 "data.columns={prompt: question})")
+
+
+def convert(rows: Iterable[tuple[str, dict]], source: str, opts: FormatOptions,
+            fmt: str | None) -> tuple[str, dict]:
+    """All rows of one source -> (format, columns of pairs). ``fmt`` None: detect it from the first row."""
+    rows = iter(rows)
+    first = next(rows, None)
+    if first is None:
+        raise DataFormatError(source, "no preference pairs in 0 rows")
+    if fmt is None:
+        fmt = detect(first[1], first[0], opts)
+        log.info("%s: detected data.format=%s", source, fmt)
+    n_rows = 0
+
+    def read() -> Iterator[Row]:
+        nonlocal n_rows
+        for where, raw in itertools.chain([first], rows):
+            n_rows += 1
+            yield Row(raw, where, opts)
+
+    pairs = []
+    for pair in FORMATS[fmt].pairs(read(), opts):
+        del pair["where"]
+        pairs.append(pair)
+    if not pairs:
+        raise DataFormatError(source, f"no preference pairs in {n_rows} rows (no two responses to one prompt are "
+                                      "rated differently)")
+    return fmt, {k: [p[k] for p in pairs] for k in pairs[0]}
