@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.jsonl import DataFormatError, read_rows
+from .data.readers import DataFormatError, read_rows
 
 log = logging.getLogger(__name__)
 

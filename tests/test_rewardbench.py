@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import CONF_DIR
 
-from harness.data.jsonl import DataFormatError
+from harness.data.readers import DataFormatError
 from harness.rewardbench import benchmark_entries, check_benchmarks, evaluate_benchmark, section_scores
 
 DATA = __import__("pathlib").Path(CONF_DIR).parent / "tests" / "data"
