@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -63,12 +64,49 @@ def tiny(cache_root):
     t.train, t.val, t.test = encode("train"), encode("val"), encode("test")
 
     def ctx(**overrides) -> FitContext:
-        train_cfg = TrainConfig(**{**TINY_TRAIN, **overrides})
-        return FitContext(backbone=backbone, train=train_cfg, cache=cache, seed=0, domains=data.domains,
-                          data_spec=data.spec(0), labeler=OracleLabeler(), train_dataset=data.splits["train"],
-                          world=data.world)
+        """A FitContext on the tiny world; keys of ``train`` override TINY_TRAIN, the rest FitContext fields."""
+        train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
+        train_cfg = TrainConfig(**{**TINY_TRAIN, **{k: v for k, v in overrides.items() if k in train_keys}})
+        fields = dict(backbone=backbone, train=train_cfg, cache=cache, seed=0, domains=data.domains,
+                      data_spec=data.spec(0), labeler=OracleLabeler(), train_dataset=data.splits["train"],
+                      world=data.world)
+        return FitContext(**{**fields, **{k: v for k, v in overrides.items() if k not in train_keys}})
 
     t.ctx = ctx
+    return t
+
+
+
+# Pairs per split of the learnable set: enough per domain (5 domains) that DMoERM trains capability experts
+# (each point keeps ~2/3 of its domain's pairs after swap-and-agree, and needs arch.min_expert_pairs of them).
+LEARNABLE_SIZES = {"train": 150, "val": 50, "test": 100}
+
+
+@pytest.fixture(scope="session")
+def learnable(tiny):
+    """Tiny-world pairs made trivially learnable: every chosen response ends with a marker word that no response
+    of the tiny world uses. Raw splits (``datasets``, for labelers) and encoded pairs, as ``tiny`` has them."""
+    from harness.data.schema import encode_pairs
+
+    used = {word for split in tiny.data.splits.values() for side in ("chosen", "rejected") for text in split[side]
+            for word in text.split()}
+    vocab = tiny.backbone.tokenizer.get_vocab()
+    # The lowest-id word the world never puts in a response: deterministic, and a single known token.
+    marker = min((w for w in vocab if w.isalpha() and w not in used), key=vocab.get)
+
+    class Learnable:
+        pass
+
+    t = Learnable()
+    t.marker = marker
+    for split, n in LEARNABLE_SIZES.items():
+        raw = tiny.data.splits[split].select(range(n)).map(lambda row: {"chosen": f"{row['chosen']} {marker}"})
+        encoded = encode_pairs(raw, tiny.backbone.tokenizer, tiny.backbone.join, tiny.data.domains,
+                               tiny.backbone.max_length)
+        last = encoded.chosen.ids[torch.arange(n), encoded.chosen.lengths - 1]
+        assert (last == vocab[marker]).all(), f"the marker {marker!r} is not the last token of every chosen"
+        setattr(t, f"{split}_dataset", raw)
+        setattr(t, split, encoded)
     return t
 
 

@@ -12,6 +12,8 @@ Inner layer, a dense MoE per domain, trained in three phases:
      labeler's labels (+1: chosen better on that point, -1: rejected better -> swapped, 0: dropped);
   3. an MLP over the CONCATENATED last-token hidden states of the K experts,
      Linear(H·K -> H) -> PReLU -> Linear(H -> 1), trained on the remaining 40% with backbone and experts frozen.
+     The last Linear has no bias (the reference code's has one): the Bradley-Terry loss cannot see a shift of
+     every reward, so such a bias gets no gradient beyond rounding noise, which Adam would amplify into steps.
 A scored response costs one router pass (prompt only) + K passes of its domain's backbone, one per expert;
 scoring groups a batch by routed domain, so each expert runs once per batch, not once per example.
 
@@ -178,7 +180,7 @@ class DMoERM(RewardModel):
             self.inner[str(d)] = model
             torch.manual_seed(seed + 1 + len(self.points) + d)
             K = len(points)
-            self.mixers[str(d)] = nn.Sequential(nn.Linear(H * K, H), nn.PReLU(), nn.Linear(H, 1))
+            self.mixers[str(d)] = nn.Sequential(nn.Linear(H * K, H), nn.PReLU(), nn.Linear(H, 1, bias=False))
         return self
 
     def export_structure(self) -> dict:
