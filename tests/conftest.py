@@ -1,13 +1,17 @@
-"""Shared fixtures: a tiny prepared world + backbone (seconds, cached per test session) and Hydra composition."""
+"""Shared fixtures and helpers: a tiny prepared world + backbone (seconds, cached per test session), a learnable
+set, a tiny policy, Hydra composition, fake sweeps. Test files import helpers from here, never from each other."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -110,6 +114,34 @@ def learnable(tiny):
     return t
 
 
+# ------------------------------------------------------------------------------ tiny policy
+# A tiny SFT policy on the tiny world (seconds, cached like the backbone).
+TINY_POLICY = dict(_target_="harness.optimize.sft.TinyPolicy", hidden_size=32, num_layers=2, num_heads=4,
+                   intermediate_size=64, max_length=96, sft_steps=40, sft_batch_size=32, sft_lr=3e-3,
+                   sft_sequences=500, temperature=1.0, max_new_tokens=12, generation_batch_size=64)
+
+
+def tiny_policy_cfg(**overrides):
+    """The `policy` config node of the tiny policy, as a job receives it."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({**TINY_POLICY, **overrides})
+
+
+def make_policy(tiny, **overrides):
+    """The tiny policy, prepared (SFT-trained, or read from the tiny fixture's cache)."""
+    from hydra.utils import instantiate
+
+    return instantiate(tiny_policy_cfg(**overrides)).prepare(tiny.cache, tiny.data, seed=0)
+
+
+# ------------------------------------------------------------------------------ arch knobs
+# UMM-RM's constructor arguments on tiny sizes (conf/arch/umm.yaml's, with a shorter merge phase).
+UMM_KNOBS = dict(num_experts=None, top_k=2, layers=None, expert_noise=0.0, router_init_std=0.02, s_max="max",
+                 aux_loss_coef=0.01, experts_implementation="eager", merge_fraction=0.1,
+                 merge_train={"lr": 0.05, "epochs": 2, "warmup": 0.0})
+
+
 # Command-line overrides that make a whole job take seconds (tiny world, backbone, policy and budgets).
 TINY_OVERRIDES = [
     "data.n_train=300", "data.n_val=100", "data.n_test=150", "data.world.calibration_pairs=300",
@@ -125,3 +157,124 @@ CI_SWEEP = [
     # Enough data and steps that the RMs learn something (a baseline at chance would hide regressions).
     "data.n_train=1500", "train.epochs=2", "backbone.pretrain_steps=150",
 ]
+
+
+# ------------------------------------------------------------------------------ fake sweeps
+# Hand-written sweeps (several archs x 2 seeds, BoN + PPO curves, UMM's unmerged block, DMoERM's capability
+# scores, one failed job) for the result, plot and regression tests: no training involved.
+
+FAKE_DOMAINS = ("roleplay", "chitchat", "subjective_qa", "objective_qa", "text_creation")
+FAKE_CAPABILITIES = {
+    "roleplay": ("persona", "tone", "proactivity"),
+    "chitchat": ("tone", "proactivity", "repetition"),
+    "subjective_qa": ("keywords", "hedging", "length_fit", "richness"),
+    "objective_qa": ("fact_correctness", "keywords", "length_fit"),
+    "text_creation": ("richness", "repetition", "length_fit", "keywords"),
+}
+# arch -> (gold accuracy, params total, params active, BoN alpha, BoN beta)
+FAKE_ARCHS = {
+    "single": (0.70, 164_289, 164_289, 0.9, 0.35),
+    "ens_mean": (0.72, 821_445, 821_445, 0.95, 0.30),
+    "dmoerm": (0.78, 1_420_000, 410_000, 1.10, 0.25),
+    "umm": (0.75, 164_289, 164_289, 1.00, 0.28),
+    "more": (0.74, 420_000, 230_000, 1.0, 0.3),
+}
+FAKE_FAILED = ("more", 1)  # this (arch, seed) job fails
+FAKE_BON_N = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+FAKE_PPO_STEPS = tuple(range(0, 501, 50))
+
+
+def fake_metrics(arch: str, seed: int, job_dir: Path) -> dict:
+    acc, total, active, alpha, beta = FAKE_ARCHS[arch]
+    rng = np.random.default_rng(1000 * seed + len(arch))
+    base = {
+        "choices": {"arch": arch, "data": "synthetic", "backbone": "tiny", "policy": "tiny",
+                    "labeler": "oracle", "opt": ["bon", "ppo"]},
+        "seed": seed,
+        "overrides": [f"arch={arch}", f"seed={seed}", "opt=[bon,ppo]"],
+        "job_dir": str(job_dir),
+        "config": {"arch": {"_target_": f"harness.archs.{arch}.X"}, "seed": seed},
+    }
+    if (arch, seed) == FAKE_FAILED:
+        return {**base, "status": "failed", "error": "Traceback (most recent call last):\n  ...\n"
+                "RuntimeError: CUDA out of memory (fake)"}
+
+    def domain_acc(a):
+        return {d: float(np.clip(a + rng.normal(0, 0.04), 0, 1)) for d in FAKE_DOMAINS}
+
+    gold_acc = acc + rng.normal(0, 0.01)
+    human_acc = 0.5 + (gold_acc - 0.5) * 0.6
+    d_peak = alpha / (2 * beta)
+    m = {
+        **base,
+        "status": "ok",
+        "error": None,
+        "accuracy": {"gold": {"overall": gold_acc, "per_domain": domain_acc(gold_acc)},
+                     "human": {"overall": human_acc, "per_domain": domain_acc(human_acc)}},
+        "params": {"total": total, "trainable": total, "active": active},
+        "timing_s": {"train": 40.0 + seed, "score_per_1k": 0.9, "total": 55.0 + seed},
+        "bon": {"alpha": alpha, "beta": beta, "d_peak": d_peak, "gold_peak": alpha * d_peak / 2,
+                "final_gap": 1.1, "r2": 0.97, "observed_gold_peak": 1.0, "observed_d_peak": 1.5},
+        # The same alpha/beta as fake_curves' PPO gold, so the fitted line lies on the data.
+        "ppo": {"alpha": 0.32 * alpha, "beta": 0.4 * beta, "d_peak": 1.2, "gold_peak": 0.6 + 0.1 * alpha,
+                "final_gap": float("nan"), "r2": 0.9, "observed_gold_peak": 0.6, "observed_d_peak": 1.2},
+    }
+    if arch == "umm":
+        # UMM's MoE before the merge: more stored parameters, only gold accuracy reported.
+        unmerged_gold = {"overall": gold_acc + 0.02, "per_domain": domain_acc(gold_acc + 0.02)}
+        m["unmerged"] = {"accuracy": {"gold": unmerged_gold},
+                         "params": {"total": 520_000, "trainable": 520_000, "active": 270_000}}
+    if arch == "dmoerm":
+        scores = {d: {c: float(0.6 + 0.3 * rng.random()) for c in caps} for d, caps in FAKE_CAPABILITIES.items()}
+        m["explain"] = {"capability_scores": scores}
+    return m
+
+
+def fake_curves(arch: str, seed: int) -> list[dict]:
+    _, _, _, alpha, beta = FAKE_ARCHS[arch]
+    rng = np.random.default_rng(7 + seed + len(arch))
+    rows = []
+    for n in FAKE_BON_N:
+        kl = math.log(n) - (n - 1) / n
+        d = math.sqrt(kl)
+        gold = d * (alpha - beta * d)
+        rows.append({"opt": "bon", "n": n, "kl": kl, "sqrt_kl": d,
+                     "proxy": 1.3 * alpha * d + rng.normal(0, 0.03), "gold": gold + rng.normal(0, 0.05)})
+    for step in FAKE_PPO_STEPS:
+        kl = 0.012 * step * (1 + 0.1 * seed)
+        d = math.sqrt(kl)
+        gold = 0.4 * d * (0.8 * alpha - beta * math.log(d)) if d > 0 else 0.0
+        rows.append({"opt": "ppo", "step": step, "kl": kl, "sqrt_kl": d,
+                     "proxy": 1.2 * alpha * d + rng.normal(0, 0.03), "gold": gold + rng.normal(0, 0.04)})
+    return rows
+
+
+def make_sweep(root: Path, archs=tuple(FAKE_ARCHS), seeds=(0, 1), crashed: bool = False) -> Path:
+    """A Hydra-like sweep dir: job dirs 0..N-1 with metrics.json, curves.csv and a .hydra/ stub.
+
+    crashed=True adds one more job dir with only `.hydra/` (a job killed before writing anything).
+    """
+    from harness import results
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "multirun.yaml").write_text("hydra: {}\n")
+    num = 0
+    for arch in archs:
+        for seed in seeds:
+            job = root / str(num)
+            (job / ".hydra").mkdir(parents=True)
+            (job / ".hydra" / "config.yaml").write_text(f"seed: {seed}\n")
+            m = fake_metrics(arch, seed, job)
+            results.write_metrics(job, m)
+            if m["status"] == "ok":
+                results.write_curves(job, fake_curves(arch, seed))
+            num += 1
+    if crashed:
+        job = root / str(num)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "config.yaml").write_text("seed: 3\n")
+        (job / ".hydra" / "overrides.yaml").write_text("- arch=rodos\n- seed=3\n")
+        choices = {"arch": "rodos", "data": "synthetic", "hydra/launcher": "basic"}
+        hydra_yaml = {"hydra": {"runtime": {"choices": choices}}}
+        (job / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra_yaml))
+    return root

@@ -2,7 +2,7 @@
 on an in-memory tiny policy; a wrong task name is a clear error."""
 
 import pytest
-from test_sft import make_policy
+from conftest import make_policy
 
 from harness.optimize.capability import LOCAL_TASKS, CapabilityConfig, policy_capability, world_facts_rows
 from harness.world.vocab import COLOURS

@@ -6,9 +6,7 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import compose
-from test_sft import make_policy
-from test_umm import KNOBS
+from conftest import UMM_KNOBS, compose, make_policy
 from transformers import AutoModelForSequenceClassification
 
 from harness.archs.ensemble import EnsembleRM
@@ -76,7 +74,7 @@ def test_single_with_lora_leaves_the_trunk_untouched(tiny):
 
 def test_umm_with_lora_merges_to_the_exact_dense_size(tiny, tmp_path):
     ctx = dataclasses.replace(tiny.ctx(), backbone=lora_backbone(tiny), logs=[], artifact_dir=tmp_path)
-    rm = UMMRM(**KNOBS)
+    rm = UMMRM(**UMM_KNOBS)
     rm.fit(tiny.train, tiny.val, ctx)
     dense = tiny.backbone.reward_model(0)
     assert type(rm.model) is type(dense) and rm.param_counts()["total"] == numel(dense)

@@ -1,4 +1,4 @@
-"""Figures from fake sweeps (test_results.make_sweep): written, reproducible, plotting the right numbers."""
+"""Figures from fake sweeps (conftest's make_sweep): written, reproducible, plotting the right numbers."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import make_sweep
 from matplotlib.colors import to_rgb
 from matplotlib.container import BarContainer
-from test_results import make_sweep
 
 from harness import plots, results
 

@@ -4,7 +4,7 @@
 import numpy as np
 import pytest
 import torch
-from test_sft import make_policy
+from conftest import make_policy
 
 from harness.optimize.ppo import PPOConfig, gae, k2_kl, masked_whiten, run_ppo
 

@@ -1,11 +1,11 @@
-"""harness.regress against fake sweeps (built by test_results.make_sweep)."""
+"""harness.regress against fake sweeps (built by conftest's make_sweep)."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from test_results import ARCHS, FAILED, make_sweep
+from conftest import FAKE_ARCHS, FAKE_FAILED, make_sweep
 
 from harness import regress, results
 
@@ -94,7 +94,7 @@ PARAMS_ENTRY = {"params.total": {"value": 1, "tol": 0}}
         (lambda b: b["jobs"]["arch=single,seed=0"].update({"no.such.metric": {"value": 1, "tol": 1}}),
          "MISSING METRIC"),
         (lambda b: b["jobs"].update({"arch=rodos,seed=0": PARAMS_ENTRY}), "MISSING JOB"),
-        (lambda b: b["jobs"].update({f"arch={FAILED[0]},seed={FAILED[1]}": PARAMS_ENTRY}), "FAILED JOB"),
+        (lambda b: b["jobs"].update({f"arch={FAKE_FAILED[0]},seed={FAKE_FAILED[1]}": PARAMS_ENTRY}), "FAILED JOB"),
         (lambda b: b["jobs"].update({"arch=single": PARAMS_ENTRY}), "AMBIGUOUS"),
         # ppo.final_gap is NaN in every fake job (written as null).
         (lambda b: b["jobs"]["arch=single,seed=0"].update({"ppo.final_gap": {"value": 1, "tol": 9}}), "NAN"),
@@ -151,7 +151,7 @@ def test_init_creates_baseline_that_then_passes(tmp_path, capsys):
     assert b["suite"] == "regression" and "--update" in b["regenerate"]
     assert sorted(b["jobs"]) == [f"arch={a},seed={s}" for a in ("single", "umm") for s in (0, 1)]
     entries = b["jobs"]["arch=umm,seed=1"]
-    assert entries["params.total"] == {"value": ARCHS["umm"][1], "tol": 0, "direction": "both"}
+    assert entries["params.total"] == {"value": FAKE_ARCHS["umm"][1], "tol": 0, "direction": "both"}
     assert entries["accuracy.gold.overall"]["tol"] == 0.03
     assert entries["bon.final_gap"]["direction"] == "lower_is_better"
     assert "ppo.final_gap" not in entries  # not in the default list (and NaN in this run)

@@ -1,13 +1,8 @@
-"""Result files, summary.csv and the aggregate CLI / callback, on hand-written fake sweeps.
-
-`make_sweep` builds a realistic sweep (several archs x 2 seeds, BoN + PPO curves, UMM's unmerged block,
-DMoERM's capability scores, one failed job); test_plots.py and test_regress.py import it from here.
-"""
+"""Result files, summary.csv and the aggregate CLI / callback, on hand-written fake sweeps (conftest.make_sweep)."""
 
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -15,125 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
+from conftest import FAKE_ARCHS, FAKE_FAILED, make_sweep
 from omegaconf import OmegaConf
 
 from harness import callbacks, results
-
-DOMAINS = ("roleplay", "chitchat", "subjective_qa", "objective_qa", "text_creation")
-CAPABILITIES = {
-    "roleplay": ("persona", "tone", "proactivity"),
-    "chitchat": ("tone", "proactivity", "repetition"),
-    "subjective_qa": ("keywords", "hedging", "length_fit", "richness"),
-    "objective_qa": ("fact_correctness", "keywords", "length_fit"),
-    "text_creation": ("richness", "repetition", "length_fit", "keywords"),
-}
-# arch -> (gold accuracy, params total, params active, BoN alpha, BoN beta)
-ARCHS = {
-    "single": (0.70, 164_289, 164_289, 0.9, 0.35),
-    "ens_mean": (0.72, 821_445, 821_445, 0.95, 0.30),
-    "dmoerm": (0.78, 1_420_000, 410_000, 1.10, 0.25),
-    "umm": (0.75, 164_289, 164_289, 1.00, 0.28),
-    "more": (0.74, 420_000, 230_000, 1.0, 0.3),
-}
-FAILED = ("more", 1)  # this (arch, seed) job fails
-BON_N = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-PPO_STEPS = tuple(range(0, 501, 50))
-
-
-def _metrics(arch: str, seed: int, job_dir: Path) -> dict:
-    acc, total, active, alpha, beta = ARCHS[arch]
-    rng = np.random.default_rng(1000 * seed + len(arch))
-    base = {
-        "choices": {"arch": arch, "data": "synthetic", "backbone": "tiny", "policy": "tiny",
-                    "labeler": "oracle", "opt": ["bon", "ppo"]},
-        "seed": seed,
-        "overrides": [f"arch={arch}", f"seed={seed}", "opt=[bon,ppo]"],
-        "job_dir": str(job_dir),
-        "config": {"arch": {"_target_": f"harness.archs.{arch}.X"}, "seed": seed},
-    }
-    if (arch, seed) == FAILED:
-        return {**base, "status": "failed", "error": "Traceback (most recent call last):\n  ...\n"
-                "RuntimeError: CUDA out of memory (fake)"}
-
-    def domain_acc(a):
-        return {d: float(np.clip(a + rng.normal(0, 0.04), 0, 1)) for d in DOMAINS}
-
-    gold_acc = acc + rng.normal(0, 0.01)
-    human_acc = 0.5 + (gold_acc - 0.5) * 0.6
-    d_peak = alpha / (2 * beta)
-    m = {
-        **base,
-        "status": "ok",
-        "error": None,
-        "accuracy": {"gold": {"overall": gold_acc, "per_domain": domain_acc(gold_acc)},
-                     "human": {"overall": human_acc, "per_domain": domain_acc(human_acc)}},
-        "params": {"total": total, "trainable": total, "active": active},
-        "timing_s": {"train": 40.0 + seed, "score_per_1k": 0.9, "total": 55.0 + seed},
-        "bon": {"alpha": alpha, "beta": beta, "d_peak": d_peak, "gold_peak": alpha * d_peak / 2,
-                "final_gap": 1.1, "r2": 0.97, "observed_gold_peak": 1.0, "observed_d_peak": 1.5},
-        # The same alpha/beta as _curves' PPO gold, so the fitted line lies on the data.
-        "ppo": {"alpha": 0.32 * alpha, "beta": 0.4 * beta, "d_peak": 1.2, "gold_peak": 0.6 + 0.1 * alpha,
-                "final_gap": float("nan"), "r2": 0.9, "observed_gold_peak": 0.6, "observed_d_peak": 1.2},
-    }
-    if arch == "umm":
-        # UMM's MoE before the merge: more stored parameters, only gold accuracy reported.
-        unmerged_gold = {"overall": gold_acc + 0.02, "per_domain": domain_acc(gold_acc + 0.02)}
-        m["unmerged"] = {"accuracy": {"gold": unmerged_gold},
-                         "params": {"total": 520_000, "trainable": 520_000, "active": 270_000}}
-    if arch == "dmoerm":
-        scores = {d: {c: float(0.6 + 0.3 * rng.random()) for c in caps} for d, caps in CAPABILITIES.items()}
-        m["explain"] = {"capability_scores": scores}
-    return m
-
-
-def _curves(arch: str, seed: int) -> list[dict]:
-    _, _, _, alpha, beta = ARCHS[arch]
-    rng = np.random.default_rng(7 + seed + len(arch))
-    rows = []
-    for n in BON_N:
-        kl = math.log(n) - (n - 1) / n
-        d = math.sqrt(kl)
-        gold = d * (alpha - beta * d)
-        rows.append({"opt": "bon", "n": n, "kl": kl, "sqrt_kl": d,
-                     "proxy": 1.3 * alpha * d + rng.normal(0, 0.03), "gold": gold + rng.normal(0, 0.05)})
-    for step in PPO_STEPS:
-        kl = 0.012 * step * (1 + 0.1 * seed)
-        d = math.sqrt(kl)
-        gold = 0.4 * d * (0.8 * alpha - beta * math.log(d)) if d > 0 else 0.0
-        rows.append({"opt": "ppo", "step": step, "kl": kl, "sqrt_kl": d,
-                     "proxy": 1.2 * alpha * d + rng.normal(0, 0.03), "gold": gold + rng.normal(0, 0.04)})
-    return rows
-
-
-def make_sweep(root: Path, archs=tuple(ARCHS), seeds=(0, 1), crashed: bool = False) -> Path:
-    """A Hydra-like sweep dir: job dirs 0..N-1 with metrics.json, curves.csv and a .hydra/ stub.
-
-    crashed=True adds one more job dir with only `.hydra/` (a job killed before writing anything).
-    """
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "multirun.yaml").write_text("hydra: {}\n")
-    num = 0
-    for arch in archs:
-        for seed in seeds:
-            job = root / str(num)
-            (job / ".hydra").mkdir(parents=True)
-            (job / ".hydra" / "config.yaml").write_text(f"seed: {seed}\n")
-            m = _metrics(arch, seed, job)
-            results.write_metrics(job, m)
-            if m["status"] == "ok":
-                results.write_curves(job, _curves(arch, seed))
-            num += 1
-    if crashed:
-        job = root / str(num)
-        (job / ".hydra").mkdir(parents=True)
-        (job / ".hydra" / "config.yaml").write_text("seed: 3\n")
-        (job / ".hydra" / "overrides.yaml").write_text("- arch=rodos\n- seed=3\n")
-        choices = {"arch": "rodos", "data": "synthetic", "hydra/launcher": "basic"}
-        hydra_yaml = {"hydra": {"runtime": {"choices": choices}}}
-        (job / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra_yaml))
-    return root
-
 
 # ------------------------------------------------------------------------------------ metrics/curves
 
@@ -188,7 +68,7 @@ def test_flatten_dots_keys_skips_config_and_explain_joins_lists():
 def test_collect_one_row_per_job_failed_rows_kept(tmp_path):
     sweep = make_sweep(tmp_path / "sweep", crashed=True)
     df = results.collect(sweep)
-    n_jobs = len(ARCHS) * 2 + 1
+    n_jobs = len(FAKE_ARCHS) * 2 + 1
     assert len(df) == n_jobs
     assert list(df["job_dir"]) == [str(i) for i in range(n_jobs)]  # natural order: 10 after 9
     assert list(df.columns[:4]) == ["job_dir", "status", "error", "seed"]
@@ -202,7 +82,7 @@ def test_collect_one_row_per_job_failed_rows_kept(tmp_path):
     failed = df[df["status"] != "ok"]
     assert len(failed) == 2
     oom = failed[failed["choices.arch"] == "more"].iloc[0]
-    assert "out of memory" in oom["error"] and oom["seed"] == FAILED[1]
+    assert "out of memory" in oom["error"] and oom["seed"] == FAKE_FAILED[1]
     assert pd.isna(oom["accuracy.gold.overall"])
     crashed = failed[failed["choices.arch"] == "rodos"].iloc[0]  # named from its .hydra/ files
     assert "no metrics.json" in crashed["error"] and crashed["seed"] == 3
@@ -212,7 +92,7 @@ def test_collect_one_row_per_job_failed_rows_kept(tmp_path):
     assert ok["accuracy.gold.overall"].notna().all() and ok["error"].isna().all()
     assert ok["ppo.final_gap"].isna().all()  # NaN written as null comes back missing, not as a number
     single0 = ok[(ok["choices.arch"] == "single") & (ok["seed"] == 0)].iloc[0]
-    assert single0["params.total"] == ARCHS["single"][1]
+    assert single0["params.total"] == FAKE_ARCHS["single"][1]
     assert single0["overrides"] == "arch=single,seed=0,opt=[bon,ppo]"
 
 
@@ -230,7 +110,7 @@ def test_collect_finds_nested_jobs_and_unreadable_metrics(tmp_path):
 def test_aggregate_writes_summary_that_reads_back(tmp_path):
     sweep = make_sweep(tmp_path, crashed=True)
     out = results.aggregate(sweep, figures=False)
-    assert out["n_jobs"] == len(ARCHS) * 2 + 1 and out["n_failed"] == 2 and out["figures"] == []
+    assert out["n_jobs"] == len(FAKE_ARCHS) * 2 + 1 and out["n_failed"] == 2 and out["figures"] == []
     summary = results.read_summary(out["summary"])
     direct = results.collect(sweep)
     assert list(summary.columns) == list(direct.columns)
@@ -315,7 +195,7 @@ def test_seed_table_pools_seeds_per_configuration(tmp_path):
     assert list(table.index) == ["single", "dmoerm"] and (table["n"] == 2).all()
     gold = df[df["choices.arch"] == "single"]["accuracy.gold.overall"]
     assert table.loc["single", "gold acc"] == f"{gold.mean():.3f} ± {gold.std(ddof=1):.3f}"
-    assert table.loc["single", "params"] == f"{ARCHS['single'][1]:,}"
+    assert table.loc["single", "params"] == f"{FAKE_ARCHS['single'][1]:,}"
     assert table.loc["single", "PPO final gap"] == ""  # NaN in every seed: blank, not "nan"
     assert seed_table(df[df["seed"] == 0]) is None  # one seed per configuration: nothing to pool
     r = _cli(tmp_path, "--no-figures")

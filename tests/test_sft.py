@@ -2,22 +2,9 @@
 
 import pytest
 import torch
-from omegaconf import OmegaConf
+from conftest import TINY_POLICY, make_policy
 
 from harness.optimize.sft import TinyPolicy, response_mask
-
-TINY_POLICY = dict(_target_="harness.optimize.sft.TinyPolicy", hidden_size=32, num_layers=2, num_heads=4,
-                   intermediate_size=64, max_length=96, sft_steps=40, sft_batch_size=32, sft_lr=3e-3,
-                   sft_sequences=500, temperature=1.0, max_new_tokens=12, generation_batch_size=64)
-
-
-def tiny_policy_cfg(**overrides):
-    return OmegaConf.create({**TINY_POLICY, **overrides})
-
-
-def make_policy(tiny, **overrides) -> TinyPolicy:
-    kwargs = {k: v for k, v in {**TINY_POLICY, **overrides}.items() if k != "_target_"}
-    return TinyPolicy(**kwargs).prepare(tiny.cache, tiny.data, seed=0)
 
 
 def test_response_mask_stops_at_first_eos():

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
+from conftest import tiny_policy_cfg
 from hydra.utils import instantiate
-from test_sft import tiny_policy_cfg
 
 import harness.optimize.study as study
 from harness.archs.single import SingleRM

@@ -1,15 +1,11 @@
 import pytest
 import torch
-from conftest import compose
+from conftest import UMM_KNOBS, compose
 from hydra.utils import instantiate
 from transformers import AutoModelForSequenceClassification
 
 from harness.archs.base import bradley_terry_loss
 from harness.archs.umm import UMMRM, SharedExpertMoE
-
-KNOBS = dict(num_experts=None, top_k=2, layers=None, expert_noise=0.0, router_init_std=0.02, s_max="max",
-             aux_loss_coef=0.01, experts_implementation="eager", merge_fraction=0.1,
-             merge_train={"lr": 0.05, "epochs": 2, "warmup": 0.0})
 
 
 def numel(module):
@@ -26,7 +22,7 @@ def fitted(tiny, tmp_path_factory):
     """One UMM run on the tiny world: MoE phase, merge phase, save."""
     ctx = tiny.ctx()
     ctx.artifact_dir = tmp_path_factory.mktemp("umm_job")
-    rm = UMMRM(**KNOBS)
+    rm = UMMRM(**UMM_KNOBS)
     rm.fit(tiny.train, tiny.val, ctx)
     return rm
 
@@ -39,7 +35,7 @@ def test_config_instantiates():
 
 @pytest.mark.parametrize("s_max", ["max", 0.5])
 def test_upcycling_preserves_the_dense_function(tiny, s_max):
-    moe = UMMRM(**{**KNOBS, "s_max": s_max}).moe.build(tiny.ctx(), 0)
+    moe = UMMRM(**{**UMM_KNOBS, "s_max": s_max}).moe.build(tiny.ctx(), 0)
     dense = tiny.backbone.reward_model(0)
     assert all(isinstance(b, SharedExpertMoE) for b in moe.blocks())
     batch = tiny.test.batch(torch.arange(16))
@@ -49,19 +45,19 @@ def test_upcycling_preserves_the_dense_function(tiny, s_max):
 
 
 def test_uniform_router_gives_coef_times_one(tiny):
-    moe = UMMRM(**KNOBS).moe.build(tiny.ctx(), 0)
+    moe = UMMRM(**UMM_KNOBS).moe.build(tiny.ctx(), 0)
     with torch.no_grad():
         for block in moe.blocks():
             block.gate.weight.zero_()
     out = moe(tiny.train.batch(torch.arange(8)))
-    assert out.aux_loss.item() == pytest.approx(KNOBS["aux_loss_coef"] * 1.0, rel=1e-6)
+    assert out.aux_loss.item() == pytest.approx(UMM_KNOBS["aux_loss_coef"] * 1.0, rel=1e-6)
     # uniform over E routed experts: s_max = 1/E, so the shared expert carries 1 - 1/E
     E = moe.E
     torch.testing.assert_close(out.info["shared_gate"], torch.full_like(out.info["shared_gate"], 1 - 1 / E))
 
 
 def test_gradients_reach_router_shared_and_routed_experts(tiny):
-    rm = UMMRM(**{**KNOBS, "expert_noise": 0.05}).build(tiny.ctx(), 0)  # before the merge the RM is the MoE
+    rm = UMMRM(**{**UMM_KNOBS, "expert_noise": 0.05}).build(tiny.ctx(), 0)  # before the merge the RM is the MoE
     moe = rm.moe
     out = rm(tiny.train.batch(torch.arange(16)))
     assert out.aux_loss is not None and "expert_tokens" in out.info
@@ -74,7 +70,7 @@ def test_gradients_reach_router_shared_and_routed_experts(tiny):
 
 
 def test_one_hot_merge_reproduces_one_expert(tiny):
-    rm = UMMRM(**{**KNOBS, "expert_noise": 0.1})
+    rm = UMMRM(**{**UMM_KNOBS, "expert_noise": 0.1})
     rm.moe.build(tiny.ctx(), 0)
     L, E, j = len(rm.moe.moe_layers), rm.moe.E, 3
     logits = torch.full((L, E), -torch.inf)
@@ -95,7 +91,7 @@ def test_one_hot_merge_reproduces_one_expert(tiny):
 
 
 def test_moe_param_counts_against_numel(tiny):
-    moe = UMMRM(**KNOBS).moe.build(tiny.ctx(), 0)
+    moe = UMMRM(**UMM_KNOBS).moe.build(tiny.ctx(), 0)
     moe.mark_trained(moe.parameters())
     dense = tiny.backbone.reward_model(0)
     L, E, k = len(moe.moe_layers), moe.E, moe.top_k
