@@ -142,6 +142,35 @@ UMM_KNOBS = dict(num_experts=None, top_k=2, layers=None, expert_noise=0.0, route
                  merge_train={"lr": 0.05, "epochs": 2, "warmup": 0.0})
 
 
+# ------------------------------------------------------------------------------ fitted and exported RMs
+# Tiny budgets for fitting an arch on the tiny world: a few seconds per architecture.
+EXPORT_SHRINK = {"ens_mean": ["arch.k=2"], "ens_wco": ["arch.k=2"], "ens_uwo": ["arch.k=2"],
+                 "dmoerm": ["arch.phase1.epochs=1", "arch.phase2.epochs=1", "arch.phase3.epochs=1", "arch.r=4"]}
+
+
+@pytest.fixture(scope="session")
+def exported(tiny, tmp_path_factory):
+    """``exported(arch)`` -> (arch config, RM fitted on the tiny world, its export folder, export info), fitted
+    and exported once per test session."""
+    from harness.export import export_reward_model
+    from harness.job import build
+
+    done: dict = {}
+
+    def get(name: str):
+        if name not in done:
+            cfg = compose([f"arch={name}", *EXPORT_SHRINK.get(name, [])])
+            rm = build(cfg.arch, "arch")
+            ctx = tiny.ctx(artifact_dir=tmp_path_factory.mktemp(f"job_{name}"))
+            rm.fit(tiny.train, tiny.val, ctx)
+            out = ctx.artifact_dir / "reward_model"
+            info = export_reward_model(rm, tiny.backbone, cfg.arch, out, domains=tiny.data.domains, seed=0)
+            done[name] = (cfg, rm, out, info)
+        return done[name]
+
+    return get
+
+
 # Command-line overrides that make a whole job take seconds (tiny world, backbone, policy and budgets).
 TINY_OVERRIDES = [
     "data.n_train=300", "data.n_val=100", "data.n_test=150", "data.world.calibration_pairs=300",

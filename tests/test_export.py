@@ -11,34 +11,15 @@ from conftest import CONF_DIR, TINY_OVERRIDES, compose
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 import harness
-from harness.export import META_FILE, WEIGHTS_FILE, export_reward_model, load_reward_model, trl_reward_func
-from harness.job import build, run_job
+from harness.export import META_FILE, WEIGHTS_FILE, load_reward_model, trl_reward_func
+from harness.job import run_job
 
 ARCHS = sorted(p.stem for p in Path(CONF_DIR, "arch").glob("*.yaml"))
-# Tiny budgets on top of the shared tiny world/backbone: a few seconds per architecture.
-SHRINK = {"ens_mean": ["arch.k=2"], "ens_wco": ["arch.k=2"], "ens_uwo": ["arch.k=2"],
-          "dmoerm": ["arch.phase1.epochs=1", "arch.phase2.epochs=1", "arch.phase3.epochs=1", "arch.r=4"]}
 DATA = Path(CONF_DIR).parent / "tests" / "data"
-_FITTED: dict = {}
-
-
-def fitted(name, tiny, tmp_path_factory):
-    """(arch config, fitted RM, its export folder), fitted once per test session."""
-    if name not in _FITTED:
-        cfg = compose([f"arch={name}", *SHRINK.get(name, [])])
-        rm = build(cfg.arch, "arch")
-        ctx = tiny.ctx()
-        ctx.artifact_dir = tmp_path_factory.mktemp(f"job_{name}")
-        rm.fit(tiny.train, tiny.val, ctx)
-        out = ctx.artifact_dir / "reward_model"
-        info = export_reward_model(rm, tiny.backbone, cfg.arch, out, domains=tiny.data.domains, seed=0)
-        _FITTED[name] = (cfg, rm, out, info)
-    return _FITTED[name]
-
 
 @pytest.mark.parametrize("name", ARCHS)
-def test_every_arch_loads_back_with_the_jobs_scores(name, tiny, tmp_path_factory):
-    cfg, rm, out, info = fitted(name, tiny, tmp_path_factory)
+def test_every_arch_loads_back_with_the_jobs_scores(exported, name, tiny):
+    cfg, rm, out, info = exported(name)
     files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     assert {META_FILE, WEIGHTS_FILE, "backbone/config.json", "backbone/tokenizer.json"} <= files
     assert not [f for f in files if f.endswith((".bin", ".pt", ".pth", ".pkl", ".pickle"))]  # no pickle anywhere
@@ -60,8 +41,8 @@ def test_every_arch_loads_back_with_the_jobs_scores(name, tiny, tmp_path_factory
 
 @pytest.mark.parametrize("name, members", [("single", ["model"]), ("umm", ["merged"]),
                                            ("ens_mean", ["member0", "member1"]), ("more", [])])
-def test_dense_rms_are_plain_transformers_folders(name, members, tiny, tmp_path_factory):
-    _, rm, out, info = fitted(name, tiny, tmp_path_factory)
+def test_dense_rms_are_plain_transformers_folders(exported, name, members, tiny):
+    _, rm, out, info = exported(name)
     assert info["dense"] == sorted(members)
     ds = tiny.data.splits["test"]
     if name.startswith("ens"):
@@ -80,8 +61,8 @@ def test_dense_rms_are_plain_transformers_folders(name, members, tiny, tmp_path_
         torch.testing.assert_close(reward, want, rtol=0, atol=1e-5)
 
 
-def test_loading_leaves_the_global_rng_alone(tiny, tmp_path_factory):
-    _, _, out, _ = fitted("single", tiny, tmp_path_factory)
+def test_loading_leaves_the_global_rng_alone(exported):
+    _, _, out, _ = exported("single")
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
@@ -130,8 +111,8 @@ def test_a_missing_benchmark_file_fails_before_training(tmp_path):
     assert "train" not in out.get("timing_s", {})
 
 
-def test_trl_reward_func_contract(tiny, tmp_path_factory):
-    _, rm, out, _ = fitted("single", tiny, tmp_path_factory)
+def test_trl_reward_func_contract(exported, tiny):
+    _, rm, out, _ = exported("single")
     scorer = load_reward_model(out)
     reward = trl_reward_func(scorer)
     ds = tiny.data.splits["test"]
@@ -150,13 +131,13 @@ def test_trl_reward_func_contract(tiny, tmp_path_factory):
         reward(prompts=[[{"role": "assistant", "content": "x"}]], completions=["y"])
 
 
-def test_trl_grpo_trainer_runs_two_steps_on_the_exported_rm(tiny, tmp_path_factory, tmp_path):
+def test_trl_grpo_trainer_runs_two_steps_on_the_exported_rm(exported, tiny, tmp_path):
     """TRL's own GRPOTrainer (offline, CPU) with the exported RM as its reward function and the tiny backbone's
     causal LM as the policy: two optimizer steps, every reward it logged came from the RM."""
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    _, _, out, _ = fitted("single", tiny, tmp_path_factory)
+    _, _, out, _ = exported("single")
     scorer = load_reward_model(out)
     reward, calls = trl_reward_func(scorer), []
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from conftest import CONF_DIR
-from test_export import fitted
 
 from harness.export import load_reward_model
 from harness.serve import make_app
@@ -40,11 +39,11 @@ def post(url: str, body) -> tuple[int, dict]:
 
 
 @pytest.fixture(scope="module")
-def served(tiny, tmp_path_factory):
+def served(exported):
     """(base URL, scorer) of an exported single RM served by uvicorn in a thread, batch size 2."""
     import uvicorn
 
-    _, _, out, _ = fitted("single", tiny, tmp_path_factory)
+    _, _, out, _ = exported("single")
     scorer = load_reward_model(out, batch_size=2)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(make_app(scorer, "single"), host="127.0.0.1", port=port,
@@ -101,8 +100,8 @@ def test_malformed_requests_get_a_4xx_with_a_message(served, body, status, messa
     assert post(f"{url}/get_reward", {"query": ["chat => ok"]})[0] == 200  # still serving
 
 
-def test_command_line_server(tiny, tmp_path_factory):
-    _, _, out, _ = fitted("single", tiny, tmp_path_factory)
+def test_command_line_server(exported, tiny):
+    _, _, out, _ = exported("single")
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "harness.serve", str(out), "--host", "127.0.0.1", "--port",
