@@ -7,9 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import CONF_DIR
+from conftest import CONF_DIR, make_sweep
 from omegaconf import OmegaConf
-from test_results import make_sweep
 
 from harness import callbacks, results
 from harness.aggregate import sweep_text

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_results import make_sweep
+from conftest import make_sweep
 
 from harness import results
 from harness.report import REPORT_FILE, main, write_report
