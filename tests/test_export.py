@@ -11,7 +11,7 @@ from conftest import CONF_DIR, TINY_OVERRIDES, compose
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 import harness
-from harness.export import META_FILE, WEIGHTS_FILE, load_reward_model, trl_reward_func
+from harness.export import META_FILE, WEIGHTS_FILE, export_reward_model, load_reward_model, trl_reward_func
 from harness.job import run_job
 
 ARCHS = sorted(p.stem for p in Path(CONF_DIR, "arch").glob("*.yaml"))
@@ -163,8 +163,8 @@ def test_trl_grpo_trainer_runs_two_steps_on_the_exported_rm(exported, tiny, tmp_
     assert any(not torch.equal(before[n], p) for n, p in policy.named_parameters())  # the policy moved
 
 
-def test_dense_copies_can_be_left_out(tiny, tmp_path_factory, tmp_path):
-    cfg, rm, _, _ = fitted("ens_mean", tiny, tmp_path_factory)
+def test_dense_copies_can_be_left_out(exported, tiny, tmp_path):
+    cfg, rm, _, _ = exported("ens_mean")
     info = export_reward_model(rm, tiny.backbone, cfg.arch, tmp_path / "rm", domains=tiny.data.domains, seed=0,
                                dense=False)
     assert info["dense"] == [] and not (tmp_path / "rm" / "dense").exists()
