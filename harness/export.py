@@ -242,6 +242,60 @@ def load_reward_model(path: str | os.PathLike, batch_size: int | None = None) ->
                         batch_size or meta.get("batch_size", DEFAULT_BATCH_SIZE), info=meta)
 
 
+class SequenceClassifierScorer:
+    """Any transformers ``*ForSequenceClassification`` folder as a reward (logit 0), with ``score(prompts,
+    responses)`` like ``RewardScorer``: the text is ``prompt_template`` (default: the folder's
+    ``rmharness_prompt_template``, which the harness's dense exports carry) truncated at ``max_length`` tokens
+    (default: the tokenizer's ``model_max_length``); batches in length order, right padding."""
+
+    def __init__(self, path: str | os.PathLike, prompt_template: str | None = None, max_length: int | None = None,
+                 batch_size: int = DEFAULT_BATCH_SIZE):
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer.padding_side = "right"
+        self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32).eval()
+        self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        template = prompt_template or getattr(self.model.config, "rmharness_prompt_template", None)
+        if template is None or "{prompt}" not in template or "{response}" not in template:
+            raise ValueError(f"{path}: say how a prompt and a response become this model's text: a prompt_template "
+                             f"with {{prompt}} and {{response}} (got {template!r})")
+        self.prompt_template, self.batch_size = template, int(batch_size)
+        self.max_length = int(max_length or self.tokenizer.model_max_length)
+        self.info = {"path": str(path), "prompt_template": template}
+
+    def join(self, prompt: str, response: str) -> str:
+        return self.prompt_template.format(prompt=prompt, response=response)
+
+    @torch.inference_mode()
+    def score(self, prompts: Sequence[str], responses: Sequence[str], batch_size: int | None = None) -> torch.Tensor:
+        texts = [self.join(p, r) for p, r in zip(prompts, responses, strict=True)]
+        out = torch.empty(len(texts))
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        step = batch_size or self.batch_size
+        for start in range(0, len(order), step):
+            idx = order[start : start + step]
+            enc = self.tokenizer([texts[i] for i in idx], truncation=True, max_length=self.max_length,
+                                 padding=True, return_tensors="pt")
+            out[idx] = self.model(**enc).logits[:, 0].float()
+        return out
+
+    __call__ = score
+
+
+def load_any_reward_model(path: str | os.PathLike, prompt_template: str | None = None,
+                          max_length: int | None = None, batch_size: int | None = None):
+    """A harness export (``rmharness.json``) via ``load_reward_model``, else a transformers sequence-classifier
+    folder via ``SequenceClassifierScorer``."""
+    path = Path(path)
+    if (path / META_FILE).is_file():
+        return load_reward_model(path, batch_size)
+    if (path / "config.json").is_file():
+        return SequenceClassifierScorer(path, prompt_template, max_length, batch_size or DEFAULT_BATCH_SIZE)
+    raise FileNotFoundError(f"{path}: neither a reward model exported by rmharness ({META_FILE}) nor a "
+                            "transformers model folder (config.json)")
+
+
 # ------------------------------------------------------------------------------------------------------ TRL
 def message_text(value, role: str) -> str:
     """A TRL prompt or completion as text: a string as is; a conversation (list of ``{role, content}``) by its

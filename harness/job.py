@@ -88,13 +88,15 @@ def _run(cfg: DictConfig, job_dir: Path, metric_logger: MetricLogger) -> dict:
 
     t0 = time.perf_counter()
     data = build(cfg.data, "data").prepare(cache, seed)
+    if "gold" in cfg:  # gold=rm relabels the data with a gold RM (harness/gold.py); gold=synthetic keeps it
+        data = build(cfg.gold, "gold").apply(data, cfg.policy, cache, seed)
     benchmarks = OmegaConf.to_container(cfg.eval.benchmarks, resolve=True) if cfg.eval.get("benchmarks") else []
     check_benchmarks(benchmarks)  # a missing file fails now, not after training
     studies = dict(cfg.get("opt") or {})
-    if studies and data.world is None:
-        # Checked before anything is trained: BoN and PPO are read in gold units, and only the world has a gold RM.
-        raise ValueError(f"opt={list(studies)} needs a gold reward, which only data=synthetic has; data={data.name} "
-                         "has none: run it with opt=none")
+    if studies and not hasattr(data, "gold"):
+        # Checked before anything is trained: BoN and PPO are read in gold units (the world's, or gold=rm's).
+        raise ValueError(f"opt={list(studies)} needs a gold reward: data=synthetic has one, or give a gold RM "
+                         f"(gold=rm gold.path=...); data={data.name} has none: run it with opt=none")
     backbone = build(cfg.backbone, "backbone").prepare(
         cache, corpus=lambda n: data.corpus(n, seed), seed=seed, world_spec=data.world_spec(seed)
     )

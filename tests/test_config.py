@@ -11,7 +11,7 @@ from omegaconf import open_dict
 from harness.archs.base import RewardModel, TrainConfig
 from harness.job import build
 
-GROUPS = ["arch", "data", "backbone", "policy", "labeler", "opt"]
+GROUPS = ["arch", "data", "backbone", "policy", "labeler", "gold", "opt"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted(Path(CONF_DIR, g).glob("*.yaml"))]
 
 

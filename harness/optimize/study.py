@@ -77,6 +77,9 @@ def proxy_scores(arch, backbone, data, prompts: list[str], responses: list[str],
 
 
 def gold_scores(data, prompts: list[str], responses: list[str], domains: list[str]) -> np.ndarray:
+    """Gold rewards; a gold that is a model (gold=rm, harness.gold) scores the whole list in batches."""
+    if hasattr(data, "gold_batch"):
+        return np.asarray(data.gold_batch(prompts, responses, domains), dtype=float)
     return np.array([data.gold(p, r, d) for p, r, d in zip(prompts, responses, domains, strict=True)], dtype=float)
 
 
