@@ -173,7 +173,7 @@ class RMGold:
     def file_groups(self, seed: int) -> tuple[dict, dict]:
         """{split: [(prompt, domain, responses)]} from a {prompt, response[, domain]} file, prompts split by
         ``fractions`` with the seed, and what identifies them."""
-        from .data.jsonl import DataFormatError, read_rows
+        from .data.readers import DataFormatError, read_rows
 
         by_prompt: dict[str, tuple[str, list[str]]] = {}
         for where, row in read_rows(Path(self.responses)):

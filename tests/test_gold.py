@@ -7,14 +7,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY_OVERRIDES, compose
-from test_export import fitted
 
 from harness.export import SequenceClassifierScorer, load_any_reward_model, load_reward_model
 from harness.gold import RMGold, label_pairs
 from harness.job import run_job
 
-TINY_POLICY = ["policy.hidden_size=32", "policy.intermediate_size=64", "policy.sft_steps=40",
-               "policy.sft_sequences=400"]
+POLICY_OVERRIDES = ["policy.hidden_size=32", "policy.intermediate_size=64", "policy.sft_steps=40",
+                    "policy.sft_sequences=400"]
 
 
 def test_labels_follow_gold_then_noise():
@@ -32,8 +31,8 @@ def test_labels_follow_gold_then_noise():
     assert 0.45 < ties.mean() < 0.55  # a gold tie is a coin flip
 
 
-def test_a_dense_export_is_a_transformers_gold_with_the_same_scores(tiny, tmp_path_factory):
-    _, rm, out, _ = fitted("single", tiny, tmp_path_factory)
+def test_a_dense_export_is_a_transformers_gold_with_the_same_scores(exported, tiny, tmp_path_factory):
+    _, rm, out, _ = exported("single")
     folder = out / "dense" / "model"
     hf = load_any_reward_model(folder)
     assert isinstance(hf, SequenceClassifierScorer)
@@ -44,8 +43,8 @@ def test_a_dense_export_is_a_transformers_gold_with_the_same_scores(tiny, tmp_pa
         load_any_reward_model(tmp_path_factory.mktemp("empty"))
 
 
-def test_responses_from_a_file_split_by_prompt_and_labelled_by_gold(tiny, tmp_path_factory, tmp_path):
-    _, _, out, _ = fitted("single", tiny, tmp_path_factory)
+def test_responses_from_a_file_split_by_prompt_and_labelled_by_gold(exported, tiny, tmp_path):
+    _, _, out, _ = exported("single")
     ds = tiny.data.splits["train"]
     rows = [{"prompt": p, "response": r, "domain": d}
             for p, c, rj, d in zip(ds["prompt"][:40], ds["chosen"][:40], ds["rejected"][:40], ds["domain"][:40],
@@ -72,11 +71,11 @@ def test_responses_from_a_file_split_by_prompt_and_labelled_by_gold(tiny, tmp_pa
         RMGold(str(tmp_path / "nope"), 0.2, 0.0, 1, "policy", {"train": 1, "val": 1, "test": 1})
 
 
-def test_gold_rm_job_trains_on_gold_labels_and_reads_bon_against_the_gold_rm(tiny, tmp_path_factory, tmp_path):
+def test_gold_rm_job_trains_on_gold_labels_and_reads_bon_against_the_gold_rm(exported, tmp_path):
     """The acceptance set-up at tiny size: an exported RM as gold, the tiny policy's samples as responses."""
-    _, _, gold_dir, _ = fitted("single", tiny, tmp_path_factory)
+    _, _, gold_dir, _ = exported("single")
     cache = tmp_path / "cache"
-    overrides = [*TINY_OVERRIDES, *TINY_POLICY, f"cache_dir={cache}", "gold=rm", f"gold.path={gold_dir}",
+    overrides = [*TINY_OVERRIDES, *POLICY_OVERRIDES, f"cache_dir={cache}", "gold=rm", f"gold.path={gold_dir}",
                  "gold.label_noise=0", "opt=bon", "opt.bon.n_prompts=6", "opt.bon.n_samples=8", "opt.bon.ns=[1,2,4,8]"]
     out = run_job(compose(overrides), tmp_path / "job", {"arch": "single", "gold": "rm"}, overrides)
     assert out["status"] == "ok", out["error"]
