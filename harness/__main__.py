@@ -7,16 +7,24 @@ import os
 import sys
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The imports below take seconds (torch, transformers, peft); say so on a terminal rather than sit silent.
+_PRINT_ONLY_FLAGS = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--version", "--shell-completion"}
+if sys.stderr.isatty() and not _PRINT_ONLY_FLAGS & set(sys.argv[1:]):
+    print("rmharness: loading torch and transformers ...", file=sys.stderr, flush=True)
 
 import hydra  # noqa: E402
 import torch  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
+from tqdm.contrib.logging import logging_redirect_tqdm  # noqa: E402
 
 from harness import callbacks  # noqa: E402
 from harness.console import job_line, job_summary  # noqa: E402
 from harness.job import run_job  # noqa: E402
+from harness.progress import quiet_third_party  # noqa: E402
+
+quiet_third_party()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -29,7 +37,9 @@ def main(cfg: DictConfig) -> None:
         cores = os.cpu_count() or 1
         torch.set_num_threads(max(1, cores // (cores if n_jobs in (None, -1) else max(1, n_jobs))))
     choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra")}
-    metrics = run_job(cfg, hc.runtime.output_dir, choices, list(hc.overrides.task))
+    # Log lines go above the progress bars instead of through them.
+    with logging_redirect_tqdm(loggers=[logging.getLogger()]):
+        metrics = run_job(cfg, hc.runtime.output_dir, choices, list(hc.overrides.task))
     if metrics["status"] == "ok":
         # A sweep's table comes at its end (callbacks.AggregateOnMultirunEnd); each of its jobs gets one line.
         text = job_summary(metrics, hc.runtime.output_dir) if hc.mode != RunMode.MULTIRUN else job_line(metrics)

@@ -32,6 +32,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from .cache import ArtifactCache
+from .progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -231,11 +232,12 @@ def tiny_llama_config(tok: PreTrainedTokenizerBase, spec: dict) -> LlamaConfig:
 
 def pretrain_causal_lm(
     tok: PreTrainedTokenizerBase, texts: list[str], spec: dict, seed: int, steps: int, batch_size: int,
-    lr: float, loss_from: list[int] | None = None,
+    lr: float, loss_from: list[int] | None = None, what: str = "backbone pre-training",
 ) -> LlamaForCausalLM:
     """Train a tiny Llama causal LM from scratch on ``texts`` (each ends with EOS).
 
     ``loss_from[i]`` is the first token position of text i that counts in the loss (SFT: the response only).
+    ``what`` names the model in progress and log lines ("backbone pre-training", "policy SFT").
     """
     torch.manual_seed(seed)
     model = LlamaForCausalLM(tiny_llama_config(tok, spec))
@@ -252,7 +254,9 @@ def pretrain_causal_lm(
     sched = get_linear_schedule_with_warmup(opt, max(1, steps // 20), steps)
     model.train()
     t0 = time.perf_counter()
-    for step in range(steps):
+    first_loss = None
+    bar = progress(range(steps), desc=what, unit="step")
+    for step in bar:
         idx = torch.randint(0, len(texts), (batch_size,), generator=gen)
         T = int(lengths[idx].max())
         out = model(input_ids=ids[idx, :T], attention_mask=mask[idx, :T], labels=labels[idx, :T], use_cache=False)
@@ -263,9 +267,12 @@ def pretrain_causal_lm(
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
+        first_loss = out.loss.item() if first_loss is None else first_loss
+        bar.set_postfix(loss=f"{out.loss.item():.3f}", refresh=False)
         if step % 200 == 0 or step == steps - 1:
-            log.info("pretrain step %d/%d loss %.3f (%.0f s)", step, steps, out.loss.item(),
-                     time.perf_counter() - t0)
+            log.debug("%s step %d/%d loss %.3f (%.0f s)", what, step, steps, out.loss.item(), time.perf_counter() - t0)
+    log.info("%s: %d steps, loss %.3f -> %.3f, %.0f s", what, steps, first_loss, out.loss.item(),
+             time.perf_counter() - t0)
     model.eval()
     return model
 

@@ -69,7 +69,7 @@ def _num(x, fmt: str = "{:.3f}") -> str:
 
 
 def _seconds(s: float) -> str:
-    return f"{s:.0f} s" if s < 120 else f"{int(s // 60)} min {s % 60:.0f} s"
+    return f"{s:.0f} s" if s < 60 else f"{int(s // 60)} min {s % 60:.0f} s"
 
 
 def _study_rows(metrics: Mapping) -> list[list[str]]:

@@ -24,6 +24,7 @@ from .data.schema import encode_pairs
 from .evaluate import preference_accuracy
 from .export import EXPORT_DIR, RewardScorer, export_reward_model, prompt_template_of
 from .loggers import MetricLogger
+from .progress import Stages, config_name
 from .results import read_metrics, write_curves, write_metrics
 from .rewardbench import check_benchmarks, evaluate_benchmarks
 
@@ -86,17 +87,21 @@ def _run(cfg: DictConfig, job_dir: Path, metric_logger: MetricLogger) -> dict:
     train_cfg.validate()
     timing: dict[str, float] = {}
 
+    studies = dict(cfg.get("opt") or {})
+    # data, backbone, reward model, evaluation; then the policy and each study.
+    stages = Stages(4 + (1 + len(studies) if studies else 0))
     t0 = time.perf_counter()
+    stages.next(f"data: {config_name(cfg.data)} preference pairs (built once per seed, then cached)")
     data = build(cfg.data, "data").prepare(cache, seed)
     if "gold" in cfg:  # gold=rm relabels the data with a gold RM (harness/gold.py); gold=synthetic keeps it
         data = build(cfg.gold, "gold").apply(data, cfg.policy, cache, seed)
     benchmarks = OmegaConf.to_container(cfg.eval.benchmarks, resolve=True) if cfg.eval.get("benchmarks") else []
     check_benchmarks(benchmarks)  # a missing file fails now, not after training
-    studies = dict(cfg.get("opt") or {})
     if studies and not hasattr(data, "gold"):
         # Checked before anything is trained: BoN and PPO are read in gold units (the world's, or gold=rm's).
         raise ValueError(f"opt={list(studies)} needs a gold reward: data=synthetic has one, or give a gold RM "
                          f"(gold=rm gold.path=...); data={data.name} has none: run it with opt=none")
+    stages.next(f"backbone: {config_name(cfg.backbone)} (pre-trained or converted once, then cached)")
     backbone = build(cfg.backbone, "backbone").prepare(
         cache, corpus=lambda n: data.corpus(n, seed), seed=seed, world_spec=data.world_spec(seed)
     )
@@ -115,10 +120,12 @@ def _run(cfg: DictConfig, job_dir: Path, metric_logger: MetricLogger) -> dict:
 
     set_seed(seed)
     t0 = time.perf_counter()
+    stages.next(f"reward model: training {type(arch).__name__} on {len(train)} pairs")
     arch.fit(train, val, ctx)
     timing["train"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    stages.next(f"reward model: evaluating on {len(test)} test pairs")
     r_chosen, r_rejected = arch.score(test.chosen, cfg.eval.batch_size), arch.score(test.rejected,
                                                                                     cfg.eval.batch_size)
     timing["score_per_1k"] = (time.perf_counter() - t0) / (2 * len(test)) * 1000
@@ -155,7 +162,7 @@ def _run(cfg: DictConfig, job_dir: Path, metric_logger: MetricLogger) -> dict:
         t0 = time.perf_counter()
         results, curves = run_studies(studies, arch=arch, data=data, backbone=backbone, policy_cfg=cfg.policy,
                                       cache=cache, seed=seed, eval_batch_size=cfg.eval.batch_size,
-                                      metric_logger=metric_logger)
+                                      metric_logger=metric_logger, stages=stages)
         metric_logger.curve_rows(curves)
         out.update(results)
         timing["optimize"] = time.perf_counter() - t0

@@ -1,5 +1,6 @@
 """The `logger` group: every option composes; tensorboard's event files read back with what the job logged (a real
-job through `python -m harness`, which also prints the end-of-job table); wandb offline when it is installed."""
+job through `python -m harness`, whose output -- stage lines, the end-of-job table, nothing else -- is checked too);
+wandb offline when it is installed."""
 
 from __future__ import annotations
 
@@ -86,6 +87,16 @@ def test_job_with_tensorboard_logs_training_bon_ppo_and_final_metrics(tmp_path):
     for text in ("job done: arch=single", "gold accuracy", "params total / active", "BoN R*", "PPO max gold",
                  "d = √KL", f"results: {job / 'metrics.json'}", f"results: {job / 'curves.csv'}"):
         assert text in out, out[-3000:]
+    # Not on a terminal: stage lines and one line per step, each naming its model; no bars, no blank lines, no
+    # third-party noise a user cannot act on.
+    everything = proc.stdout + proc.stderr
+    stages = [ln.split(" - ", 1)[1] for ln in out.splitlines() if " - stage " in ln]
+    assert [s.split(":")[0] for s in stages] == [f"stage {k}/7" for k in range(1, 8)], stages
+    assert "backbone pre-training: 20 steps" in out and "policy SFT: 20 steps" in out
+    assert "pretrain step" not in everything and "%|" not in everything  # no per-step lines, no tqdm bars
+    for noise in ("Loading weights", "Writing model shards", "Saving the dataset", "is_gradient_checkpointing"):
+        assert noise not in everything, noise
+    assert all(ln.strip() for ln in everything.splitlines()), "blank lines in the output"
 
 
 @pytest.mark.skipif(importlib.util.find_spec("wandb") is None, reason="wandb is optional (pip install wandb)")

@@ -20,6 +20,7 @@ from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
 from ..data.schema import Batch, EncodedPairs, EncodedSequences
+from ..progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,10 @@ class FitContext:
         self.logs.append(row)
         if self.metric_logger is not None:
             self.metric_logger.train_row(row)
-        log.info(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        # A phase's summary (it has best_val_acc) is news; each evaluation within it is detail (hydra.verbose).
+        level = logging.INFO if "best_val_acc" in row else logging.DEBUG
+        log.log(level, "reward model: " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                   for k, v in row.items()))
 
 
 class RewardModel(nn.Module):
@@ -135,8 +139,10 @@ class RewardModel(nn.Module):
         """Rewards (N,) for encoded sequences, batched in length order under inference_mode."""
         self.eval()
         out = torch.empty(len(seqs))
-        for idx in seqs.length_sorted_batches(batch_size):
-            out[idx] = self(seqs.batch(idx)).reward.float()
+        with progress(total=len(seqs), desc="reward model: scoring", unit="seq") as bar:
+            for idx in seqs.length_sorted_batches(batch_size):
+                out[idx] = self(seqs.batch(idx)).reward.float()
+                bar.update(len(idx))
         return out
 
     @torch.inference_mode()
@@ -224,6 +230,7 @@ def train_bradley_terry(
     best_acc, best_state, since_best, step = -1.0, None, 0, 0
     t0 = time.perf_counter()
     stop = False
+    bar = progress(total=total_steps, desc=f"reward model: training {phase}", unit="step")
     for epoch in range(cfg.epochs):
         model.train()
         for idx in train.bucketed_batches(cfg.batch_size, gen, cfg.bucket_chunks):
@@ -237,8 +244,10 @@ def train_bradley_terry(
                                          f"try a lower learning rate")
             optimizer_step(loss)
             step += 1
+            bar.update()
             if val is not None and (step % eval_every == 0 or step == total_steps):
                 acc = evaluate_pairs(forward, val, model)
+                bar.set_postfix(loss=f"{loss.item():.3f}", val_acc=f"{acc:.3f}", refresh=False)
                 if ctx is not None:
                     ctx.log({"phase": phase, "step": step, "loss": loss.item(), "val_acc": acc})
                 if acc > best_acc:
@@ -252,6 +261,7 @@ def train_bradley_terry(
                 model.train()
         if stop:
             break
+    bar.close()
     if best_state is not None:
         with torch.no_grad():
             for p, best in zip(params, best_state, strict=True):
@@ -297,6 +307,7 @@ def train_classifier(
     optimizer_step = make_optimizer_step(params, cfg, total_steps)
     best_acc, best_state, step = -1.0, None, 0
     t0 = time.perf_counter()
+    bar = progress(total=total_steps, desc=f"reward model: training {phase}", unit="step")
     for _ in range(cfg.epochs):
         model.train()
         for idx in torch.randperm(len(train), generator=gen).split(cfg.batch_size):
@@ -306,11 +317,13 @@ def train_classifier(
                 raise FloatingPointError(f"{phase}: loss is {loss.item()} at step {step}")
             optimizer_step(loss)
             step += 1
+            bar.update()
         acc = classifier_accuracy(logits_fn, val if val is not None else train, model)
         if ctx is not None:
             ctx.log({"phase": phase, "step": step, "loss": loss.item(), "val_acc": acc})
         if acc > best_acc:
             best_acc, best_state = acc, [p.detach().clone() for p in params]
+    bar.close()
     with torch.no_grad():
         for p, best in zip(params, best_state, strict=True):
             p.copy_(best)

@@ -14,6 +14,7 @@ import logging
 import torch
 
 from ..cache import ArtifactCache
+from ..progress import progress
 from . import columns, questions, resolve_template, summarize, swap_and_agree
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ class LocalLabeler:
         enc = [tok.encode(t, add_special_tokens=False) for t in texts]
         margins = torch.empty(len(texts))
         order = sorted(range(len(texts)), key=lambda i: len(enc[i]))  # similar lengths per batch: less padding
-        for start in range(0, len(order), self.batch_size):
+        for start in progress(range(0, len(order), self.batch_size), desc="labeler=local: questions", unit="batch"):
             rows = order[start : start + self.batch_size]
             lengths = torch.tensor([len(enc[i]) for i in rows])
             ids = torch.full((len(rows), int(lengths.max())), tok.pad_token_id, dtype=torch.long)

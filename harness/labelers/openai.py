@@ -24,6 +24,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
+from ..progress import progress
 from . import columns, parse_answer, questions, resolve_template, summarize, swap_and_agree
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,8 @@ class OpenAILabeler:
             with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
                 futures = {pool.submit(self.ask, unique[k]): k for k in missing}
                 try:
-                    for future in as_completed(futures):
+                    for future in progress(as_completed(futures), total=len(futures), desc="labeler=openai: questions",
+                                           unit="q"):
                         key, result = futures[future], future.result()
                         counts["requests"] += result["attempts"]
                         counts["retries"] += result["attempts"] - 1

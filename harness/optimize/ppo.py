@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..progress import progress
 from .sft import Policy, derive_seed, response_mask
 
 log = logging.getLogger(__name__)
@@ -187,7 +188,7 @@ def run_ppo(cfg: PPOConfig, policy: Policy, score: ScoreFn, gold: ScoreFn | None
         proxy_raw = score(prompts, texts, domains)
         gold_raw = gold(prompts, texts, domains) if gold is not None else np.full(len(texts), np.nan)
         # One sample, to read what the policy has learnt to write (over-optimization is visible in text).
-        log.info("ppo step %d sample: %s => %s", step, prompts[0], texts[0])
+        log.debug("ppo step %d sample: %s => %s", step, prompts[0], texts[0])
         return {"proxy_raw": proxy_raw, "gold_raw": gold_raw, "kl": float(torch.cat(kl).mean())}
 
     def row(step: int, ev: dict) -> dict:
@@ -207,7 +208,8 @@ def run_ppo(cfg: PPOConfig, policy: Policy, score: ScoreFn, gold: ScoreFn | None
     if on_eval is not None:
         on_eval(rows[0], {})
 
-    for step in range(1, cfg.steps + 1):
+    bar = progress(range(1, cfg.steps + 1), desc="policy: PPO", unit="step")
+    for step in bar:
         # ---- rollout: one response per prompt from the current policy
         t_rollout = time.perf_counter()
         # Without replacement within a batch, unless the pool is smaller than a batch.
@@ -276,6 +278,9 @@ def run_ppo(cfg: PPOConfig, policy: Policy, score: ScoreFn, gold: ScoreFn | None
             window = []
             if on_eval is not None:
                 on_eval(rows[-1], diag)
-            log.info("ppo step %d: kl=%.3f proxy=%.3f gold=%.3f | %s", step, rows[-1]["kl"], rows[-1]["proxy"],
-                     rows[-1]["gold"], " ".join(f"{k}={v:.4g}" for k, v in diag.items()))
+            bar.set_postfix(kl=f"{rows[-1]['kl']:.2f}", proxy=f"{rows[-1]['proxy']:.2f}",
+                            gold=f"{rows[-1]['gold']:.2f}", refresh=False)
+            log.info("ppo step %d/%d: kl=%.3f proxy=%.3f gold=%.3f", step, cfg.steps, rows[-1]["kl"],
+                     rows[-1]["proxy"], rows[-1]["gold"])
+            log.debug("ppo step %d diagnostics: %s", step, " ".join(f"{k}={v:.4g}" for k, v in diag.items()))
     return {"rows": rows, "log": logs, "initial": initial, "seconds": time.perf_counter() - t_start, "model": model}

@@ -28,6 +28,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from ..backbones import PretrainedBackbone, add_lora, check_finetune, pretrain_causal_lm, quiet_loading
 from ..cache import ArtifactCache
+from ..progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -153,11 +154,14 @@ class Policy:
         """One sampled response per prompt, from the initial policy, in chunks of ``generation_batch_size``."""
         out: list[str] = []
         t0 = time.perf_counter()
+        bar = progress(total=len(prompts), desc="policy: sampling", unit="resp")
         for chunk, start in enumerate(range(0, len(prompts), self.generation_batch_size)):
             part = prompts[start : start + self.generation_batch_size]
             ids, mask = self.encode_prompts(part)
             out += self.decode(self.generate(self.model, ids, mask, derive_seed(seed, chunk)))
-        log.info("sampled %d responses in %.1f s", len(prompts), time.perf_counter() - t0)
+            bar.update(len(part))
+        bar.close()
+        log.info("policy: sampled %d responses in %.1f s", len(prompts), time.perf_counter() - t0)
         return out
 
 
@@ -223,7 +227,7 @@ class TinyPolicy(Policy):
             loss_from = [len(ids) for ids in tok(heads, add_special_tokens=False)["input_ids"]]
             model = pretrain_causal_lm(tok, texts, self.sft, seed, steps=self.sft["sft_steps"],
                                        batch_size=self.sft["sft_batch_size"], lr=self.sft["sft_lr"],
-                                       loss_from=loss_from)
+                                       loss_from=loss_from, what="policy SFT")
             model.save_pretrained(out)
             tok.save_pretrained(out)
 

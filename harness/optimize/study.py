@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..cache import ArtifactCache
 from ..data.schema import encode_sequences
+from ..progress import config_name
 from .bon import bon_curve, standardize_to_initial
 from .capability import CapabilityConfig, capability_study
 from .fits import summarize
@@ -137,14 +138,18 @@ def bon_study(cfg: BoNConfig, score, data, policy: Policy, cache: ArtifactCache,
     block = {**summarize("bon", rows), "n_prompts": P, "n_samples": N, "initial": initial,
              "within_prompt_corr": float(corr), "seconds_samples": t_samples, "seconds_score": t_score}
     for r in rows:
-        log.info("bon n=%d d=%.3f proxy=%.3f gold=%.3f", r["n"], r["sqrt_kl"], r["proxy"], r["gold"])
+        log.debug("bon n=%d d=%.3f proxy=%.3f gold=%.3f", r["n"], r["sqrt_kl"], r["proxy"], r["gold"])
+    last = rows[-1]
+    log.info("best-of-n: at n=%d (d=√KL %.2f) gold %.3f, proxy %.3f (s.d. of the initial policy); %d x %d samples",
+             last["n"], last["sqrt_kl"], last["gold"], last["proxy"], P, N)
     return block, rows, initial
 
 
 def run_studies(studies: dict, arch, data, backbone, policy_cfg, cache: ArtifactCache, seed: int,
-                eval_batch_size: int, metric_logger=None) -> tuple[dict, list[dict]]:
+                eval_batch_size: int, metric_logger=None, stages=None) -> tuple[dict, list[dict]]:
     """Run the selected studies (``{"bon": cfg, "ppo": cfg, "capability": cfg}``, any may be absent) against ``arch``.
-    ``metric_logger`` (harness.loggers) receives each PPO evaluation step as it happens.
+    ``metric_logger`` (harness.loggers) receives each PPO evaluation step as it happens; ``stages``
+    (harness.progress.Stages) names the policy and each study as it starts.
 
     Returns ``({"bon": block, "ppo": block, "ppo_log": [...], "capability": block}, curve rows)``.
     """
@@ -161,6 +166,8 @@ def run_studies(studies: dict, arch, data, backbone, policy_cfg, cache: Artifact
         policy = instantiate(policy_cfg, _convert_="all")
     except Exception as e:  # noqa: BLE001 - name the group, as job.build does
         raise ValueError(f"policy: {e.__cause__ or e}") from e
+    stage = stages.next if stages is not None else (lambda what: None)
+    stage(f"policy: {config_name(policy_cfg)} (SFT-trained or loaded once, then cached)")
     policy.prepare(cache, data, seed)
 
     def score(prompts, responses, domains):
@@ -174,6 +181,8 @@ def run_studies(studies: dict, arch, data, backbone, policy_cfg, cache: Artifact
     initial = None
     ppo_model = None
     if bon_cfg is not None:  # first: its samples give PPO its units
+        stage(f"best-of-n: {bon_cfg.n_samples} samples for each of {bon_cfg.n_prompts} prompts (sampled once, cached), "
+              "scored by the reward model")
         results["bon"], rows, initial = bon_study(bon_cfg, score, data, policy, cache, seed)
         curves += rows
     if ppo_cfg is not None:
@@ -181,6 +190,7 @@ def run_studies(studies: dict, arch, data, backbone, policy_cfg, cache: Artifact
         prompts = data.eval_prompts(n_eval + ppo_cfg.train_prompts, seed)
         # The first prompts of the held-out stream are PPO's eval prompts (also BoN's first ones); the
         # rest are its training prompts, never evaluated on.
+        stage(f"PPO against the reward model: {ppo_cfg.steps} steps x {ppo_cfg.rollout_batch} rollouts")
         out = run_ppo(ppo_cfg, policy, score, gold, train_prompts=prompts[n_eval:], eval_prompts=prompts[:n_eval],
                       seed=seed, initial=initial, on_eval=metric_logger.ppo_eval if metric_logger else None)
         rows = [{"opt": "ppo", **r} for r in out["rows"]]
@@ -193,5 +203,6 @@ def run_studies(studies: dict, arch, data, backbone, policy_cfg, cache: Artifact
     if cap_cfg is not None:
         # Last, so lm-eval's seeding cannot touch BoN/PPO. "before" = the initial policy (BoN's: selection among
         # its samples leaves its weights unchanged); "after_ppo" = the PPO-trained model, when PPO ran.
+        stage("capability of the policy (lm-eval) before / after PPO")
         results["capability"] = capability_study(cap_cfg, policy, data, cache, seed, after_ppo=ppo_model)
     return results, curves

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..progress import progress
 from .capabilities import (
     CAPABILITY_POINTS,
     LENGTH_TARGETS,
@@ -191,7 +192,7 @@ class World:
         cfg = self.config
         rng = np.random.default_rng([self.seed, 2])
         gold_gaps, point_gaps = [], {}
-        for _ in range(cfg.calibration_pairs):
+        for _ in progress(range(cfg.calibration_pairs), desc="world: calibrating annotators", unit="pair"):
             prompt, domain = self.sample_prompt(rng)
             a, b = (self.sample_response(prompt, domain, rng) for _ in range(2))
             ca, cb = self.capabilities(prompt, a, domain), self.capabilities(prompt, b, domain)
@@ -254,7 +255,7 @@ def preference_pairs(world: World, n_pairs: int, rng: np.random.Generator) -> di
         "prompt", "chosen", "rejected", "domain", "gold_chosen", "gold_rejected",
         "cap_names", "cap_chosen", "cap_rejected", "human_agrees_gold",
     )}
-    for _ in range(n_pairs):
+    for _ in progress(range(n_pairs), desc="world: preference pairs", unit="pair"):
         prompt, domain = world.sample_prompt(rng)
         a, b = world.sample_response(prompt, domain, rng), world.sample_response(prompt, domain, rng)
         ca, cb = world.capabilities(prompt, a, domain), world.capabilities(prompt, b, domain)
@@ -277,7 +278,7 @@ def preference_pairs(world: World, n_pairs: int, rng: np.random.Generator) -> di
 def text_corpus(world: World, n_sequences: int, rng: np.random.Generator) -> tuple[list[str], list[str]]:
     """(prompt, response) pairs from the generator, for pre-training the tiny backbone and SFT of the policy."""
     prompts, responses = [], []
-    for _ in range(n_sequences):
+    for _ in progress(range(n_sequences), desc="world: text corpus", unit="seq"):
         prompt, domain = world.sample_prompt(rng)
         prompts.append(prompt)
         responses.append(world.sample_response(prompt, domain, rng))
