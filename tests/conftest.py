@@ -3,6 +3,7 @@ set, a tiny policy, Hydra composition, fake sweeps. Test files import helpers fr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -169,6 +170,52 @@ def exported(tiny, tmp_path_factory):
         return done[name]
 
     return get
+
+
+SERVER_STARTUP_S = 120  # a server imports torch and transformers on a shared 2-core machine
+
+
+@contextlib.contextmanager
+def serving(scorer, name: str = "rm"):
+    """``scorer`` behind harness.serve's app on a free 127.0.0.1 port (uvicorn in a thread): yields the base URL."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from harness.serve import make_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(make_app(scorer, name), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + SERVER_STARTUP_S
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert server.started, "server did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def post_json(url: str, body) -> tuple[int, dict]:
+    """POST ``body`` (bytes as they are, anything else as JSON) over real HTTP: (status, decoded JSON answer)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
 
 
 # Command-line overrides that make a whole job take seconds (tiny world, backbone, policy and budgets).

@@ -6,20 +6,18 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import CONF_DIR
+from conftest import CONF_DIR, SERVER_STARTUP_S, serving
+from conftest import post_json as post
 
 from harness.export import load_reward_model
-from harness.serve import make_app
 
 ROOT = Path(CONF_DIR).parent
-STARTUP_S = 120  # the subprocess imports torch and transformers on a shared 2-core machine
 
 
 def free_port() -> int:
@@ -28,35 +26,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def post(url: str, body) -> tuple[int, dict]:
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"}, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
 @pytest.fixture(scope="module")
 def served(exported):
     """(base URL, scorer) of an exported single RM served by uvicorn in a thread, batch size 2."""
-    import uvicorn
-
     _, _, out, _ = exported("single")
     scorer = load_reward_model(out, batch_size=2)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(make_app(scorer, "single"), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + STARTUP_S
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert server.started, "server did not start"
-    yield f"http://127.0.0.1:{port}", scorer
-    server.should_exit = True
-    thread.join(timeout=30)
+    with serving(scorer, "single") as url:
+        yield url, scorer
 
 
 def test_openrlhf_request_with_prompts(served, tiny):
@@ -107,7 +83,7 @@ def test_command_line_server(exported, tiny):
     proc = subprocess.Popen([sys.executable, "-m", "harness.serve", str(out), "--host", "127.0.0.1", "--port",
                              str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline, health = time.time() + STARTUP_S, None
+        deadline, health = time.time() + SERVER_STARTUP_S, None
         while time.time() < deadline and proc.poll() is None:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:

@@ -26,7 +26,7 @@ class FormatOptions:
     """How rows become pairs: the format, the key mapping, and each format's knobs (see conf/data/jsonl.yaml).
     Built from the YAML values as they are; ``__post_init__`` checks them and brings them to one form."""
 
-    # trl | rewardbench | ranked | attributes; None = detected from the first row's keys.
+    # trl | rewardbench | ranked | attributes | hh | ultrafeedback | helpsteer3; None = detected from the first row.
     format: str | None
     # Field name -> the file's key.
     columns: dict[str, str] | None

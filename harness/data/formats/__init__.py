@@ -15,9 +15,12 @@ from typing import TYPE_CHECKING
 from ..readers import DataFormatError
 from .attributes import Attributes
 from .base import Format, Row
+from .helpsteer3 import HelpSteer3
+from .hh import HH
 from .ranked import Ranked
 from .rewardbench import RewardBench
 from .trl import TRL
+from .ultrafeedback import UltraFeedback
 
 if TYPE_CHECKING:
     from ..options import FormatOptions
@@ -25,13 +28,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Every format by name, in detection order.
-FORMATS: dict[str, Format] = {f.name: f for f in (Ranked(), Attributes(), RewardBench(), TRL())}
+FORMATS: dict[str, Format] = {f.name: f for f in (Ranked(), Attributes(), HelpSteer3(), UltraFeedback(), RewardBench(),
+                                                 HH(), TRL())}
 
 
 def detect(raw: dict, where: str, opts: FormatOptions) -> str:
-    """The first format whose required keys (after the data.columns mapping) the row has."""
+    """The first format whose required keys (after the data.columns mapping) the row has, and whose content it
+    looks like (for formats that share their keys with another: hh and trl)."""
     for name, fmt in FORMATS.items():
-        if set(opts.keys(fmt.required(opts))) <= set(raw):
+        if set(opts.keys(fmt.required(opts))) <= set(raw) and fmt.looks_like(raw, opts):
             return name
     wants = "; ".join(f"{name} needs {opts.keys(fmt.required(opts))}" for name, fmt in FORMATS.items())
     raise DataFormatError(where, f"cannot tell the data format from the first row's keys {sorted(raw)} ({wants}). "

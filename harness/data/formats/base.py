@@ -18,7 +18,8 @@ class Format:
     """One row format (the seam): the fields a row must have, and how rows become pairs.
 
     A pair is a dict with ``prompt``, ``chosen``, ``rejected``, ``domain`` ("" when unknown), optionally the
-    capability columns ``cap_names`` / ``cap_chosen`` / ``cap_rejected``, and ``where``: the row(s) it came from.
+    capability columns ``cap_names`` / ``cap_chosen`` / ``cap_rejected`` or a ``margin`` (how much better chosen
+    is, in the source's own units), and ``where``: the row(s) it came from.
     """
 
     name: str
@@ -28,6 +29,11 @@ class Format:
     def required(self, opts: FormatOptions) -> list[str]:
         """The fields (names before the data.columns mapping) a row must have to be read as this format."""
         raise NotImplementedError
+
+    def looks_like(self, raw: dict, opts: FormatOptions) -> bool:
+        """Detection beyond the keys, for a format whose keys another format shares (hh's transcripts are trl's
+        keys): does this first row's content look like this format?"""
+        return True
 
     def pairs(self, rows: Iterable[Row], opts: FormatOptions) -> Iterator[dict]:
         """The pairs of all rows of one source, in row order."""
