@@ -7,8 +7,7 @@ re-centred and scaled by their own mean and std over initial-policy samples — 
 those statistics when BoN ran in the same job; otherwise it takes them from its own step-0 samples.
 
 BoN samples depend on the policy only, so they are generated once per (policy, data, seed, prompts, N) and
-cached with their gold scores; every architecture of a sweep then only scores them. ``GENERATION_PASSES``
-counts the generations this process actually ran (a warm cache adds nothing), for tests and benchmarks.
+cached with their gold scores; every architecture of a sweep then only scores them.
 """
 
 from __future__ import annotations
@@ -36,9 +35,6 @@ log = logging.getLogger(__name__)
 
 # The studies `opt=[...]` may select; "capability" measures the policy with lm-eval before/after the others.
 STUDIES = ("bon", "ppo", "capability")
-
-# Best-of-N sample sets generated (not read from the cache) by this process.
-GENERATION_PASSES = 0
 
 
 @dataclass
@@ -94,8 +90,6 @@ def bon_samples(policy: Policy, data, cache: ArtifactCache, seed: int, n_prompts
     spec = {"policy": policy.cache_spec(), "n_prompts": n_prompts, "n_samples": n_samples, "seed": seed}
 
     def build(out: Path) -> None:
-        global GENERATION_PASSES
-        GENERATION_PASSES += 1
         held_out = data.eval_prompts(n_prompts, seed)
         flat = [p for p, _ in held_out for _ in range(n_samples)]  # prompt-major: row i = prompt i // N
         texts = policy.sample(flat, seed)
