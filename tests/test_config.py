@@ -9,7 +9,8 @@ from conftest import CONF_DIR, compose
 from omegaconf import open_dict
 
 from harness.archs.base import RewardModel, TrainConfig
-from harness.job import build
+from harness.job import build, run_job
+from harness.results import read_metrics
 
 GROUPS = ["arch", "data", "backbone", "policy", "labeler", "gold", "opt"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted(Path(CONF_DIR, g).glob("*.yaml"))]
@@ -62,10 +63,18 @@ def test_unknown_arch_lists_valid_choices():
                                           "human_flip_rate"), ("data.world.domains=[]", "domains"),
                                          ("data.n_train=0", "n_train")])
 def test_bad_values_name_the_key(override, key, tmp_path):
-    proc = _run_harness(override, "opt=none", f"hydra.run.dir={tmp_path}", f"cache_dir={tmp_path}/cache")
+    # In process (the job as the CLI runs it); test_bad_value_fails_the_command_line covers the process itself.
+    cfg = compose([override, "opt=none", f"cache_dir={tmp_path}/cache"])
+    out = run_job(cfg, tmp_path, {}, [override])
+    assert out["status"] == "failed" and key in out["error"]
+    assert read_metrics(tmp_path)["status"] == "failed"  # a failed job still leaves its status row
+
+
+def test_bad_value_fails_the_command_line(tmp_path):
+    proc = _run_harness("train.lr=-1", "opt=none", f"hydra.run.dir={tmp_path}", f"cache_dir={tmp_path}/cache")
     assert proc.returncode != 0
-    assert key in proc.stderr + proc.stdout
-    assert (tmp_path / "metrics.json").exists()  # a failed job still leaves its status row
+    assert "train.lr" in proc.stderr + proc.stdout
+    assert read_metrics(tmp_path)["status"] == "failed"
 
 
 def test_train_config_validation():

@@ -77,6 +77,7 @@ def test_killed_multirun_resumes_without_recomputing(tmp_path):
     assert not [p for p in (tmp_path / "cache").rglob("*") if ".tmp" in p.name]
 
 
+@pytest.mark.slow
 def test_joblib_launcher_gives_the_same_seeded_metrics(tmp_path):
     common = ["-m", "seed=0,1", "opt=none", *TINY_OVERRIDES, f"cache_dir={tmp_path / 'cache'}"]
     results = {}

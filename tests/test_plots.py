@@ -27,8 +27,14 @@ def _figures(root):
     return sorted(p.name for p in (root / "figures").iterdir())
 
 
-def test_every_figure_written_as_png_and_pdf(sweep):
-    paths = plots.make_figures(sweep)
+@pytest.fixture(scope="module")
+def rendered(sweep):
+    """The figures of the fake sweep, rendered once for the tests that only read them."""
+    return plots.make_figures(sweep)
+
+
+def test_every_figure_written_as_png_and_pdf(sweep, rendered):
+    paths = rendered
     assert sorted(p.name for p in paths) == sorted(f"{n}.{e}" for n in ALL_FIGURES for e in ("png", "pdf"))
     for p in paths:
         data = p.read_bytes()
@@ -37,11 +43,11 @@ def test_every_figure_written_as_png_and_pdf(sweep):
     assert _figures(sweep) == sorted(p.name for p in paths)  # and no temp files left behind
 
 
-def test_renders_are_byte_identical(sweep, tmp_path):
-    # A copy at another path: neither timestamps nor paths may leak into the files.
+def test_renders_are_byte_identical(sweep, rendered, tmp_path):
+    # A copy at another path, rendered again: neither timestamps nor paths may leak into the files.
     copy = shutil.copytree(sweep, tmp_path / "elsewhere")
     shutil.rmtree(copy / "figures", ignore_errors=True)
-    a = {p.name: p.read_bytes() for p in plots.make_figures(sweep)}
+    a = {p.name: p.read_bytes() for p in rendered}
     b = {p.name: p.read_bytes() for p in plots.make_figures(copy)}
     assert a.keys() == b.keys()
     for name in a:
