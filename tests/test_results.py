@@ -14,6 +14,7 @@ from conftest import FAKE_ARCHS, FAKE_FAILED, make_sweep
 from omegaconf import OmegaConf
 
 from harness import callbacks, results
+from harness.aggregate import main as aggregate_main
 
 # ------------------------------------------------------------------------------------ metrics/curves
 
@@ -146,23 +147,30 @@ def _cli(*args) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, cwd=Path(__file__).parents[1])
 
 
-def test_aggregate_cli_exit_codes(tmp_path):
+def _main(capsys, *args) -> subprocess.CompletedProcess:
+    """The CLI's main in process (no interpreter start-up), answered like _cli."""
+    code = aggregate_main([str(a) for a in args])
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+
+def test_aggregate_cli_exit_codes(tmp_path, capsys):
     ok_sweep = make_sweep(tmp_path / "ok", archs=("single", "dmoerm"))
-    r = _cli(ok_sweep, "--no-figures")
+    r = _cli(ok_sweep, "--no-figures")  # the command line itself, once
     assert r.returncode == 0, r.stderr
     assert "single" in r.stdout and "gold acc" in r.stdout and "4 jobs, 0 failed" in r.stdout
     assert (ok_sweep / "summary.csv").is_file() and not (ok_sweep / "figures").exists()
 
     bad_sweep = make_sweep(tmp_path / "bad", archs=("single", "more"))
-    r = _cli(bad_sweep, "--no-figures")
+    r = _main(capsys, bad_sweep, "--no-figures")
     assert r.returncode == 1, r.stderr
     assert "RuntimeError: CUDA out of memory" in r.stdout  # the traceback's last line, not its first
     assert "4 jobs, 1 failed" in r.stdout
 
     (tmp_path / "empty" / "0" / ".hydra").mkdir(parents=True)
-    r = _cli(tmp_path / "empty")
+    r = _main(capsys, tmp_path / "empty")
     assert r.returncode == 2 and "no metrics.json" in r.stderr
-    assert _cli(tmp_path / "missing").returncode == 2
+    assert _main(capsys, tmp_path / "missing").returncode == 2
 
 
 def test_callback_aggregates_and_records_failure(tmp_path):
@@ -186,7 +194,7 @@ def test_callback_aggregates_and_records_failure(tmp_path):
     cb.on_run_end(OmegaConf.create({}))
 
 
-def test_seed_table_pools_seeds_per_configuration(tmp_path):
+def test_seed_table_pools_seeds_per_configuration(tmp_path, capsys):
     from harness.aggregate import seed_table
 
     df = results.read_summary(results.aggregate(make_sweep(tmp_path, archs=("single", "dmoerm")),
@@ -198,5 +206,5 @@ def test_seed_table_pools_seeds_per_configuration(tmp_path):
     assert table.loc["single", "params"] == f"{FAKE_ARCHS['single'][1]:,}"
     assert table.loc["single", "PPO final gap"] == ""  # NaN in every seed: blank, not "nan"
     assert seed_table(df[df["seed"] == 0]) is None  # one seed per configuration: nothing to pool
-    r = _cli(tmp_path, "--no-figures")
+    r = _main(capsys, tmp_path, "--no-figures")
     assert r.returncode == 0 and "over seeds (mean ± s.d.)" in r.stdout
