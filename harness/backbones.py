@@ -32,6 +32,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from .cache import ArtifactCache
+from .data.schema import bounded
 from .progress import progress
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,11 @@ class TinyBackbone(Backbone):
 
         def build(out: Path) -> None:
             prompts, responses = corpus(self.spec["pretrain_sequences"])
-            texts = [self.join(p, r) for p, r in zip(prompts, responses, strict=True)]
+            # Only a text's first max_length tokens are trained on: cut huge fields before joining, counting words
+            # and tokenizing (a field of megabytes would otherwise be copied and tokenized in full, once per draw).
+            n = self.spec["max_length"]
+            texts = [self.join(bounded(p, n, keep="start"), bounded(r, n, keep="start"))
+                     for p, r in zip(prompts, responses, strict=True)]
             # World text uses only world words; real data's other words would all be [UNK] without their own tokens.
             tok = build_tokenizer(frequent_words(texts, self.spec["extra_vocab"], exclude=set(all_words())))
             model = pretrain_causal_lm(
@@ -288,6 +293,33 @@ def package_dir(name: str) -> Path:
     return Path(spec.submodule_search_locations[0])
 
 
+# What `from_pretrained` reads from a model directory: its config, and one of the files a tokenizer is saved as
+# (fast tokenizer; tokenizer config; BERT word pieces; SentencePiece; byte-level BPE).
+MODEL_CONFIG_FILE = "config.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model", "spiece.model",
+                   "vocab.json")
+# File names an error message lists of a directory's content.
+LISTED_FILES = 10
+
+
+def check_model_dir(directory: Path, key: str, gguf_file: str | None) -> None:
+    """A local model directory holds what loading needs; else one message naming the config key (transformers
+    itself would ask to install sentencepiece)."""
+    held = sorted(p.name for p in directory.iterdir())
+    shown = ", ".join(held[:LISTED_FILES]) + (", ..." if len(held) > LISTED_FILES else "") if held else "nothing"
+    if gguf_file is not None:
+        if gguf_file not in held:
+            raise FileNotFoundError(f"{key}: the directory {directory} has no GGUF file {gguf_file!r} "
+                                    f"(backbone.gguf_file); it holds {shown}")
+        return
+    missing = ([] if MODEL_CONFIG_FILE in held else [MODEL_CONFIG_FILE]) + (
+        [] if set(held) & set(TOKENIZER_FILES) else [f"a tokenizer ({', '.join(TOKENIZER_FILES)})"])
+    if missing:
+        raise FileNotFoundError(f"{key}: the directory {directory} has no model/tokenizer files: no "
+                                f"{' and no '.join(missing)}; it holds {shown}. Give a directory "
+                                "saved with save_pretrained (model and tokenizer)")
+
+
 class PretrainedBackbone(Backbone):
     """A real pretrained model: a local directory, a directory inside an installed package, a GGUF file
     (dequantised once and cached as safetensors), or a hub id (needs the hub; offline gives a clear error)."""
@@ -317,11 +349,21 @@ class PretrainedBackbone(Backbone):
     def join(self, prompt: str, response: str) -> str:
         return self.prompt_template.format(prompt=prompt, response=response)
 
+    @property
+    def key(self) -> str:
+        """The config key that says where the weights are, for messages."""
+        if self.package is not None:
+            return f"backbone.package={self.package!r} (backbone.subdir={self.subdir!r})"
+        return f"backbone.path={self.source_path!r}"
+
     def _source(self) -> str:
         if self.package is not None:
-            return str(package_dir(self.package) / self.subdir)
+            directory = str(package_dir(self.package) / self.subdir)
+            check_model_dir(Path(directory), self.key, self.gguf_file)
+            return directory
         p = os.path.expanduser(self.source_path)
         if os.path.isdir(p):
+            check_model_dir(Path(p), self.key, self.gguf_file)
             return p
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
         if offline:
@@ -349,8 +391,8 @@ class PretrainedBackbone(Backbone):
             self.path = cache.directory("backbone_gguf", {"source": source, "gguf": self.gguf_file}, build)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=self.trust_remote_code)
-        except OSError as e:
-            raise FileNotFoundError(f"backbone {self.name}: cannot load a tokenizer from {self.path}: {e}") from e
+        except (OSError, ValueError) as e:  # transformers says "install sentencepiece" for a missing tokenizer
+            raise FileNotFoundError(f"{self.key}: cannot load a tokenizer from {self.path}: {e}") from e
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "right"

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .archs.base import FitContext, TrainConfig
 from .cache import ArtifactCache
-from .data.schema import encode_pairs
+from .data.schema import drop_identical_inputs, encode_pairs, input_report
 from .evaluate import preference_accuracy
 from .export import EXPORT_DIR, RewardScorer, export_reward_model, prompt_template_of
 from .loggers import MetricLogger
@@ -107,11 +107,18 @@ def _run(cfg: DictConfig, job_dir: Path, metric_logger: MetricLogger) -> dict:
     )
     timing["prepare"] = time.perf_counter() - t0
 
+    inputs: dict[str, dict] = {}  # per split: pairs, truncated, identical inputs (data/schema.py)
+
     def encode(split: str):
-        return encode_pairs(data.splits[split], backbone.tokenizer, backbone.join, data.domains,
-                            backbone.max_length)
+        pairs = encode_pairs(data.splits[split], backbone.tokenizer, backbone.join, data.domains,
+                             backbone.max_length)
+        inputs[split] = input_report(pairs, split, backbone.max_length)
+        return pairs
 
     train, val, test = encode("train"), encode("val"), encode("test")
+    # Identical inputs give no gradient: training leaves them out; evaluation keeps them (a tie counts wrong).
+    train, data.splits["train"], inputs["train"]["dropped"] = drop_identical_inputs(train, data.splits["train"],
+                                                                                    backbone.max_length)
     labeler = build(cfg.labeler, "labeler") if "labeler" in cfg else None
     ctx = FitContext(backbone=backbone, train=train_cfg, cache=cache, seed=seed, domains=data.domains,
                      data_spec=data.spec(seed), labeler=labeler, train_dataset=data.splits["train"],
@@ -135,7 +142,7 @@ def _run(cfg: DictConfig, job_dir: Path, metric_logger: MetricLogger) -> dict:
         r_chosen.numpy(), r_rejected.numpy(), ds["domain"] if "domain" in ds.column_names else [""] * len(ds),
         ds["gold_chosen"] if gold else None, ds["gold_rejected"] if gold else None,
     )
-    out = {"accuracy": accuracy, "params": arch.param_counts(), "timing_s": timing,
+    out = {"accuracy": accuracy, "data": inputs, "params": arch.param_counts(), "timing_s": timing,
            "train_log": [r for r in ctx.logs if "best_val_acc" in r]}
     out.update(arch.extra_metrics(test=test, dataset=ds))
     if benchmarks:

@@ -263,6 +263,8 @@ def test_bad_files(tmp_path):
                                           "data.better_rank"), ({"context": "all"}, "data.context"),
                                           ({"fractions": {"train": 1, "val": 0, "test": 0}}, "data.fractions.val"),
                                           ({"overall": {"helpfulness": 0}}, "data.overall"),
+                                          ({"drop_identical": "yes"}, "data.drop_identical"),
+                                          ({"max_field_chars": 0}, "data.max_field_chars"),
                                           ({"unknown_knob": 1}, "unknown_knob")])
 def test_bad_options_name_the_key(tmp_path, override, key):
     with pytest.raises(ValueError, match=key):

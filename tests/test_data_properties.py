@@ -36,11 +36,14 @@ def prepare(path: Path, fmt: str | None, root: Path):
 # ------------------------------------------------------------------------------------------ rows
 text = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=20).filter(lambda s: s.strip())
 rating = st.integers(0, 4)
+# A valid row states a preference: chosen != rejected, ranked candidates distinct.
 valid_row = {
-    "trl": st.fixed_dictionaries({"prompt": text, "chosen": text, "rejected": text}),
-    "rewardbench": st.fixed_dictionaries({"prompt": text, "chosen": text, "rejected": text, "subset": text}),
+    "trl": st.fixed_dictionaries({"prompt": text, "chosen": text, "rejected": text}).filter(
+        lambda r: r["chosen"] != r["rejected"]),
+    "rewardbench": st.fixed_dictionaries({"prompt": text, "chosen": text, "rejected": text, "subset": text}).filter(
+        lambda r: r["chosen"] != r["rejected"]),
     "ranked": st.integers(2, 4).flatmap(lambda n: st.fixed_dictionaries({
-        "src": st.lists(text, min_size=1, max_size=2), "response": st.lists(text, min_size=n, max_size=n),
+        "src": st.lists(text, min_size=1, max_size=2), "response": st.lists(text, min_size=n, max_size=n, unique=True),
         "rank": st.lists(st.integers(1, 4), min_size=n, max_size=n), "label": text})),
     "attributes": st.fixed_dictionaries({"prompt": text, "response": text, **{a: rating for a in ATTRIBUTES}}),
 }
@@ -211,6 +214,8 @@ BAD_DATA = {
                             st.just(["helpfulness", "helpfulness"])),
     "attribute_range": st.one_of(st.just([4, 0]), st.just([1]), st.text(max_size=3), st.lists(garbage_value,
                                                                                                min_size=2, max_size=2)),
+    "drop_identical": st.one_of(st.none(), st.integers(), st.text(max_size=5)),
+    "max_field_chars": st.one_of(st.integers(max_value=0), st.booleans(), st.floats(), st.text(max_size=5)),
     "columns": st.one_of(st.dictionaries(st.sampled_from(["promt", "answer", "x"]), st.just("q"), min_size=1),
                          st.dictionaries(st.just("prompt"), st.one_of(st.integers(), st.just("")), min_size=1),
                          st.integers(), st.text(min_size=1, max_size=3)),

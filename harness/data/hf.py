@@ -28,9 +28,11 @@ class HFData(PreferenceData):
 
     def __init__(self, name: str, config: str | None, revision: str | None, data_files, splits: dict,
                  format: str | None, columns: dict | None, fractions: dict, context: str, better_rank: str,
-                 overall: str | dict, attributes: list, attribute_range: list | None):
+                 overall: str | dict, attributes: list, attribute_range: list | None, drop_identical: bool,
+                 max_field_chars: int | None):
         super().__init__(FormatOptions(format=format, columns=columns, context=context, better_rank=better_rank,
-                                       overall=overall, attributes=attributes, attribute_range=attribute_range),
+                                       overall=overall, attributes=attributes, attribute_range=attribute_range,
+                                       drop_identical=drop_identical, max_field_chars=max_field_chars),
                          fractions)
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"data.name={name!r} must be a hub data set id, e.g. nvidia/HelpSteer2")

@@ -14,7 +14,7 @@ import hashlib
 from pathlib import Path
 
 from .options import FormatOptions
-from .readers import read_rows
+from .readers import READERS, read_rows
 from .source import SPLITS, PreferenceData
 
 
@@ -33,9 +33,11 @@ class JsonlData(PreferenceData):
     name = "jsonl"
 
     def __init__(self, path: str | dict, format: str | None, columns: dict | None, fractions: dict, context: str,
-                 better_rank: str, overall: str | dict, attributes: list, attribute_range: list | None):
+                 better_rank: str, overall: str | dict, attributes: list, attribute_range: list | None,
+                 drop_identical: bool, max_field_chars: int | None):
         super().__init__(FormatOptions(format=format, columns=columns, context=context, better_rank=better_rank,
-                                       overall=overall, attributes=attributes, attribute_range=attribute_range),
+                                       overall=overall, attributes=attributes, attribute_range=attribute_range,
+                                       drop_identical=drop_identical, max_field_chars=max_field_chars),
                          fractions)
         if isinstance(path, str):
             files = {"train": path}
@@ -47,9 +49,14 @@ class JsonlData(PreferenceData):
         self.files = {}
         for split, f in files.items():
             p = Path(str(f)).expanduser()
+            key = f"data.path{'' if isinstance(path, str) else '.' + split}={str(f)!r}"
+            if p.is_dir():
+                inside = sorted(q.name for q in p.iterdir() if q.suffix.lower() in READERS)
+                raise IsADirectoryError(f"{key} is a directory, not a data file: give one file"
+                                        + (f" (it holds {', '.join(inside)})" if inside else "")
+                                        + " or {train: FILE, val: FILE, test: FILE}")
             if not p.is_file():
-                raise FileNotFoundError(f"data.path{'' if isinstance(path, str) else '.' + split}={str(f)!r}: no "
-                                        f"such file (relative paths are read from {Path.cwd()})")
+                raise FileNotFoundError(f"{key}: no such file (relative paths are read from {Path.cwd()})")
             self.files[split] = p
         self._identity: dict | None = None
 

@@ -40,6 +40,10 @@ class FormatOptions:
     attributes: list[str]
     # attributes: [low, high] of a valid rating; None = any finite number.
     attribute_range: list[float] | None
+    # A pair whose chosen and rejected text are the same: dropped and counted (True) or an error naming its row.
+    drop_identical: bool
+    # Longest prompt / response text in characters; longer is an error naming the row. None = no limit.
+    max_field_chars: int | None
 
     def __post_init__(self):
         if self.format is not None:
@@ -50,6 +54,12 @@ class FormatOptions:
         self.overall = self._overall_weights(self.overall)
         self.attribute_range = self._attribute_range(self.attribute_range)
         self.columns = self._columns({} if self.columns is None else self.columns)
+        if not isinstance(self.drop_identical, bool):
+            raise ValueError(f"data.drop_identical={self.drop_identical!r} must be true or false")
+        if self.max_field_chars is not None and not (isinstance(self.max_field_chars, int) and not isinstance(
+                self.max_field_chars, bool) and self.max_field_chars >= 1):
+            raise ValueError(f"data.max_field_chars={self.max_field_chars!r} must be a number of characters >= 1, "
+                             "or null (no limit)")
 
     @staticmethod
     def _attribute_names(attributes) -> list[str]:

@@ -4,13 +4,32 @@ A preference split is a ``datasets.Dataset`` with columns ``prompt``, ``chosen``
 (empty string when unknown), plus optional ``gold_chosen``/``gold_rejected`` (synthetic only) and capability
 columns. For training and scoring it is tokenized once into right-padded tensors (``EncodedPairs``); a batch
 slices them to its own longest sequence, so padding is paid per batch, not per data set.
+
+Truncation keeps the response: a text over the backbone's ``max_length`` loses the start of its prompt first (the
+template's and the tokenizer's own tokens stay); only a response too long on its own is cut at its end. A pair
+whose chosen and rejected inputs end up the same token sequence carries no preference an RM can see: the job
+counts such pairs per split, reports them, and leaves them out of training (``input_report``,
+``drop_identical_inputs``); in evaluation they stay, and a tie counts wrong.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+log = logging.getLogger(__name__)
+
+# Characters of a text kept per token of max_length before tokenizing: a prompt keeps its last, a response its
+# first max_length * MAX_CHARS_PER_TOKEN characters. Tokenizing a huge field in full costs time and memory for
+# tokens the truncation throws away (one 50 MB field: 133 s and 7.8 GB); text averages 3-6 characters per token,
+# so the cut leaves far more than max_length tokens and does not change what the model reads.
+MAX_CHARS_PER_TOKEN = 32
+# Prompt cuts tried before the text's end is cut instead: one is exact for the word-level tiny tokenizer; a subword
+# merge across the cut can leave a token or two over, which the next try removes.
+PROMPT_FIT_TRIES = 4
 
 REQUIRED_COLUMNS = ("prompt", "chosen", "rejected")
 
@@ -38,6 +57,7 @@ class EncodedSequences:
     prompt_ids: torch.Tensor  # (N, Lp)
     prompt_lengths: torch.Tensor  # (N,)
     domain: torch.Tensor  # (N,)
+    truncated: torch.Tensor | None = None  # (N,) bool: the text was cut to max_length (set by encoding)
 
     def __len__(self) -> int:
         return self.ids.shape[0]
@@ -89,7 +109,7 @@ class EncodedPairs:
     def subset(self, idx: torch.Tensor) -> EncodedPairs:
         def take(s: EncodedSequences) -> EncodedSequences:
             return EncodedSequences(s.ids[idx], s.lengths[idx], s.prompt_ids[idx], s.prompt_lengths[idx],
-                                    s.domain[idx])
+                                    s.domain[idx], None if s.truncated is None else s.truncated[idx])
 
         return EncodedPairs(take(self.chosen), take(self.rejected))
 
@@ -109,14 +129,70 @@ class EncodedPairs:
         return [batches[i] for i in order]
 
 
+def bounded(text: str, max_length: int, keep: str) -> str:
+    """``text`` cut to max_length * MAX_CHARS_PER_TOKEN characters, keeping its ``start`` or ``end``."""
+    limit = max_length * MAX_CHARS_PER_TOKEN
+    if len(text) <= limit:
+        return text
+    return text[:limit] if keep == "start" else text[-limit:]
+
+
+def _token_starts(tokenizer, text: str) -> list[int]:
+    """The character offset at which each token of ``text`` starts (estimated by a slow tokenizer)."""
+    if tokenizer.is_fast:
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        return [start for start, _ in enc["offset_mapping"]]
+    n = len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+    return [len(text) * i // n for i in range(n)]
+
+
+def fit_prompt(tokenizer, render: Callable[[str], str], prompt: str, max_length: int) -> str:
+    """The longest end of ``prompt`` with which ``render(prompt)`` tokenizes to at most ``max_length`` tokens; ""
+    when even the whole prompt's removal is not enough (the rest of the text is cut at its end instead)."""
+    for _ in range(PROMPT_FIT_TRIES):
+        excess = len(tokenizer(render(prompt), verbose=False)["input_ids"]) - max_length
+        if excess <= 0:
+            return prompt
+        starts = _token_starts(tokenizer, prompt)
+        if excess >= len(starts):
+            return ""
+        prompt = prompt[starts[excess]:]
+    return prompt
+
+
+def encode_texts(tokenizer, render: Callable[[str, str], str], prompts, responses,
+                 max_length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``render(prompt, response)`` for every pair, tokenized (an over-long text again once its prompt is cut),
+    truncated on the prompt side to ``max_length`` tokens (see the module docstring) and right-padded: ids (N, L),
+    lengths (N,), truncated (N,) bool."""
+    cut_prompts = [bounded(p, max_length, keep="end") for p in prompts]
+    cut_responses = [bounded(r, max_length, keep="start") for r in responses]
+    truncated = [len(a) < len(b) or len(c) < len(d)
+                 for a, b, c, d in zip(cut_prompts, prompts, cut_responses, responses, strict=True)]
+    texts = [render(p, r) for p, r in zip(cut_prompts, cut_responses, strict=True)]
+    ids = tokenizer(texts, verbose=False)["input_ids"] if texts else []
+    for i, seq in enumerate(ids):
+        if len(seq) > max_length:
+            response = cut_responses[i]
+            prompt = fit_prompt(tokenizer, lambda p: render(p, response), cut_prompts[i], max_length)  # noqa: B023
+            ids[i] = tokenizer(render(prompt, response), truncation=True, max_length=max_length,
+                               verbose=False)["input_ids"]
+            truncated[i] = True
+    lengths = torch.tensor([len(seq) for seq in ids], dtype=torch.long)
+    padded = torch.full((len(ids), int(lengths.max()) if len(ids) else 0), tokenizer.pad_token_id, dtype=torch.long)
+    for i, seq in enumerate(ids):
+        padded[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+    return padded, lengths, torch.tensor(truncated, dtype=torch.bool)
+
+
 def encode_sequences(tokenizer, join, prompts, responses, domains, domain_index, max_length) -> EncodedSequences:
-    texts = [join(p, r) for p, r in zip(prompts, responses, strict=True)]
-    enc = tokenizer(texts, truncation=True, max_length=max_length, padding="longest", return_tensors="pt")
-    penc = tokenizer(list(prompts), truncation=True, max_length=max_length, padding="longest",
-                     return_tensors="pt")
+    """(prompt, response) sequences as ``join`` renders them, with their prompts alone (router input); both
+    truncated on the prompt side."""
+    ids, lengths, truncated = encode_texts(tokenizer, join, prompts, responses, max_length)
+    prompt_ids, prompt_lengths, _ = encode_texts(tokenizer, lambda p, _: p, prompts, [""] * len(prompts),
+                                                 max_length)
     dom = torch.tensor([domain_index.get(d, -1) for d in domains], dtype=torch.long)
-    return EncodedSequences(enc["input_ids"], enc["attention_mask"].sum(1), penc["input_ids"],
-                            penc["attention_mask"].sum(1), dom)
+    return EncodedSequences(ids, lengths, prompt_ids, prompt_lengths, dom, truncated)
 
 
 def encode_pairs(dataset, tokenizer, join, domains: list[str], max_length: int) -> EncodedPairs:
@@ -131,3 +207,40 @@ def encode_pairs(dataset, tokenizer, join, domains: list[str], max_length: int) 
     for side in (chosen, rejected):
         side.ids = torch.nn.functional.pad(side.ids, (0, width - side.ids.shape[1]), value=pad)
     return EncodedPairs(chosen, rejected)
+
+
+def identical_inputs(pairs: EncodedPairs) -> torch.Tensor:
+    """(N,) bool: the pairs whose chosen and rejected inputs are the same token sequence."""
+    c, r = pairs.chosen, pairs.rejected
+    return (c.lengths == r.lengths) & (c.ids == r.ids).all(dim=1)
+
+
+def input_report(pairs: EncodedPairs, split: str, max_length: int) -> dict:
+    """Counts of one encoded split for the log and metrics.json: pairs, pairs with a side cut to max_length,
+    pairs whose two inputs are identical, and how many of those only became identical by the cut."""
+    truncated = pairs.chosen.truncated | pairs.rejected.truncated
+    identical = identical_inputs(pairs)
+    report = {"pairs": len(pairs), "truncated": int(truncated.sum()), "identical": int(identical.sum()),
+              "identical_after_truncation": int((identical & truncated).sum())}
+    if report["truncated"]:
+        log.info("%s: %d of %d pairs longer than backbone.max_length=%d tokens, truncated on the prompt side",
+                 split, report["truncated"], len(pairs), max_length)
+    if report["identical"]:
+        log.warning("%s: %d of %d pairs have identical chosen and rejected inputs (%d of them by truncation to "
+                    "backbone.max_length=%d): no preference to learn; a tie counts wrong in evaluation", split,
+                    report["identical"], len(pairs), report["identical_after_truncation"], max_length)
+    return report
+
+
+def drop_identical_inputs(pairs: EncodedPairs, dataset, max_length: int) -> tuple[EncodedPairs, object, int]:
+    """Training without the pairs whose two inputs are identical (they give no gradient, only dilute the loss):
+    the encoded pairs and the raw split, kept row-aligned, and how many were dropped."""
+    keep = (~identical_inputs(pairs)).nonzero(as_tuple=True)[0]
+    dropped = len(pairs) - len(keep)
+    if dropped == 0:
+        return pairs, dataset, 0
+    if len(keep) == 0:
+        raise ValueError(f"every one of the {len(pairs)} training pairs has identical chosen and rejected inputs "
+                         f"after tokenization at backbone.max_length={max_length}: nothing to learn")
+    log.warning("train: %d pairs with identical inputs left out of training", dropped)
+    return pairs.subset(keep), dataset.select(keep.tolist()), dropped

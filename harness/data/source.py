@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 # Bump when the meaning of a converted row changes, so cached splits of the old conversion stop matching.
-LOADER_VERSION = 1
+LOADER_VERSION = 2
 
 
 # ------------------------------------------------------------------------------------------ splitting
@@ -113,17 +113,18 @@ class PreferenceData:
     def prepare(self, cache: ArtifactCache, seed: int) -> PreferenceData:
         def build(out: Path) -> None:
             sources = self.sources()
-            converted, fmt = {}, self.options.format
+            converted, dropped, fmt = {}, {}, self.options.format
             for split in (s for s in SPLITS if s in sources):
                 # The train source's format (given or detected) is every source's: splits must agree.
                 source, rows = sources[split]
-                fmt, converted[split] = convert(rows, source, self.options, fmt)
+                fmt, converted[split], dropped[split] = convert(rows, source, self.options, fmt)
             splits = assemble_splits(converted, self.fractions, seed, sources["train"][0])
             domains = sorted({d for d in splits["train"]["domain"] if d})
             for split, cols in splits.items():
                 datasets.Dataset.from_dict(cols).save_to_disk(str(out / split))
             meta = {"format": fmt, "domains": domains, "pairs": {s: len(c["prompt"]) for s, c in splits.items()},
-                    "prompts": {s: len(set(c["prompt"])) for s, c in splits.items()}}
+                    "prompts": {s: len(set(c["prompt"])) for s, c in splits.items()},
+                    "dropped_identical": sum(dropped.values())}
             (out / "meta.json").write_text(json.dumps(meta))
 
         path = cache.directory(f"{self.name}_data", self.spec(seed), build)
@@ -131,6 +132,9 @@ class PreferenceData:
         self.splits = {s: datasets.load_from_disk(str(path / s)) for s in SPLITS}
         log.info("data=%s: format %s, pairs %s, domains %s", self.name, self.meta["format"], self.meta["pairs"],
                  self.meta["domains"])
+        if self.meta["dropped_identical"]:
+            log.warning("data=%s: %d pairs with the same chosen and rejected text were dropped "
+                        "(data.drop_identical=true)", self.name, self.meta["dropped_identical"])
         return self
 
     def corpus(self, n: int, seed: int = 0) -> tuple[list[str], list[str]]:

@@ -44,9 +44,29 @@ def detect(raw: dict, where: str, opts: FormatOptions) -> str:
                                  "data.columns={prompt: question})")
 
 
+def check_pair(pair: dict, where: str, opts: FormatOptions) -> bool:
+    """Whether a converted pair is kept: a text over ``data.max_field_chars`` is an error; a pair with
+    chosen == rejected (no preference) is an error, or dropped with ``data.drop_identical``."""
+    limit = opts.max_field_chars
+    for name in ("prompt", "chosen", "rejected"):
+        if limit is not None and len(pair[name]) > limit:
+            raise DataFormatError(where, f"the {name} text is {len(pair[name]):,} characters long, more than "
+                                         f"data.max_field_chars={limit:,}: a field this long is almost surely a "
+                                         "mistake (the reward model reads only backbone.max_length tokens); fix "
+                                         "the row, or raise data.max_field_chars (null = no limit)")
+    if pair["chosen"] != pair["rejected"]:
+        return True
+    if not opts.drop_identical:
+        raise DataFormatError(where, "the chosen and the rejected response are the same text, so the pair states no "
+                                     "preference: fix the row, or set data.drop_identical=true to drop such pairs "
+                                     "(counted in the log)")
+    return False
+
+
 def convert(rows: Iterable[tuple[str, dict]], source: str, opts: FormatOptions,
-            fmt: str | None) -> tuple[str, dict]:
-    """All rows of one source -> (format, columns of pairs). ``fmt`` None: detect it from the first row."""
+            fmt: str | None) -> tuple[str, dict, int]:
+    """All rows of one source -> (format, columns of pairs, identical pairs dropped). ``fmt`` None: detect it from
+    the first row."""
     rows = iter(rows)
     first = next(rows, None)
     if first is None:
@@ -62,11 +82,14 @@ def convert(rows: Iterable[tuple[str, dict]], source: str, opts: FormatOptions,
             n_rows += 1
             yield Row(raw, where, opts)
 
-    pairs = []
+    pairs, dropped = [], 0
     for pair in FORMATS[fmt].pairs(read(), opts):
-        del pair["where"]
-        pairs.append(pair)
+        if check_pair(pair, pair.pop("where"), opts):
+            pairs.append(pair)
+        else:
+            dropped += 1
     if not pairs:
-        raise DataFormatError(source, f"no preference pairs in {n_rows} rows (no two responses to one prompt are "
-                                      "rated differently)")
-    return fmt, {k: [p[k] for p in pairs] for k in pairs[0]}
+        why = (f"all {dropped} had the same chosen and rejected text" if dropped
+               else "no two responses to one prompt are rated differently")
+        raise DataFormatError(source, f"no preference pairs in {n_rows} rows ({why})")
+    return fmt, {k: [p[k] for p in pairs] for k in pairs[0]}, dropped
