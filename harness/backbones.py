@@ -313,11 +313,11 @@ def check_model_dir(directory: Path, key: str, gguf_file: str | None) -> None:
                                     f"(backbone.gguf_file); it holds {shown}")
         return
     missing = ([] if MODEL_CONFIG_FILE in held else [MODEL_CONFIG_FILE]) + (
-        [] if set(held) & set(TOKENIZER_FILES) else [f"a tokenizer ({', '.join(TOKENIZER_FILES)})"])
+        [] if set(held) & set(TOKENIZER_FILES) else [f"a tokenizer file ({', '.join(TOKENIZER_FILES)})"])
     if missing:
-        raise FileNotFoundError(f"{key}: the directory {directory} has no model/tokenizer files: no "
-                                f"{' and no '.join(missing)}; it holds {shown}. Give a directory "
-                                "saved with save_pretrained (model and tokenizer)")
+        raise FileNotFoundError(f"{key}: the directory {directory} has no model/tokenizer files: it lacks "
+                                f"{' and '.join(missing)}; it holds {shown}. Give a directory saved with "
+                                "save_pretrained (model and tokenizer)")
 
 
 class PretrainedBackbone(Backbone):

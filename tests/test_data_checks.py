@@ -200,10 +200,10 @@ def test_empty_backbone_directory_names_the_key(tmp_path):
     (tmp_path / "model").mkdir()
     backbone = PretrainedBackbone(name="hf", path=str(tmp_path / "model"))
     with pytest.raises(FileNotFoundError, match=r"backbone.path='.*model': the directory .* has no model/tokenizer "
-                                                r"files: no config.json and no a tokenizer.*it holds nothing"):
+                                                r"files: it lacks config.json and a tokenizer file.*it holds nothing"):
         backbone.prepare(ArtifactCache(tmp_path / "cache"), None, 0)
     (tmp_path / "model" / "config.json").write_text("{}")
-    with pytest.raises(FileNotFoundError, match=r"no a tokenizer \(tokenizer.json.*it holds config.json"):
+    with pytest.raises(FileNotFoundError, match=r"lacks a tokenizer file \(tokenizer.json.*it holds config.json"):
         backbone.prepare(ArtifactCache(tmp_path / "cache"), None, 0)
 
 
