@@ -49,7 +49,10 @@ class AggregateOnMultirunEnd(Callback):
         LAST_SWEEP_FAILED = out["n_failed"] > 0
         from harness.aggregate import sweep_text  # the same tables `python -m harness.aggregate DIR` prints
 
-        log.info("sweep done\n%s", sweep_text(out))
+        try:
+            log.info("sweep done\n%s", sweep_text(out))
+        except Exception:  # the tables are a courtesy: summary.csv is written, the verdict above stands
+            log.exception("sweep done (%s), but its tables could not be printed", out["summary"])
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         # A single run writes its own metrics.json; there is nothing to aggregate.
