@@ -27,13 +27,14 @@ from transformers import (
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedTokenizerBase,
-    get_linear_schedule_with_warmup,
 )
 from transformers.utils import logging as hf_logging
 
 from .cache import ArtifactCache
 from .data.schema import bounded
+from .optim import UpdateRule, make_optimizer_step
 from .progress import progress
+from .seeds import Stream, derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,10 @@ class TinyBackbone(Backbone):
         pretrain_steps: int,
         pretrain_batch_size: int,
         pretrain_lr: float,
+        pretrain_weight_decay: float,
+        pretrain_warmup: float,
+        pretrain_max_grad_norm: float,
+        pretrain_log_every: int,
         pretrain_sequences: int,
         lora_targets: list[str],
         extra_vocab: int = 0,
@@ -164,22 +169,26 @@ class TinyBackbone(Backbone):
         for key, value in dict(
             hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
             intermediate_size=intermediate_size, pretrain_batch_size=pretrain_batch_size,
-            pretrain_sequences=pretrain_sequences,
+            pretrain_sequences=pretrain_sequences, pretrain_log_every=pretrain_log_every,
         ).items():
             if value <= 0:
                 raise ValueError(f"backbone.{key}={value} must be > 0")
         if hidden_size % num_heads:
             raise ValueError(f"backbone.hidden_size={hidden_size} must be divisible by num_heads={num_heads}")
-        if pretrain_lr <= 0:
-            raise ValueError(f"backbone.pretrain_lr={pretrain_lr} must be > 0")
+        UpdateRule(pretrain_lr, pretrain_weight_decay, pretrain_warmup, pretrain_max_grad_norm).validate(
+            "backbone", prefix="pretrain_")
         if extra_vocab < 0:
             raise ValueError(f"backbone.extra_vocab={extra_vocab} must be >= 0")
         self.spec = dict(
             hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
             intermediate_size=intermediate_size, max_length=max_length, pretrain_steps=pretrain_steps,
             pretrain_batch_size=pretrain_batch_size, pretrain_lr=pretrain_lr,
-            pretrain_sequences=pretrain_sequences, extra_vocab=extra_vocab,
-        )
+            pretrain_weight_decay=pretrain_weight_decay, pretrain_warmup=pretrain_warmup,
+            pretrain_max_grad_norm=pretrain_max_grad_norm, pretrain_sequences=pretrain_sequences,
+            extra_vocab=extra_vocab,
+        )  # exactly what determines the weights (the cache key); how often it logs does not
+        self.update_rule = UpdateRule(pretrain_lr, pretrain_weight_decay, pretrain_warmup, pretrain_max_grad_norm)
+        self.log_every = pretrain_log_every
 
     def prepare(self, cache: ArtifactCache, corpus: Corpus, seed: int, world_spec: dict | None = None):
         from .world import build_tokenizer
@@ -197,8 +206,10 @@ class TinyBackbone(Backbone):
             # World text uses only world words; real data's other words would all be [UNK] without their own tokens.
             tok = build_tokenizer(frequent_words(texts, self.spec["extra_vocab"], exclude=set(all_words())))
             model = pretrain_causal_lm(
-                tok, texts, self.spec, seed, steps=self.spec["pretrain_steps"],
-                batch_size=self.spec["pretrain_batch_size"], lr=self.spec["pretrain_lr"],
+                tok, texts, self.spec, self.update_rule, steps=self.spec["pretrain_steps"],
+                batch_size=self.spec["pretrain_batch_size"], log_every=self.log_every,
+                init_seed=derive_seed(seed, Stream.BACKBONE_INIT),
+                batch_seed=derive_seed(seed, Stream.BACKBONE_BATCHES),
             )
             model.save_pretrained(out)
             tok.save_pretrained(out)
@@ -236,15 +247,17 @@ def tiny_llama_config(tok: PreTrainedTokenizerBase, spec: dict) -> LlamaConfig:
 
 
 def pretrain_causal_lm(
-    tok: PreTrainedTokenizerBase, texts: list[str], spec: dict, seed: int, steps: int, batch_size: int,
-    lr: float, loss_from: list[int] | None = None, what: str = "backbone pre-training",
+    tok: PreTrainedTokenizerBase, texts: list[str], spec: dict, rule: UpdateRule, steps: int, batch_size: int,
+    log_every: int, init_seed: int, batch_seed: int, loss_from: list[int] | None = None,
+    what: str = "backbone pre-training",
 ) -> LlamaForCausalLM:
-    """Train a tiny Llama causal LM from scratch on ``texts`` (each ends with EOS).
+    """Train a tiny Llama causal LM (sized by ``spec``) from scratch on ``texts`` (each ends with EOS) with the
+    one update rule; batches are drawn with replacement.
 
     ``loss_from[i]`` is the first token position of text i that counts in the loss (SFT: the response only).
     ``what`` names the model in progress and log lines ("backbone pre-training", "policy SFT").
     """
-    torch.manual_seed(seed)
+    torch.manual_seed(init_seed)
     model = LlamaForCausalLM(tiny_llama_config(tok, spec))
     enc = tok([t + " [EOS]" for t in texts], truncation=True, max_length=spec["max_length"],
               padding="max_length", return_tensors="pt")
@@ -254,9 +267,8 @@ def pretrain_causal_lm(
         positions = torch.arange(ids.shape[1])
         labels = labels.masked_fill(positions[None, :] < torch.tensor(loss_from)[:, None], -100)
     lengths = mask.sum(1)
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    sched = get_linear_schedule_with_warmup(opt, max(1, steps // 20), steps)
+    gen = torch.Generator().manual_seed(batch_seed)
+    optimizer_step = make_optimizer_step(list(model.parameters()), rule, steps)
     model.train()
     t0 = time.perf_counter()
     first_loss = None
@@ -267,14 +279,10 @@ def pretrain_causal_lm(
         out = model(input_ids=ids[idx, :T], attention_mask=mask[idx, :T], labels=labels[idx, :T], use_cache=False)
         if not torch.isfinite(out.loss):
             raise FloatingPointError(f"causal-LM pre-training loss is {out.loss.item()} at step {step}")
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
+        optimizer_step(out.loss)
         first_loss = out.loss.item() if first_loss is None else first_loss
         bar.set_postfix(loss=f"{out.loss.item():.3f}", refresh=False)
-        if step % 200 == 0 or step == steps - 1:
+        if step % log_every == 0 or step == steps - 1:
             log.debug("%s step %d/%d loss %.3f (%.0f s)", what, step, steps, out.loss.item(), time.perf_counter() - t0)
     log.info("%s: %d steps, loss %.3f -> %.3f, %.0f s", what, steps, first_loss, out.loss.item(),
              time.perf_counter() - t0)

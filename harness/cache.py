@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Bump when the on-disk layout or the meaning of a spec changes: old entries then simply stop matching.
-CACHE_FORMAT_VERSION = 1
+# 2: a spec's "seed" is the job seed that harness.seeds derives every stream from (was: ad-hoc offsets).
+CACHE_FORMAT_VERSION = 2
 MANIFEST = "_manifest.json"
 
 # Hashing a multi-GB entry on every hit would dominate warm runs, so each entry's sha256s are checked once

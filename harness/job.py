@@ -25,6 +25,7 @@ from .evaluate import preference_accuracy
 from .export import EXPORT_DIR, RewardScorer, export_reward_model, prompt_template_of
 from .loggers import MetricLogger
 from .progress import Stages, config_name
+from .provenance import provenance
 from .results import read_metrics, write_curves, write_metrics
 from .rewardbench import check_benchmarks, evaluate_benchmarks
 
@@ -56,7 +57,8 @@ def run_job(cfg: DictConfig, job_dir: Path, choices: dict, overrides: list[str])
         return previous
 
     metrics: dict = {"choices": choices, "seed": int(cfg.seed), "status": "running", "error": None,
-                     "overrides": overrides, "job_dir": str(job_dir), "config": resolved}
+                     "overrides": overrides, "job_dir": str(job_dir), "config": resolved,
+                     **provenance()}  # versions + git commit: what produced the numbers, failed jobs too
     t_job = time.perf_counter()
     metric_logger = MetricLogger()
     try:

@@ -28,13 +28,11 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
 from .data.schema import encode_sequences
+from .seeds import Stream, derive_seed
 
 log = logging.getLogger(__name__)
 
 TASKS_DIR = Path(__file__).parent / "lm_eval_tasks"
-
-# Stream of derived randomness for the order of test_prefs' two choices.
-_TEST_PREFS_STREAM = 102
 
 
 def offline() -> bool:
@@ -112,7 +110,7 @@ class RewardModelLM(LM):
 def preference_rows(dataset, seed: int) -> list[dict]:
     """The test split as 2-way multiple choice; the answer is gold's preference (gold ties dropped) when the data
     has gold, else the labelled chosen response. The two choices come in a seeded random order."""
-    rng = np.random.default_rng([seed, _TEST_PREFS_STREAM])
+    rng = np.random.default_rng(derive_seed(seed, Stream.TEST_PREFS))
     has_gold = "gold_chosen" in dataset.column_names
     rows = []
     for i, ex in enumerate(dataset):

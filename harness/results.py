@@ -39,7 +39,8 @@ CURVE_COLUMNS = ("opt", "n", "step", "kl", "sqrt_kl", "proxy", "gold")
 FLATTEN_SKIP = ("config", "explain")
 
 # Columns that hold text even when every value looks like a number (job dir "0", seed aside).
-_TEXT_COLUMNS = ("job_dir", "status", "error", "overrides")
+_TEXT_COLUMNS = ("job_dir", "status", "error", "overrides", "git.commit")
+_TEXT_PREFIXES = ("choices.", "versions.")  # "2.10" is a version, not the number 2.1
 # Leading columns of summary.csv, in this order; everything else follows alphabetically.
 _LEAD_COLUMNS = ("job_dir", "status", "error", "seed")
 _CHOICE_ORDER = ("arch", "data", "backbone", "policy", "labeler", "opt")
@@ -226,7 +227,7 @@ def read_summary(path: str | os.PathLike) -> pd.DataFrame:
     """summary.csv back as written: text columns stay text ("none" and job dir "0" are not NaN / 0)."""
     path = Path(path)
     header = pd.read_csv(path, nrows=0).columns
-    text = {c: str for c in header if c in _TEXT_COLUMNS or c.startswith("choices.")}
+    text = {c: str for c in header if c in _TEXT_COLUMNS or c.startswith(_TEXT_PREFIXES)}
     return pd.read_csv(path, dtype=text, keep_default_na=False, na_values=[""])
 
 

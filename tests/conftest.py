@@ -23,8 +23,9 @@ CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 TINY_DATA = dict(n_train=400, n_val=100, n_test=200)
 TINY_BACKBONE = dict(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_length=96,
-                     pretrain_steps=30, pretrain_batch_size=32, pretrain_lr=3e-3, pretrain_sequences=500,
-                     lora_targets=["q_proj", "v_proj"])
+                     pretrain_steps=30, pretrain_batch_size=32, pretrain_lr=3e-3, pretrain_weight_decay=0.0,
+                     pretrain_warmup=0.05, pretrain_max_grad_norm=1.0, pretrain_log_every=200,
+                     pretrain_sequences=500, lora_targets=["q_proj", "v_proj"])
 TINY_TRAIN = dict(lr=1e-3, weight_decay=0.0, batch_size=32, epochs=1, warmup=0.0, max_grad_norm=1.0,
                   evals_per_epoch=1, patience=2, bucket_chunks=4)
 
@@ -117,8 +118,9 @@ def learnable(tiny):
 
 # ------------------------------------------------------------------------------ tiny policy
 # A tiny SFT policy on the tiny world (seconds, cached like the backbone).
-TINY_POLICY = dict(_target_="harness.optimize.sft.TinyPolicy", hidden_size=32, num_layers=2, num_heads=4,
+TINY_POLICY = dict(_target_="harness.optimize.policy.TinyPolicy", hidden_size=32, num_layers=2, num_heads=4,
                    intermediate_size=64, max_length=96, sft_steps=40, sft_batch_size=32, sft_lr=3e-3,
+                   sft_weight_decay=0.0, sft_warmup=0.05, sft_max_grad_norm=1.0, sft_log_every=200,
                    sft_sequences=500, temperature=1.0, max_new_tokens=12, generation_batch_size=64)
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from conftest import compose
 
-from harness.archs.ensemble import EnsembleRM, aggregate, member_seed
+from harness.archs.ensemble import EnsembleRM, aggregate
 from harness.archs.single import SingleRM
 from harness.cache import ArtifactCache
 from harness.job import build
@@ -58,11 +58,6 @@ def test_configs_instantiate(name, aggregator):
 def test_bad_aggregator_from_the_command_line():
     with pytest.raises(ValueError, match=r"arch.*arch\.aggregator='max'.*mean, wco, uwo"):
         build(compose(["arch=ens_mean", "arch.aggregator=max"]).arch, "arch")
-
-
-def test_member_seeds_are_distinct_across_members_and_job_seeds():
-    seeds = {member_seed(job, i) for job in range(4) for i in range(8)}
-    assert len(seeds) == 32
 
 
 # ---------------------------------------------------------------- an ensemble of identical members is one member

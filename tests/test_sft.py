@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import TINY_POLICY, make_policy
 
-from harness.optimize.sft import TinyPolicy, response_mask
+from harness.optimize.policy import TinyPolicy, response_mask
 
 
 def test_response_mask_stops_at_first_eos():
@@ -71,7 +71,8 @@ def test_sft_loss_counts_response_tokens_only(tiny):
 
 
 @pytest.mark.parametrize("key,value", [("temperature", 0.0), ("max_new_tokens", 0), ("hidden_size", 30),
-                                       ("max_length", 12)])
+                                       ("max_length", 12), ("sft_warmup", 1.0), ("sft_max_grad_norm", 0.0),
+                                       ("sft_weight_decay", -0.1), ("sft_log_every", 0)])
 def test_bad_policy_knobs_fail_clearly(key, value):
     kwargs = {k: v for k, v in {**TINY_POLICY, key: value}.items() if k != "_target_"}
     with pytest.raises(ValueError, match=key):
@@ -81,7 +82,7 @@ def test_bad_policy_knobs_fail_clearly(key, value):
 def test_pretrained_policy_from_a_local_directory_samples_like_the_same_weights(tiny):
     """The smollm2/hf policy class on a local model directory (here: the tiny SFT policy's own) samples exactly
     what the tiny policy samples with the same weights, prompt layout and seed."""
-    from harness.optimize.sft import PretrainedPolicy
+    from harness.optimize.policy import PretrainedPolicy
 
     policy = make_policy(tiny)
     local = PretrainedPolicy(name="local", path=str(policy.path), temperature=1.0,

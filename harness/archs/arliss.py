@@ -30,6 +30,7 @@ from peft.utils import ModulesToSaveWrapper
 from torch import nn
 
 from ..data.schema import Batch, EncodedPairs, EncodedSequences
+from ..seeds import Stream, derive_seed
 from .base import (
     FitContext,
     RewardModel,
@@ -100,7 +101,7 @@ class ARLISS(RewardModel):
             raise ValueError(f"arch=arliss needs at least 2 domains to route between, got {self.domains}")
         targets = self.target_modules or ctx.backbone.lora_targets
         # adapt=False: arliss places its own adapters. reward_model seeds the global RNG: LoRA A inits follow it.
-        base = ctx.backbone.reward_model(seed, num_labels=1, adapt=False)
+        base = ctx.backbone.reward_model(derive_seed(seed, Stream.RM_INIT, 0), num_labels=1, adapt=False)
         self.peft = get_peft_model(base, self.lora_config(targets), adapter_name=ROUTER)  # freezes the backbone
         heads = [m for m in self.peft.modules() if isinstance(m, ModulesToSaveWrapper)]
         assert len(heads) == 1, f"expected peft to wrap exactly one sequence-classification head, got {len(heads)}"
@@ -150,7 +151,8 @@ class ARLISS(RewardModel):
         # Router adapter + router head: cross-entropy over domains on the training prompts.
         self.peft.set_adapter(ROUTER)  # also makes exactly this adapter's LoRA weights and head trainable
         result = train_classifier(self, self.adapter_parameters(ROUTER), self.router_logits, train.chosen,
-                                  val.chosen, cfg, ctx.seed, ctx, phase="arliss/router")
+                                  val.chosen, cfg, derive_seed(ctx.seed, Stream.ROUTER_ORDER), ctx,
+                                  phase="arliss/router")
         ctx.log(result)
         self.router_metrics = {"val_accuracy": self.router_accuracy(val.chosen),
                                "val_per_domain": self.router_accuracy_per_domain(val.chosen)}
@@ -167,8 +169,9 @@ class ARLISS(RewardModel):
 
             self.peft.set_adapter(reward_adapter(d))
             result = train_bradley_terry(self, self.adapter_parameters(reward_adapter(d)), train_d,
-                                         val.subset(val_idx) if len(val_idx) else None, cfg, ctx.seed + 1 + d,
-                                         ctx, phase=f"arliss/{name}", forward=forward)
+                                         val.subset(val_idx) if len(val_idx) else None, cfg,
+                                         derive_seed(ctx.seed, Stream.RM_ORDER, d), ctx, phase=f"arliss/{name}",
+                                         forward=forward)
             ctx.log(result)
 
     def adapter_parameters(self, adapter: str) -> list[nn.Parameter]:

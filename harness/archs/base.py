@@ -9,7 +9,6 @@ dict for ``explain()`` and plots. Multi-phase recipes live in the architecture's
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -17,10 +16,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import get_linear_schedule_with_warmup
 
 from ..data.schema import Batch, EncodedPairs, EncodedSequences
 from ..progress import progress
+from ..optim import UpdateRule, make_optimizer_step
 
 log = logging.getLogger(__name__)
 
@@ -45,26 +44,15 @@ class TrainConfig:
     bucket_chunks: int
 
     def validate(self, where: str = "train") -> None:
+        UpdateRule(self.lr, self.weight_decay, self.warmup, self.max_grad_norm).validate(where)
         # Types first: a string or 2.5 from the command line would otherwise fail deep inside torch, unnamed.
-        for key in ("lr", "weight_decay", "warmup", "max_grad_norm"):
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"{where}.{key}={v!r} must be a finite number")
         for key in ("batch_size", "epochs", "evals_per_epoch", "patience", "bucket_chunks"):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int):
                 raise ValueError(f"{where}.{key}={v!r} must be an integer")
-        if not self.max_grad_norm > 0:  # 0 zeroes every gradient, a negative norm flips them
-            raise ValueError(f"{where}.max_grad_norm={self.max_grad_norm} must be > 0")
-        if not self.lr > 0:
-            raise ValueError(f"{where}.lr={self.lr} must be > 0")
-        if self.weight_decay < 0:
-            raise ValueError(f"{where}.weight_decay={self.weight_decay} must be >= 0")
         for key in ("batch_size", "epochs", "evals_per_epoch", "patience", "bucket_chunks"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{where}.{key}={getattr(self, key)} must be >= 1")
-        if not 0 <= self.warmup < 1:
-            raise ValueError(f"{where}.warmup={self.warmup} must be in [0, 1)")
 
 
 @dataclass
@@ -175,22 +163,6 @@ class RewardModel(nn.Module):
         present = {id(p) for p in self.unique_parameters()}
         trainable = sum(n for pid, n in self._trained.items() if pid in present)
         return {"total": total, "trainable": trainable, "active": total}
-
-
-def make_optimizer_step(params: list[nn.Parameter], cfg: TrainConfig, total_steps: int) -> Callable:
-    """The one update rule of both loops: AdamW, linear warm-up then decay to 0 over ``total_steps``, gradient-norm
-    clipping. Returns ``step(loss)``: backward, clip, update, advance the schedule, clear gradients."""
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup * total_steps), total_steps)
-
-    def step(loss: torch.Tensor) -> None:
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-
-    return step
 
 
 def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:

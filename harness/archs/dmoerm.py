@@ -36,6 +36,7 @@ from peft import LoraConfig, get_peft_model
 from torch import nn
 
 from ..data.schema import Batch, EncodedPairs, EncodedSequences
+from ..seeds import Stream, derive_seed
 from .base import (
     FitContext,
     RewardModel,
@@ -165,20 +166,20 @@ class DMoERM(RewardModel):
         if len(self.domains) < 2:
             raise ValueError(f"arch=dmoerm needs at least 2 domains to route between, got {self.domains}")
         self.points = self.capability_points(self.domains, ctx.train_dataset)
-        self.router = ctx.backbone.reward_model(seed, num_labels=len(self.domains))
+        self.router = ctx.backbone.reward_model(derive_seed(seed, Stream.ROUTER_INIT), num_labels=len(self.domains))
         H = ctx.backbone.hidden_size
         lora = LoraConfig(task_type="SEQ_CLS", r=self.lora["r"], lora_alpha=self.lora["lora_alpha"],
                           lora_dropout=self.lora["lora_dropout"], bias="none",
                           target_modules=list(self.lora["target_modules"] or ctx.backbone.lora_targets))
         for d, points in enumerate(self.points):
-            # Seeds: router `seed`, domain d's base head `seed + 1 + d`, its MLP `seed + 1 + n + d`.
+            # Domain d's base RM is model d of the job (harness.seeds), its MLP combiner d.
             # Phase 1 trains the whole domain base RM (as the paper does); the LoRA experts come on top of it.
-            base = ctx.backbone.reward_model(seed + 1 + d, adapt=False)
+            base = ctx.backbone.reward_model(derive_seed(seed, Stream.RM_INIT, d), adapt=False)
             model = get_peft_model(base, lora, adapter_name=expert_name(0))
             for k in range(1, len(points)):
                 model.add_adapter(expert_name(k), lora)
             self.inner[str(d)] = model
-            torch.manual_seed(seed + 1 + len(self.points) + d)
+            torch.manual_seed(derive_seed(seed, Stream.COMBINER_INIT, d))
             K = len(points)
             self.mixers[str(d)] = nn.Sequential(nn.Linear(H * K, H), nn.PReLU(), nn.Linear(H, 1, bias=False))
         return self
@@ -317,11 +318,12 @@ class DMoERM(RewardModel):
         require_domains(train, "train", n)
         require_domains(val, "val", n)
         self.build(ctx, ctx.seed)
-        gen = torch.Generator().manual_seed(ctx.seed)
+        gen = torch.Generator().manual_seed(derive_seed(ctx.seed, Stream.SUBSAMPLE))
 
         # Outer layer: the router, cross-entropy over domains on the training prompts.
         result = train_classifier(self, list(self.router.parameters()), self.router_logits, train.chosen,
-                                  val.chosen, self.phase_config(ctx, "router"), ctx.seed, ctx, phase="dmoerm/router")
+                                  val.chosen, self.phase_config(ctx, "router"),
+                                  derive_seed(ctx.seed, Stream.ROUTER_ORDER), ctx, phase="dmoerm/router")
         ctx.log(result)
         self.report["router"] = {"val_accuracy": classifier_accuracy(self.router_logits, val.chosen, self)}
 
@@ -339,14 +341,14 @@ class DMoERM(RewardModel):
             model = self.inner[str(d)]
             report = self.report["inner"][name] = {"phase1_pairs": n1, "phase3_pairs": len(rows) - n1}
             experts = self.report["experts"][name] = {}
-            seed_d = ctx.seed + 1000 * (d + 1)  # data-order seeds, distinct per domain and phase
 
             # Phase 1: the domain base RM, full fine-tune with every expert disabled.
             base = self.base_parameters(d)
             for p in base:
                 p.requires_grad_(True)
             result = train_bradley_terry(
-                self, base, train.subset(rows[:n1]), val_d, cfg1, seed_d, ctx, phase=f"dmoerm/{name}/base",
+                self, base, train.subset(rows[:n1]), val_d, cfg1, derive_seed(ctx.seed, Stream.RM_ORDER, d), ctx,
+                phase=f"dmoerm/{name}/base",
                 forward=lambda b, d=d: RewardOutput(reward=self.base_reward(d, b.input_ids, b.attention_mask)))
             ctx.log(result)
             report["base_val_acc"] = result["best_val_acc"]
@@ -374,7 +376,7 @@ class DMoERM(RewardModel):
                 params = [p for p in model.parameters() if p.requires_grad]
                 result = train_bradley_terry(
                     self, params, pairs.subset(perm[n_val:]), pairs.subset(perm[:n_val]) if n_val else None, cfg2,
-                    seed_d + 1 + k, ctx, phase=f"dmoerm/{name}/{point}",
+                    derive_seed(ctx.seed, Stream.EXPERT_ORDER, d, k), ctx, phase=f"dmoerm/{name}/{point}",
                     forward=lambda b, d=d, k=k: RewardOutput(
                         reward=self.expert(d, k, b.input_ids, b.attention_mask, trainable=True)[1]))
                 ctx.log(result)
@@ -385,8 +387,8 @@ class DMoERM(RewardModel):
             # Phase 3: the MLP over the K experts' concatenated hidden states, on the other 40%.
             memo: dict = {}
             result = train_bradley_terry(
-                self, list(self.mixers[str(d)].parameters()), train.subset(rows[n1:]), val_d, cfg3, seed_d + 999,
-                ctx, phase=f"dmoerm/{name}/mlp",
+                self, list(self.mixers[str(d)].parameters()), train.subset(rows[n1:]), val_d, cfg3,
+                derive_seed(ctx.seed, Stream.COMBINER_ORDER, d), ctx, phase=f"dmoerm/{name}/mlp",
                 forward=lambda b, d=d, memo=memo: RewardOutput(
                     reward=self.domain_reward(d, b.input_ids, b.attention_mask, memo)[0]))
             ctx.log(result)

@@ -1,7 +1,8 @@
 """ens_mean / ens_wco / ens_uwo: Coste et al.'s reward-model ensembles against over-optimization.
 
 k members, each an ordinary single RM (backbone + scalar head, Bradley-Terry loss) trained on the same data
-with its own seed for head initialisation and data order. Their rewards combine as (methods.md §5.1):
+with its own seeds for head initialisation and data order (``harness.seeds``: member i is model i of the job).
+Their rewards combine as (methods.md §5.1):
 
 - mean: (1/k) Σ_i R_i                                  — not conservative;
 - wco:  min_i R_i                                       — worst-case optimization, no hyperparameter;
@@ -9,7 +10,7 @@ with its own seed for head initialisation and data order. Their rewards combine 
   (Coste's BoN code uses np.var, ddof=0; their PPO code's torch.var is the unbiased one, i.e. λ·k/(k−1)).
 
 Trained members live in the artifact cache, keyed by exactly what determines them (data, backbone, train
-config, member seed) and not by the aggregator or λ: the three aggregators — and any λ, and any smaller k —
+config, member seeds) and not by the aggregator or λ: the three aggregators — and any λ, and any smaller k —
 share one set of trained members, so adding an aggregator costs no training.
 """
 
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 from ..data.schema import Batch
+from ..seeds import Stream, derive_seed
 from .base import FitContext, RewardModel, RewardOutput, train_bradley_terry
 
 AGGREGATORS = ("mean", "wco", "uwo")
@@ -37,12 +39,6 @@ def aggregate(rewards: torch.Tensor, aggregator: str, uwo_lambda: float) -> torc
         # unbiased=False: the population variance of the paper's Eq. 5, not the sample variance.
         return rewards.mean(dim=-1) - uwo_lambda * rewards.var(dim=-1, unbiased=False)
     raise ValueError(f"arch.aggregator={aggregator!r} is not one of {', '.join(AGGREGATORS)}")
-
-
-def member_seed(job_seed: int, member: int) -> int:
-    """Member i's seed: numpy's SeedSequence gives independent streams per (job seed, member), so members of
-    one job never share a seed with each other nor with the members of another job seed."""
-    return int(np.random.SeedSequence([job_seed, member]).generate_state(1)[0])
 
 
 def member_reward(member: nn.Module, batch: Batch) -> torch.Tensor:
@@ -69,7 +65,7 @@ class EnsembleRM(RewardModel):
         reward = aggregate(rewards, self.aggregator, self.uwo_lambda)  # (B,)
         return RewardOutput(reward=reward, info={"members": rewards, "aggregate": reward})
 
-    def member_spec(self, ctx: FitContext, seed: int) -> dict:
+    def member_spec(self, ctx: FitContext, seeds: tuple[int, int]) -> dict:
         """Everything that determines a trained member — and nothing else (no aggregator, λ or k)."""
         return {
             "data": ctx.data_spec,
@@ -79,30 +75,30 @@ class EnsembleRM(RewardModel):
             "max_length": ctx.backbone.max_length,
             "finetune": ctx.backbone.finetune_spec,
             "train": dataclasses.asdict(ctx.train),
-            "member_seed": seed,
+            "member_seeds": list(seeds),  # (head init, data order)
         }
 
     def fit(self, train, val, ctx: FitContext) -> None:
         self.members = nn.ModuleList()
         self.provenance = []
         for i in range(self.k):
-            seed = member_seed(ctx.seed, i)
-            member = ctx.backbone.reward_model(seed)  # seeds the head init (and the global RNG for dropout)
+            seeds = derive_seed(ctx.seed, Stream.RM_INIT, i), derive_seed(ctx.seed, Stream.RM_ORDER, i)
+            member = ctx.backbone.reward_model(seeds[0])  # seeds the head init (and the global RNG for dropout)
             self.members.append(member)
             built = False
 
-            def build(member=member, seed=seed, i=i):
+            def build(member=member, seeds=seeds, i=i):
                 nonlocal built
                 built = True
                 first_row = len(ctx.logs)
-                # The shared loop on this member alone; `seed` also fixes its data order.
-                result = train_bradley_terry(self, list(member.parameters()), train, val, ctx.train, seed, ctx,
+                # The shared loop on this member alone, in its own data order.
+                result = train_bradley_terry(self, list(member.parameters()), train, val, ctx.train, seeds[1], ctx,
                                              phase=f"member{i}",
                                              forward=lambda batch: RewardOutput(member_reward(member, batch)))
                 state = {name: t.detach().clone() for name, t in member.state_dict().items()}
-                return state, {"member": i, "seed": seed, "result": result, "log": ctx.logs[first_row:]}
+                return state, {"member": i, "seeds": list(seeds), "result": result, "log": ctx.logs[first_row:]}
 
-            state, meta = ctx.cache.tensors("ens_member", self.member_spec(ctx, seed), build)
+            state, meta = ctx.cache.tensors("ens_member", self.member_spec(ctx, seeds), build)
             member.load_state_dict(state)  # a no-op in value when just built; the trained weights otherwise
             # "trainable = updated in any phase": a cached member was trained, only in an earlier job.
             self.mark_trained(member.parameters())

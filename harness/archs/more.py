@@ -22,6 +22,7 @@ from transformers import MixtralConfig
 from transformers.models.mixtral.modeling_mixtral import MixtralExperts, MixtralTopKRouter
 
 from ..data.schema import Batch
+from ..seeds import Stream, derive_seed
 from .base import FitContext, RewardModel, RewardOutput, train_bradley_terry
 
 
@@ -109,7 +110,7 @@ class MoRE(RewardModel):
         self.val = None  # kept for the expert-load summary of extra_metrics
 
     def build(self, ctx: FitContext, seed: int) -> MoRE:
-        model = ctx.backbone.reward_model(seed)  # *ForSequenceClassification, num_labels=1
+        model = ctx.backbone.reward_model(derive_seed(seed, Stream.RM_INIT, 0))  # *ForSequenceClassification
         E = self.num_experts if self.num_experts is not None else len(ctx.domains)
         if E < max(2, self.top_k):
             raise ValueError(f"arch=more: {E} experts (num_experts={self.num_experts}, {len(ctx.domains)} "
@@ -121,7 +122,7 @@ class MoRE(RewardModel):
                                num_local_experts=E, num_experts_per_tok=self.top_k,
                                hidden_act=model.config.hidden_act,
                                experts_implementation=self.experts_implementation)
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator().manual_seed(derive_seed(seed, Stream.EXPERT_INIT))
         for i in self.moe_layers:
             layer = model.model.layers[i]
             layer.mlp = SparseMoE(layer.mlp, config, self.expert_noise, self.router_init_std, generator)
@@ -160,8 +161,8 @@ class MoRE(RewardModel):
     def fit(self, train, val, ctx: FitContext) -> None:
         self.build(ctx, ctx.seed)
         self.val = val
-        result = train_bradley_terry(self, list(self.model.parameters()), train, val, ctx.train, ctx.seed,
-                                     ctx, phase="more")
+        result = train_bradley_terry(self, list(self.model.parameters()), train, val, ctx.train,
+                                     derive_seed(ctx.seed, Stream.RM_ORDER, 0), ctx, phase="more")
         ctx.log(result)
 
     def expert_numel(self) -> int:

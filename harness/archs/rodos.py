@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..data.schema import Batch, EncodedPairs, EncodedSequences
+from ..seeds import Stream, derive_seed
 from .base import (
     FitContext,
     RewardModel,
@@ -50,9 +51,9 @@ class RODOS(RewardModel):
         n = len(self.domains)
         if n < 2:
             raise ValueError(f"arch=rodos needs at least 2 domains to route between, got {self.domains}")
-        self.router = ctx.backbone.reward_model(seed, num_labels=n)
-        # Distinct seeds so each domain RM's head starts from its own draw (router: seed, RM d: seed + 1 + d).
-        self.experts = nn.ModuleList(ctx.backbone.reward_model(seed + 1 + d) for d in range(n))
+        self.router = ctx.backbone.reward_model(derive_seed(seed, Stream.ROUTER_INIT), num_labels=n)
+        # Each domain RM's head starts from its own draw: domain d's RM is model d of the job.
+        self.experts = nn.ModuleList(ctx.backbone.reward_model(derive_seed(seed, Stream.RM_INIT, d)) for d in range(n))
         return self
 
     # -- the two passes -----------------------------------------------------------------------------
@@ -86,7 +87,8 @@ class RODOS(RewardModel):
 
         # Router: cross-entropy over domains on the training prompts (the chosen side carries prompt + domain).
         result = train_classifier(self, list(self.router.parameters()), self.router_logits, train.chosen,
-                                  val.chosen, ctx.train, ctx.seed, ctx, phase="rodos/router")
+                                  val.chosen, ctx.train, derive_seed(ctx.seed, Stream.ROUTER_ORDER), ctx,
+                                  phase="rodos/router")
         ctx.log(result)
         self.router_metrics = {"val_accuracy": self.router_accuracy(val.chosen),
                                "val_per_domain": self.router_accuracy_per_domain(val.chosen)}
@@ -105,7 +107,8 @@ class RODOS(RewardModel):
 
             result = train_bradley_terry(self, list(expert.parameters()), train_d,
                                          val.subset(val_idx) if len(val_idx) else None, ctx.train,
-                                         ctx.seed + 1 + d, ctx, phase=f"rodos/{name}", forward=forward)
+                                         derive_seed(ctx.seed, Stream.RM_ORDER, d), ctx, phase=f"rodos/{name}",
+                                         forward=forward)
             ctx.log(result)
 
     # -- reporting ----------------------------------------------------------------------------------

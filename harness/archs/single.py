@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..data.schema import Batch
+from ..seeds import Stream, derive_seed
 from .base import FitContext, RewardModel, RewardOutput, train_bradley_terry
 
 
@@ -12,7 +13,7 @@ class SingleRM(RewardModel):
         self.model = None  # built in fit: the backbone is only known then
 
     def build(self, ctx: FitContext, seed: int) -> SingleRM:
-        self.model = ctx.backbone.reward_model(seed)  # *ForSequenceClassification, num_labels=1
+        self.model = ctx.backbone.reward_model(derive_seed(seed, Stream.RM_INIT, 0))  # *ForSequenceClassification
         return self
 
     def forward(self, batch: Batch) -> RewardOutput:
@@ -22,8 +23,8 @@ class SingleRM(RewardModel):
 
     def fit(self, train, val, ctx: FitContext) -> None:
         self.build(ctx, ctx.seed)
-        result = train_bradley_terry(self, list(self.model.parameters()), train, val, ctx.train, ctx.seed,
-                                     ctx, phase="single")
+        result = train_bradley_terry(self, list(self.model.parameters()), train, val, ctx.train,
+                                     derive_seed(ctx.seed, Stream.RM_ORDER, 0), ctx, phase="single")
         ctx.log(result)
 
     def dense_models(self) -> dict:

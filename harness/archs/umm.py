@@ -41,6 +41,7 @@ from transformers.models.mixtral.modeling_mixtral import MixtralExperts, Mixtral
 from ..backbones import merge_lora
 from ..data.schema import Batch, EncodedPairs
 from ..evaluate import preference_accuracy
+from ..seeds import Stream, derive_seed
 from .base import FitContext, RewardModel, RewardOutput, train_bradley_terry
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ class UMMMoE(RewardModel):
         self.model = None
 
     def build(self, ctx: FitContext, seed: int) -> UMMMoE:
-        model = ctx.backbone.reward_model(seed)  # *ForSequenceClassification, num_labels=1
+        model = ctx.backbone.reward_model(derive_seed(seed, Stream.RM_INIT, 0))  # *ForSequenceClassification
         E = self.num_experts if self.num_experts is not None else len(ctx.domains)
         if E < max(2, self.top_k):
             raise ValueError(f"arch=umm: {E} routed experts (num_experts={self.num_experts}, {len(ctx.domains)} "
@@ -139,7 +140,7 @@ class UMMMoE(RewardModel):
                                num_local_experts=E, num_experts_per_tok=self.top_k,
                                hidden_act=model.config.hidden_act,
                                experts_implementation=self.experts_implementation)
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator().manual_seed(derive_seed(seed, Stream.EXPERT_INIT))
         for i in self.moe_layers:
             layer = model.model.layers[i]
             layer.mlp = SharedExpertMoE(layer.mlp, config, self.expert_noise, self.router_init_std, self.s_max,
@@ -304,13 +305,14 @@ class UMMRM(RewardModel):
             raise ValueError(f"arch.merge_train={self.merge_train}: keys must be train.* settings ({e})") from e
         merge_cfg.validate("arch.merge_train")
         # Held-out slice for learning the merge, carved off before the experts train, so they never saw it.
-        perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(ctx.seed))
+        subsample = torch.Generator().manual_seed(derive_seed(ctx.seed, Stream.SUBSAMPLE))
+        perm = torch.randperm(len(train), generator=subsample)
         n_merge = max(1, round(self.merge_fraction * len(train)))
         heldout, moe_train = train.subset(perm[:n_merge]), train.subset(perm[n_merge:])
 
         self.build(ctx, ctx.seed)
         result = train_bradley_terry(self.moe, list(self.moe.model.parameters()), moe_train, val, ctx.train,
-                                     ctx.seed, ctx, phase="umm/moe")
+                                     derive_seed(ctx.seed, Stream.RM_ORDER, 0), ctx, phase="umm/moe")
         ctx.log(result)
         self.report["moe"] = {"train_pairs": len(moe_train), "best_val_acc": result["best_val_acc"],
                               "seconds": result["seconds"]}
@@ -319,7 +321,8 @@ class UMMRM(RewardModel):
         self.init_merge(moe_train)
         self.model = self.dense_from_moe()
         result = train_bradley_terry(self, [self.rho_logit, self.merge_logits], heldout, val, merge_cfg,
-                                     ctx.seed, ctx, phase="umm/merge", forward=self.forward_merge)
+                                     derive_seed(ctx.seed, Stream.COMBINER_ORDER, 0), ctx, phase="umm/merge",
+                                     forward=self.forward_merge)
         ctx.log(result)
         self.report["merge"] = {"train_pairs": len(heldout), "best_val_acc": result["best_val_acc"],
                                 "seconds": result["seconds"]}

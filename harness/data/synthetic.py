@@ -9,6 +9,7 @@ import datasets
 import numpy as np
 
 from ..cache import ArtifactCache
+from ..seeds import Stream, derive_seed
 from ..world import World, WorldConfig, preference_pairs, text_corpus
 from ..world.world import WORLD_VERSION
 
@@ -47,7 +48,7 @@ class SyntheticData:
             world = World(self.world_config, seed)
             (out / "world.json").write_text(json.dumps(world.describe()))
             for i, (split, n) in enumerate(self.sizes.items()):
-                cols = preference_pairs(world, n, np.random.default_rng([seed, 10 + i]))
+                cols = preference_pairs(world, n, np.random.default_rng(derive_seed(seed, Stream.PAIRS, i)))
                 datasets.Dataset.from_dict(cols).save_to_disk(str(out / split))
 
         path = cache.directory("world_data", self.spec(seed), build)
@@ -60,11 +61,11 @@ class SyntheticData:
 
     def corpus(self, n: int, seed: int = 0) -> tuple[list[str], list[str]]:
         """World text (prompts and generator responses) for pre-training / SFT; disjoint seed stream."""
-        return text_corpus(self.world, n, np.random.default_rng([seed, 20]))
+        return text_corpus(self.world, n, np.random.default_rng(derive_seed(seed, Stream.CORPUS)))
 
     def eval_prompts(self, n: int, seed: int) -> list[tuple[str, str]]:
         """Held-out prompts, balanced over domains, for BoN / PPO evaluation."""
-        rng = np.random.default_rng([seed, 30])
+        rng = np.random.default_rng(derive_seed(seed, Stream.EVAL_PROMPTS))
         return [self.world.sample_prompt(rng, self.domains[i % len(self.domains)]) for i in range(n)]
 
     def gold(self, prompt: str, response: str, domain: str) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..seeds import Stream, derive_seed
 from . import columns, summarize, swap_and_agree
 
 
@@ -24,7 +25,7 @@ class OracleLabeler:
             raise ValueError("labeler=oracle needs the synthetic world (data=synthetic); for other data use "
                              "labeler=openai or labeler=local")
         cols = columns(pairs)
-        rng = np.random.default_rng([seed, 40, self.seed_offset])
+        rng = np.random.default_rng(derive_seed(seed, Stream.ORACLE_LABELS, self.seed_offset))
         labels, first_answers = [], 0
         for prompt, chosen, rejected, domain, points in zip(
             cols["prompt"], cols["chosen"], cols["rejected"], cols["domain"], cols["cap_names"], strict=True

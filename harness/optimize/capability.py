@@ -28,12 +28,10 @@ import numpy as np
 import yaml
 
 from ..cache import ArtifactCache
+from ..seeds import Stream, derive_seed
 from ..world.vocab import COLOURS
 
 log = logging.getLogger(__name__)
-
-# Stream of derived randomness for the world_facts questions (the world itself uses [seed, 1] and [seed, 2]).
-_WORLD_FACTS_STREAM = 101
 
 
 @dataclass
@@ -56,7 +54,7 @@ class CapabilityConfig:
 def world_facts_rows(world, questions_per_entity: int, seed: int) -> list[dict]:
     """``questions_per_entity`` questions per knowledge-base entity: a world objective-QA prompt (fresh topic
     keywords each time) whose entity is set to it; the answer is the entity's colour among all 12."""
-    rng = np.random.default_rng([seed, _WORLD_FACTS_STREAM])
+    rng = np.random.default_rng(derive_seed(seed, Stream.WORLD_FACTS))
     rows = []
     for entity, colour in world.knowledge.items():
         for _ in range(questions_per_entity):

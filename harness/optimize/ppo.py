@@ -33,12 +33,10 @@ import torch
 import torch.nn.functional as F
 
 from ..progress import progress
-from .sft import Policy, derive_seed, response_mask
+from ..seeds import Stream, derive_seed
+from .policy import Policy, response_mask
 
 log = logging.getLogger(__name__)
-
-# Streams of derived seeds, one per purpose, so that changing one budget never shifts another's randomness.
-_ROLLOUT, _EVAL, _VALUE_HEAD, _MINIBATCH, _PROMPTS = range(1, 6)
 
 # (prompts, responses, domains) -> raw scores (N,)
 ScoreFn = Callable[[list[str], list[str], list[str]], np.ndarray]
@@ -156,14 +154,14 @@ def run_ppo(cfg: PPOConfig, policy: Policy, score: ScoreFn, gold: ScoreFn | None
     reference = policy.causal_lm().eval()
     for p in reference.parameters():
         p.requires_grad_(False)
-    value_model = policy.trainable(policy.value_model(derive_seed(seed, _VALUE_HEAD))).train()
+    value_model = policy.trainable(policy.value_model(derive_seed(seed, Stream.PPO_VALUE_INIT))).train()
     # With policy.finetune=lora only the adapters (and the value head) train.
     policy_params = [p for p in model.parameters() if p.requires_grad]
     value_params = [p for p in value_model.parameters() if p.requires_grad]
     policy_opt = torch.optim.AdamW(policy_params, lr=cfg.lr, weight_decay=0.0)
     value_opt = torch.optim.AdamW(value_params, lr=cfg.value_lr, weight_decay=0.0)
-    prompt_rng = np.random.default_rng(derive_seed(seed, _PROMPTS))
-    minibatch_gen = torch.Generator().manual_seed(derive_seed(seed, _MINIBATCH))
+    prompt_rng = np.random.default_rng(derive_seed(seed, Stream.PPO_PROMPTS))
+    minibatch_gen = torch.Generator().manual_seed(derive_seed(seed, Stream.PPO_MINIBATCHES))
     T = policy.temperature
 
     def rollout(prompts: list[str], model_seed: int):
@@ -180,7 +178,7 @@ def run_ppo(cfg: PPOConfig, policy: Policy, score: ScoreFn, gold: ScoreFn | None
         texts, kl = [], []
         for chunk, start in enumerate(range(0, len(prompts), policy.generation_batch_size)):
             part = prompts[start : start + policy.generation_batch_size]
-            seq, att, pos, rmask, P, out = rollout(part, derive_seed(seed, _EVAL, step, chunk))
+            seq, att, pos, rmask, P, out = rollout(part, derive_seed(seed, Stream.PPO_EVAL, step, chunk))
             logp = token_logprobs(model, seq, att, pos, P, T)
             ref_logp = token_logprobs(reference, seq, att, pos, P, T)
             kl.append(k2_kl(logp, ref_logp, rmask))
@@ -218,7 +216,7 @@ def run_ppo(cfg: PPOConfig, policy: Policy, score: ScoreFn, gold: ScoreFn | None
         prompts = [train_prompts[i][0] for i in pick]
         domains = [train_prompts[i][1] for i in pick]
         with torch.no_grad():
-            seq, att, pos, rmask, P, texts = rollout(prompts, derive_seed(seed, _ROLLOUT, step))
+            seq, att, pos, rmask, P, texts = rollout(prompts, derive_seed(seed, Stream.PPO_ROLLOUT, step))
             old_logp = token_logprobs(model, seq, att, pos, P, T)
             ref_logp = token_logprobs(reference, seq, att, pos, P, T)
             old_values = token_values(value_model, seq, att, pos, P) * rmask

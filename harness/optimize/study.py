@@ -28,8 +28,8 @@ from ..progress import config_name
 from .bon import bon_curve, standardize_to_initial
 from .capability import CapabilityConfig, capability_study
 from .fits import summarize
+from .policy import Policy
 from .ppo import PPOConfig, run_ppo
-from .sft import Policy
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..progress import progress
+from ..seeds import Stream, derive_seed
 from .capabilities import (
     CAPABILITY_POINTS,
     LENGTH_TARGETS,
@@ -103,7 +104,7 @@ class World:
         self.config = config
         self.seed = seed
         self.domains = list(config.domains)
-        kb_rng = np.random.default_rng([seed, 1])
+        kb_rng = np.random.default_rng(derive_seed(seed, Stream.WORLD_KNOWLEDGE))
         self.knowledge = {e: str(kb_rng.choice(COLOURS)) for e in ENTITIES}
         self.human_temperature, self.judge_temperatures = temperatures or self._calibrate()
 
@@ -190,7 +191,7 @@ class World:
         monotone function of T, so bisection is exact and deterministic.
         """
         cfg = self.config
-        rng = np.random.default_rng([self.seed, 2])
+        rng = np.random.default_rng(derive_seed(self.seed, Stream.WORLD_CALIBRATION))
         gold_gaps, point_gaps = [], {}
         for _ in progress(range(cfg.calibration_pairs), desc="world: calibrating annotators", unit="pair"):
             prompt, domain = self.sample_prompt(rng)
