@@ -4,6 +4,7 @@ from peft.tuners.lora import LoraLayer
 from peft.utils import ModulesToSaveWrapper
 
 from harness.archs.arliss import ARLISS, ROUTER, adapter_of, reward_adapter, subset_sequences
+from harness.seeds import Stream, derive_seed
 
 LORA = dict(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=None, lr=3e-3)
 
@@ -108,7 +109,7 @@ def test_each_adapter_has_its_own_head(tiny, fitted):
 
 
 def test_backbone_stays_frozen(tiny, fitted):
-    fresh = dict(tiny.backbone.reward_model(0).named_parameters())
+    fresh = dict(tiny.backbone.reward_model(derive_seed(0, Stream.RM_INIT, 0)).named_parameters())  # build()'s model 0
     shared = [(n, p) for n, p in fitted.peft.named_parameters() if adapter_of(n) is None]
     assert len(shared) > 3
     for name, p in shared:

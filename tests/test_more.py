@@ -5,6 +5,7 @@ from hydra.utils import instantiate
 
 from harness.archs.base import bradley_terry_loss
 from harness.archs.more import MoRE, SparseMoE, load_balancing_loss
+from harness.seeds import Stream, derive_seed
 
 KNOBS = dict(num_experts=None, top_k=2, layers=None, expert_noise=0.0, router_init_std=0.02, aux_loss_coef=0.01,
              experts_implementation="eager")
@@ -22,7 +23,7 @@ def test_config_instantiates():
 def test_upcycling_preserves_the_dense_function(tiny):
     ctx = tiny.ctx()
     rm = MoRE(**KNOBS).build(ctx, 0)
-    dense = tiny.backbone.reward_model(0)
+    dense = tiny.backbone.reward_model(derive_seed(0, Stream.RM_INIT, 0))  # build()'s model 0
     assert all(isinstance(b, SparseMoE) for b in rm.blocks()) and len(rm.blocks()) == len(dense.model.layers)
     batch = tiny.test.batch(torch.arange(16))
     with torch.no_grad():

@@ -6,6 +6,7 @@ from transformers import AutoModelForSequenceClassification
 
 from harness.archs.base import bradley_terry_loss
 from harness.archs.umm import UMMRM, SharedExpertMoE
+from harness.seeds import Stream, derive_seed
 
 
 def numel(module):
@@ -36,7 +37,7 @@ def test_config_instantiates():
 @pytest.mark.parametrize("s_max", ["max", 0.5])
 def test_upcycling_preserves_the_dense_function(tiny, s_max):
     moe = UMMRM(**{**UMM_KNOBS, "s_max": s_max}).moe.build(tiny.ctx(), 0)
-    dense = tiny.backbone.reward_model(0)
+    dense = tiny.backbone.reward_model(derive_seed(0, Stream.RM_INIT, 0))  # build()'s model 0
     assert all(isinstance(b, SharedExpertMoE) for b in moe.blocks())
     batch = tiny.test.batch(torch.arange(16))
     with torch.no_grad():
