@@ -41,6 +41,11 @@ def aggregate(rewards: torch.Tensor, aggregator: str, uwo_lambda: float) -> torc
     raise ValueError(f"arch.aggregator={aggregator!r} is not one of {', '.join(AGGREGATORS)}")
 
 
+def member_seeds(job_seed: int, member: int) -> tuple[int, int]:
+    """Member i's (head init, data order) seeds: it is model i of the job (harness.seeds)."""
+    return derive_seed(job_seed, Stream.RM_INIT, member), derive_seed(job_seed, Stream.RM_ORDER, member)
+
+
 def member_reward(member: nn.Module, batch: Batch) -> torch.Tensor:
     logits = member(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                     use_cache=False).logits  # (B, 1), pooled at the last real token
@@ -65,7 +70,7 @@ class EnsembleRM(RewardModel):
         reward = aggregate(rewards, self.aggregator, self.uwo_lambda)  # (B,)
         return RewardOutput(reward=reward, info={"members": rewards, "aggregate": reward})
 
-    def member_spec(self, ctx: FitContext, seeds: tuple[int, int]) -> dict:
+    def member_spec(self, ctx: FitContext, member: int) -> dict:
         """Everything that determines a trained member — and nothing else (no aggregator, λ or k)."""
         return {
             "data": ctx.data_spec,
@@ -75,14 +80,14 @@ class EnsembleRM(RewardModel):
             "max_length": ctx.backbone.max_length,
             "finetune": ctx.backbone.finetune_spec,
             "train": dataclasses.asdict(ctx.train),
-            "member_seeds": list(seeds),  # (head init, data order)
+            "member_seeds": list(member_seeds(ctx.seed, member)),  # (head init, data order)
         }
 
     def fit(self, train, val, ctx: FitContext) -> None:
         self.members = nn.ModuleList()
         self.provenance = []
         for i in range(self.k):
-            seeds = derive_seed(ctx.seed, Stream.RM_INIT, i), derive_seed(ctx.seed, Stream.RM_ORDER, i)
+            seeds = member_seeds(ctx.seed, i)
             member = ctx.backbone.reward_model(seeds[0])  # seeds the head init (and the global RNG for dropout)
             self.members.append(member)
             built = False
@@ -98,7 +103,7 @@ class EnsembleRM(RewardModel):
                 state = {name: t.detach().clone() for name, t in member.state_dict().items()}
                 return state, {"member": i, "seeds": list(seeds), "result": result, "log": ctx.logs[first_row:]}
 
-            state, meta = ctx.cache.tensors("ens_member", self.member_spec(ctx, seeds), build)
+            state, meta = ctx.cache.tensors("ens_member", self.member_spec(ctx, i), build)
             member.load_state_dict(state)  # a no-op in value when just built; the trained weights otherwise
             # "trainable = updated in any phase": a cached member was trained, only in an earlier job.
             self.mark_trained(member.parameters())
