@@ -33,12 +33,11 @@ import numpy as np
 from hydra.utils import instantiate
 
 from .cache import ArtifactCache
+from .seeds import Stream, derive_seed
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-# Seed streams of this module (numpy SeedSequence words after the job seed), apart from the data's own.
-LABEL_STREAM, FILE_SPLIT_STREAM = 40, 41
 
 
 class SyntheticGold:
@@ -115,7 +114,7 @@ class RMGold:
             groups, responses_spec = self.policy_groups(data, policy_cfg, cache, seed)
         else:
             groups, responses_spec = self.file_groups(seed)
-        rng = np.random.default_rng([seed, LABEL_STREAM])
+        rng = np.random.default_rng(derive_seed(seed, Stream.GOLD_LABELS))
         splits, stats = {}, {}
         for split in SPLITS:
             cols = {k: [] for k in ("prompt", "chosen", "rejected", "domain", "gold_chosen", "gold_rejected")}
@@ -158,7 +157,8 @@ class RMGold:
 
         def build(out: Path) -> None:
             flat = [p for split in SPLITS for p, _ in prompts[split] for _ in range(k)]
-            (out / "responses.json").write_text(json.dumps(policy.sample(flat, seed)), encoding="utf-8")
+            texts = policy.sample(flat, seed, Stream.GOLD_SAMPLES)
+            (out / "responses.json").write_text(json.dumps(texts), encoding="utf-8")
 
         entry = cache.directory("gold_rm_responses", spec, build)
         texts = json.loads((entry / "responses.json").read_text(encoding="utf-8"))
@@ -185,7 +185,7 @@ class RMGold:
                 raise DataFormatError(where, f"domain must be a string, got {domain!r:.40}")
             by_prompt.setdefault(row["prompt"], (domain, []))[1].append(row["response"])
         spec = {"file": file_digest(Path(self.responses)), "fractions": self.fractions, "seed": seed}
-        order = np.random.default_rng([seed, FILE_SPLIT_STREAM]).permutation(len(by_prompt))
+        order = np.random.default_rng(derive_seed(seed, Stream.GOLD_FILE_SPLIT)).permutation(len(by_prompt))
         items = list(by_prompt.items())
         total = sum(self.fractions.values())
         n_train = round(self.fractions["train"] / total * len(items))

@@ -38,6 +38,9 @@ class Stream(str, Enum):
     CORPUS = ("data/corpus", 0)  # pre-training / SFT text
     EVAL_PROMPTS = ("data/eval_prompts", 0)  # held-out prompts of BoN and PPO
     ORACLE_LABELS = ("labeler/oracle", 1)  # (labeler.seed_offset): the oracle judges' answers
+    GOLD_SAMPLES = ("gold/samples", 1)  # (chunk): gold=rm's policy samples to label (Policy.sample)
+    GOLD_LABELS = ("gold/labels", 0)  # gold=rm's Bradley-Terry label draws and label noise
+    GOLD_FILE_SPLIT = ("gold/file_split", 0)  # gold=rm with a responses file: which prompts go to which split
     # -- pre-trained models of the harness
     BACKBONE_INIT = ("backbone/init", 0)  # tiny backbone weights before pre-training
     BACKBONE_BATCHES = ("backbone/batches", 0)  # its pre-training batches
@@ -54,7 +57,7 @@ class Stream(str, Enum):
     COMBINER_ORDER = ("rm/combiner_order", 1)  # (i): its batch order
     SUBSAMPLE = ("rm/subsample", 0)  # held-out slices and label subsets an architecture carves from train
     # -- optimisation studies
-    BON_SAMPLES = ("bon/samples", 1)  # (chunk): one generate() call of Best-of-N sampling
+    BON_SAMPLES = ("bon/samples", 1)  # (chunk): one generate() call of Best-of-N sampling (Policy.sample)
     PPO_PROMPTS = ("ppo/prompts", 0)  # which training prompts each rollout uses
     PPO_ROLLOUT = ("ppo/rollout", 1)  # (step): the rollout's generate() call
     PPO_EVAL = ("ppo/eval", 2)  # (step, chunk): generate() calls of an evaluation

@@ -115,7 +115,7 @@ class EnsembleRM(RewardModel):
 
     def restore(self, ctx: FitContext, structure: dict) -> None:
         """The k untrained members (harness.export fills them from the exported weights)."""
-        self.members = nn.ModuleList(ctx.backbone.reward_model(member_seed(ctx.seed, i)) for i in range(self.k))
+        self.members = nn.ModuleList(ctx.backbone.reward_model(member_seeds(ctx.seed, i)[0]) for i in range(self.k))
 
     def dense_models(self) -> dict:
         return {f"member{i}": m for i, m in enumerate(self.members)}

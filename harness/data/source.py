@@ -18,6 +18,7 @@ import datasets
 import numpy as np
 
 from ..cache import ArtifactCache
+from ..seeds import Stream, derive_seed
 from .formats import convert
 from .options import FormatOptions
 from .readers import DataFormatError
@@ -45,7 +46,7 @@ def split_by_prompt(cols: dict, fractions: dict[str, float], seed: int, source: 
     is trained on -- in a seeded random order. Part sizes are fractions of the distinct prompts; every part but the
     first gets at least one prompt, the first (train) the rest. Pairs keep their file order within a part."""
     prompts = list(dict.fromkeys(cols["prompt"]))
-    order = np.random.default_rng([seed, 50]).permutation(len(prompts))
+    order = np.random.default_rng(derive_seed(seed, Stream.PROMPT_SPLIT)).permutation(len(prompts))
     names, total = list(fractions), sum(fractions.values())
     counts = {n: max(1, round(fractions[n] / total * len(prompts))) for n in names[1:]}
     counts = {names[0]: len(prompts) - sum(counts.values()), **counts}
@@ -144,5 +145,5 @@ class PreferenceData:
         prompts = list(train["prompt"])
         responses = list(train["chosen"]) + list(train["rejected"])
         texts = list(dict.fromkeys(zip(prompts + prompts, responses, strict=True)))
-        idx = np.random.default_rng([seed, 20]).choice(len(texts), size=n, replace=n > len(texts))
+        idx = np.random.default_rng(derive_seed(seed, Stream.CORPUS)).choice(len(texts), size=n, replace=n > len(texts))
         return [texts[i][0] for i in idx], [texts[i][1] for i in idx]

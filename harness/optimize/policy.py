@@ -7,7 +7,7 @@ job. What the studies use of it is small and the same for every policy:
   ``value_model()``: a copy of the same trunk with a new scalar head (PPO's value model);
 - ``encode_prompts(prompts)``: left-padded prompt ids ready for generation;
 - ``generate(model, ids, mask, seed)`` → response token ids, padded after the first EOS, and ``decode``;
-- ``sample(prompts, seed)``: texts, batched (Best-of-N);
+- ``sample(prompts, seed, stream)``: texts, batched (Best-of-N, a gold RM's labelling set);
 - ``cache_spec()``: what identifies the initial policy and how it samples (cache keys of its samples).
 
 Determinism: ``model.generate`` takes no ``torch.Generator``, so ``generate`` calls ``torch.manual_seed``
@@ -148,16 +148,16 @@ class Policy:
             texts.append(self.tokenizer.decode(ids[:m], skip_special_tokens=True).strip())
         return texts
 
-    def sample(self, prompts: list[str], seed: int) -> list[str]:
+    def sample(self, prompts: list[str], seed: int, stream: Stream) -> list[str]:
         """One sampled response per prompt, from the initial policy, in chunks of ``generation_batch_size``;
-        ``seed`` is the job seed."""
+        chunk i is seeded by ``(seed, stream, i)`` (``seed``: the job seed; ``stream``: whose samples they are)."""
         out: list[str] = []
         t0 = time.perf_counter()
         bar = progress(total=len(prompts), desc="policy: sampling", unit="resp")
         for chunk, start in enumerate(range(0, len(prompts), self.generation_batch_size)):
             part = prompts[start : start + self.generation_batch_size]
             ids, mask = self.encode_prompts(part)
-            out += self.decode(self.generate(self.model, ids, mask, derive_seed(seed, Stream.BON_SAMPLES, chunk)))
+            out += self.decode(self.generate(self.model, ids, mask, derive_seed(seed, stream, chunk)))
             bar.update(len(part))
         bar.close()
         log.info("policy: sampled %d responses in %.1f s", len(prompts), time.perf_counter() - t0)

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..cache import ArtifactCache
 from ..data.schema import encode_sequences
 from ..progress import config_name
+from ..seeds import Stream
 from .bon import bon_curve, standardize_to_initial
 from .capability import CapabilityConfig, capability_study
 from .fits import summarize
@@ -92,7 +93,7 @@ def bon_samples(policy: Policy, data, cache: ArtifactCache, seed: int, n_prompts
     def build(out: Path) -> None:
         held_out = data.eval_prompts(n_prompts, seed)
         flat = [p for p, _ in held_out for _ in range(n_samples)]  # prompt-major: row i = prompt i // N
-        texts = policy.sample(flat, seed)
+        texts = policy.sample(flat, seed, Stream.BON_SAMPLES)
         responses = [texts[i * n_samples : (i + 1) * n_samples] for i in range(n_prompts)]
         doc = {"prompts": [p for p, _ in held_out], "domains": [d for _, d in held_out], "responses": responses}
         (out / "samples.json").write_text(json.dumps(doc), encoding="utf-8")
