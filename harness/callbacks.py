@@ -20,7 +20,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from harness.results import aggregate
+from harness.console import sweep_text  # the same tables `python -m harness.aggregate DIR` prints
+from harness.report import aggregate
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,6 @@ class AggregateOnMultirunEnd(Callback):
             LAST_SWEEP_FAILED = True
             return
         LAST_SWEEP_FAILED = out["n_failed"] > 0
-        from harness.aggregate import sweep_text  # the same tables `python -m harness.aggregate DIR` prints
-
         try:
             log.info("sweep done\n%s", sweep_text(out))
         except Exception:  # the tables are a courtesy: summary.csv is written, the verdict above stands

@@ -7,6 +7,10 @@ or archived alone), the claims and their confidence intervals, the failed jobs, 
 software versions. The end-of-sweep aggregation writes it; this command rewrites it (and runs the aggregation
 first when the sweep has no summary.csv yet).
 
+``aggregate`` is that end-of-sweep step (the callback and `python -m harness.aggregate` call it): summary.csv
+from the job files (``harness.results``), then the figures (``harness.plots``), then this page. It lives here, at
+the top of the chain, so that data flows results -> plots -> report one way and nothing imports back.
+
 A small script marks the page once every image has loaded (``<body data-images="ok">``), which the headless
 browser test reads back.
 """
@@ -17,16 +21,16 @@ import argparse
 import base64
 import html
 import importlib.metadata
+import os
 import platform
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from harness.aggregate import SEED_COLUMNS, seed_table, short_table_frame
 from harness.cache import atomic_write_text
-from harness.console import UNITS
-from harness.results import SUMMARY_FILE, read_summary
+from harness.console import SEED_COLUMNS, UNITS, seed_table, short_table_frame, sweep_text
+from harness.results import METRICS_FILE, SUMMARY_FILE, collect, read_summary
 
 REPORT_FILE = "report.html"
 CLAIMS_MD = "claims.md"
@@ -225,14 +229,48 @@ def write_report(sweep_dir: str | Path) -> Path:
     return path
 
 
+def aggregate(sweep_dir: str | os.PathLike, figures: bool = True) -> dict:
+    """Write `summary.csv` (and figures and the HTML report) into `sweep_dir`.
+
+    summary.csv is written before any figure is drawn, so a plotting error can never cost the table.
+    Raises FileNotFoundError when `sweep_dir` holds no job at all.
+    """
+    root = Path(sweep_dir)
+    df = collect(root)
+    if df.empty:
+        raise FileNotFoundError(f"no {METRICS_FILE} (and no Hydra job dir) under {root}")
+    summary = root / SUMMARY_FILE
+    atomic_write_text(summary, df.to_csv(index=False, lineterminator="\n"))
+    paths: list[Path] = []
+    report = None
+    if figures:
+        from harness import plots  # matplotlib is only imported when figures are asked for
+
+        try:
+            paths = plots.make_figures(root)
+        finally:
+            report = write_report(root)  # with whichever figures were drawn, even when one of them failed
+    return {
+        "n_jobs": len(df),
+        "n_failed": int((df["status"] != "ok").sum()),
+        "summary": summary,
+        "figures": paths,
+        "report": report,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.report", description=__doc__.splitlines()[0])
     parser.add_argument("dir", type=Path, help="a sweep dir (hydra.sweep.dir)")
     args = parser.parse_args(argv)
     if not (args.dir / SUMMARY_FILE).is_file():
-        from harness.aggregate import main as aggregate_main  # summary.csv, figures and this report
-
-        return aggregate_main([str(args.dir)])
+        try:
+            out = aggregate(args.dir)  # summary.csv, figures and this report
+        except FileNotFoundError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(sweep_text(out))
+        return 1 if out["n_failed"] else 0
     print(f"report: {write_report(args.dir)}")
     return 0
 

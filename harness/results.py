@@ -231,40 +231,6 @@ def read_summary(path: str | os.PathLike) -> pd.DataFrame:
     return pd.read_csv(path, dtype=text, keep_default_na=False, na_values=[""])
 
 
-# --------------------------------------------------------------------------------------- aggregate
-
-
-def aggregate(sweep_dir: str | os.PathLike, figures: bool = True) -> dict:
-    """Write `summary.csv` (and figures and the HTML report) into `sweep_dir`.
-
-    summary.csv is written before any figure is drawn, so a plotting error can never cost the table.
-    Raises FileNotFoundError when `sweep_dir` holds no job at all.
-    """
-    root = Path(sweep_dir)
-    df = collect(root)
-    if df.empty:
-        raise FileNotFoundError(f"no {METRICS_FILE} (and no Hydra job dir) under {root}")
-    summary = root / SUMMARY_FILE
-    atomic_write_text(summary, df.to_csv(index=False, lineterminator="\n"))
-    paths: list[Path] = []
-    report = None
-    if figures:
-        from harness import plots  # matplotlib is only imported when figures are asked for
-        from harness.report import write_report
-
-        try:
-            paths = plots.make_figures(root)
-        finally:
-            report = write_report(root)  # with whichever figures were drawn, even when one of them failed
-    return {
-        "n_jobs": len(df),
-        "n_failed": int((df["status"] != "ok").sum()),
-        "summary": summary,
-        "figures": paths,
-        "report": report,
-    }
-
-
 def split_overrides(text) -> list[str]:
     """Split comma-joined overrides, keeping commas inside [..] / {..}: "arch=umm,opt=[bon,ppo]" has two parts."""
     if not isinstance(text, str) or not text:

@@ -10,9 +10,9 @@ from pathlib import Path
 from conftest import CONF_DIR, make_sweep
 from omegaconf import OmegaConf
 
-from harness import callbacks, results
-from harness.aggregate import sweep_text
-from harness.console import job_line, job_summary, table_text
+from harness import callbacks
+from harness.console import job_line, job_summary, sweep_text, table_text
+from harness.report import aggregate
 
 ROOT = Path(CONF_DIR).parent
 
@@ -69,7 +69,7 @@ def test_sweep_end_logs_the_same_tables_as_the_cli(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="harness.callbacks"):
         cb.on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
     logged = caplog.text
-    text = sweep_text(results.aggregate(sweep, figures=False) | {"report": None})
+    text = sweep_text(aggregate(sweep, figures=False) | {"report": None})
     assert "over seeds (mean ± s.d.)" in text and "BoN R*: peak of the fitted gold curve" in text
     for line in text.splitlines():
         assert line in logged

@@ -11,6 +11,7 @@ from matplotlib.colors import to_rgb
 from matplotlib.container import BarContainer
 
 from harness import plots, results
+from harness.report import aggregate
 
 ALL_FIGURES = ("bon", "ppo", "bon_per_arch", "ppo_per_arch", "accuracy_per_domain", "params_vs_accuracy",
                "capability_heatmap")
@@ -19,7 +20,7 @@ ALL_FIGURES = ("bon", "ppo", "bon_per_arch", "ppo_per_arch", "accuracy_per_domai
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     root = make_sweep(tmp_path_factory.mktemp("plots") / "sweep", crashed=True)
-    results.aggregate(root, figures=False)
+    aggregate(root, figures=False)
     return root
 
 
@@ -58,7 +59,7 @@ def test_curve_figures_skipped_without_curves(tmp_path):
     root = make_sweep(tmp_path / "s", archs=("single", "ens_mean"))
     for p in root.rglob("curves.csv"):
         p.unlink()
-    results.aggregate(root)
+    aggregate(root)
     assert _figures(root) == sorted(f"{n}.{e}" for n in ("accuracy_per_domain", "params_vs_accuracy")
                                     for e in ("png", "pdf"))
 
@@ -144,7 +145,7 @@ def test_panels_for_varied_choices_and_series_for_varied_overrides(tmp_path):
         m["choices"]["backbone"] = "tiny" if i % 2 else "smollm2"  # panel per backbone
         m["overrides"].append(f"arch.lr={1e-3 if i < 2 else 1e-4}")  # single's 2 jobs: one per lr
         results.write_metrics(p.parent, m)
-    results.aggregate(root, figures=False)
+    aggregate(root, figures=False)
     summary = results.read_summary(root / "summary.csv")
     series = plots._series(summary, plots.arch_colors(summary["choices.arch"].unique()))
     assert sorted({s.panel for s in series}) == ["backbone=smollm2", "backbone=tiny"]
@@ -159,7 +160,7 @@ def test_panels_for_varied_choices_and_series_for_varied_overrides(tmp_path):
 def test_broken_figure_does_not_stop_the_others(tmp_path):
     root = make_sweep(tmp_path / "s", archs=("single", "dmoerm"))
     (root / "0" / "curves.csv").write_text("opt,n\nbon,1\n")  # a curves.csv without its columns
-    results.aggregate(root, figures=False)
+    aggregate(root, figures=False)
     with pytest.raises(RuntimeError, match="bon"):
         plots.make_figures(root)
     assert "accuracy_per_domain.png" in _figures(root) and "capability_heatmap.pdf" in _figures(root)

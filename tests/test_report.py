@@ -13,7 +13,7 @@ import pytest
 from conftest import make_sweep
 
 from harness import results
-from harness.report import REPORT_FILE, main, write_report
+from harness.report import REPORT_FILE, aggregate, main, write_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Seconds of page time Chromium grants before dumping: the data: URI images and the load handler need far less.
@@ -23,7 +23,7 @@ VIRTUAL_TIME_MS = 10_000
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     root = make_sweep(tmp_path_factory.mktemp("report") / "sweep", crashed=True)
-    out = results.aggregate(root)  # summary, figures and the report, as at the end of a sweep
+    out = aggregate(root)  # summary, figures and the report, as at the end of a sweep
     assert out["report"] == root / REPORT_FILE
     return root
 

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 from harness import callbacks, results
 from harness.aggregate import main as aggregate_main
+from harness.report import aggregate
 
 # ------------------------------------------------------------------------------------ metrics/curves
 
@@ -110,7 +111,7 @@ def test_collect_finds_nested_jobs_and_unreadable_metrics(tmp_path):
 
 def test_aggregate_writes_summary_that_reads_back(tmp_path):
     sweep = make_sweep(tmp_path, crashed=True)
-    out = results.aggregate(sweep, figures=False)
+    out = aggregate(sweep, figures=False)
     assert out["n_jobs"] == len(FAKE_ARCHS) * 2 + 1 and out["n_failed"] == 2 and out["figures"] == []
     summary = results.read_summary(out["summary"])
     direct = results.collect(sweep)
@@ -130,13 +131,13 @@ def test_aggregate_keeps_summary_when_figures_fail(tmp_path, monkeypatch):
     monkeypatch.setattr(plots, "make_figures", broken)
     sweep = make_sweep(tmp_path, archs=("single",))
     with pytest.raises(RuntimeError, match="plotting broke"):
-        results.aggregate(sweep)
+        aggregate(sweep)
     assert len(results.read_summary(sweep / "summary.csv")) == 2
 
 
 def test_aggregate_of_empty_dir_raises(tmp_path):
     with pytest.raises(FileNotFoundError, match="no metrics.json"):
-        results.aggregate(tmp_path)
+        aggregate(tmp_path)
 
 
 # ------------------------------------------------------------------------------------ CLI, callback
@@ -195,9 +196,9 @@ def test_callback_aggregates_and_records_failure(tmp_path):
 
 
 def test_seed_table_pools_seeds_per_configuration(tmp_path, capsys):
-    from harness.aggregate import seed_table
+    from harness.console import seed_table
 
-    df = results.read_summary(results.aggregate(make_sweep(tmp_path, archs=("single", "dmoerm")),
+    df = results.read_summary(aggregate(make_sweep(tmp_path, archs=("single", "dmoerm")),
                                                 figures=False)["summary"])
     table = seed_table(df).set_index("arch")
     assert list(table.index) == ["single", "dmoerm"] and (table["n"] == 2).all()
