@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.schema import Batch, EncodedPairs, EncodedSequences
-from ..progress import progress
 from ..optim import UpdateRule, make_optimizer_step
+from ..progress import progress
 
 log = logging.getLogger(__name__)
 
