@@ -19,7 +19,7 @@ def test_policy_is_cached_and_decodes_world_words(tiny):
     hits = tiny.cache.stats["hits"]
     again = make_policy(tiny)
     assert again.path == first.path and tiny.cache.stats["hits"] == hits + 1
-    prompts = [p for p, _ in tiny.data.eval_prompts(3, seed=0, stream=Stream.BON_SAMPLES)]
+    prompts = [p for p, _ in tiny.data.eval_prompts(3, seed=0)]
     texts = first.sample(prompts, seed=0, stream=Stream.BON_SAMPLES)
     assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
     vocab = set(first.tokenizer.get_vocab())
@@ -32,18 +32,19 @@ def test_policy_is_cached_and_decodes_world_words(tiny):
 
 def test_same_seed_same_samples(tiny):
     policy = make_policy(tiny)
-    prompts = [p for p, _ in tiny.data.eval_prompts(4, seed=0, stream=Stream.BON_SAMPLES) for _ in range(8)]
+    prompts = [p for p, _ in tiny.data.eval_prompts(4, seed=0) for _ in range(8)]
     a, b = (policy.sample(prompts, seed=0, stream=Stream.BON_SAMPLES) for _ in range(2))
     c = policy.sample(prompts, seed=1, stream=Stream.BON_SAMPLES)
+    gold_set = policy.sample(prompts, seed=0, stream=Stream.GOLD_SAMPLES)  # gold=rm's samples: their own draws
     assert a == b
-    assert a != c
+    assert a != c and a != gold_set
 
 
 def test_generation_pads_after_eos_and_decode_stops_there(tiny):
     policy = make_policy(tiny)
-    ids, mask = policy.encode_prompts([p for p, _ in tiny.data.eval_prompts(16, seed=0, stream=Stream.BON_SAMPLES)])
+    ids, mask = policy.encode_prompts([p for p, _ in tiny.data.eval_prompts(16, seed=0)])
     assert (mask[:, -1] == 1).all(), "prompts must be left-padded so generation starts right after them"
-    response = policy.generate(policy.model, ids, mask, seed=0, stream=Stream.BON_SAMPLES)
+    response = policy.generate(policy.model, ids, mask, seed=0)
     emitted = response_mask(response, policy.eos_id).bool()
     assert (response[~emitted] == policy.pad_id).all()
     assert response.shape[1] <= policy.max_new_tokens
@@ -56,7 +57,7 @@ def test_sft_loss_counts_response_tokens_only(tiny):
     from harness.backbones import tiny_llama_config
 
     policy = make_policy(tiny)
-    prompts, responses = tiny.data.corpus(20, seed=0, stream=Stream.BON_SAMPLES)
+    prompts, responses = tiny.data.corpus(20, seed=0)
     heads = [policy.prompt_text(p) for p in prompts]
     enc = policy.tokenizer([f"{h} {r} [EOS]" for h, r in zip(heads, responses, strict=True)], padding=True,
                            padding_side="right", return_tensors="pt", add_special_tokens=False)
@@ -88,8 +89,8 @@ def test_pretrained_policy_from_a_local_directory_samples_like_the_same_weights(
     policy = make_policy(tiny)
     local = PretrainedPolicy(name="local", path=str(policy.path), temperature=1.0,
                              max_new_tokens=policy.max_new_tokens, generation_batch_size=64).prepare(
-        tiny.cache, tiny.data, seed=0, stream=Stream.BON_SAMPLES)
-    prompts = [p for p, _ in tiny.data.eval_prompts(4, seed=0, stream=Stream.BON_SAMPLES)]
+        tiny.cache, tiny.data, seed=0)
+    prompts = [p for p, _ in tiny.data.eval_prompts(4, seed=0)]
     assert local.prompt_text(prompts[0]) == policy.prompt_text(prompts[0])  # no chat template: "{prompt} =>"
     assert local.sample(prompts, 0, Stream.BON_SAMPLES) == policy.sample(prompts, 0, Stream.BON_SAMPLES)
     assert local.value_model(0).base_model is not None
