@@ -46,7 +46,7 @@ class AggregateOnMultirunEnd(Callback):
             log.exception("aggregating %s failed; retry with `python -m harness.aggregate DIR`", sweep_dir)
             LAST_SWEEP_FAILED = True
             return
-        LAST_SWEEP_FAILED = out["n_failed"] > 0
+        LAST_SWEEP_FAILED = out["n_failed"] > 0 or bool(out["user_errors"])
         from harness.aggregate import sweep_text  # the same tables `python -m harness.aggregate DIR` prints
 
         try:

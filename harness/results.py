@@ -8,7 +8,9 @@ aggregate CLI, the end-of-sweep callback, figures, regression checks), so their 
   `step` on PPO rows, the other is left empty.
 - `summary.csv`: one row per job found under a sweep directory (at any depth), flattened to dotted
   columns (`accuracy.gold.overall`, `choices.arch`, `bon.alpha`, ...). A job that failed -- or died
-  before writing `metrics.json` at all -- is still a row, with `status=failed` and its `error`.
+  before writing `metrics.json` at all -- is still a row, with `status=failed` and its `error`. A job stopped by
+  a user error (`status=user_error`: a bad value, a missing file; nothing was computed) is not a result and
+  gets no row; `aggregate` counts and names it.
 """
 
 from __future__ import annotations
@@ -70,8 +72,12 @@ def write_metrics(job_dir: str | os.PathLike, metrics: Mapping) -> Path:
 
 
 def read_metrics(job_dir: str | os.PathLike) -> dict:
-    with open(Path(job_dir) / METRICS_FILE, encoding="utf-8") as f:
-        return json.load(f)
+    path = Path(job_dir) / METRICS_FILE
+    with open(path, encoding="utf-8") as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON ({e}); a damaged or hand-edited file?") from e
 
 
 def _csv_cell(value: Any) -> Any:
@@ -182,8 +188,9 @@ def find_job_dirs(sweep_dir: str | os.PathLike) -> list[Path]:
     return sorted(dirs, key=lambda d: _natural_key(_rel(d, root)))
 
 
-def collect_records(sweep_dir: str | os.PathLike) -> list[dict]:
-    """One flattened dict per job under `sweep_dir`, `job_dir` relative to it, in natural job order."""
+def collect_records(sweep_dir: str | os.PathLike, user_errors: list[dict] | None = None) -> list[dict]:
+    """One flattened dict per job under `sweep_dir`, `job_dir` relative to it, in natural job order. Jobs
+    stopped by a user error are left out (appended to ``user_errors`` when given, as {job_dir, error})."""
     root = Path(sweep_dir)
     records = []
     for job_dir in find_job_dirs(root):
@@ -196,6 +203,10 @@ def collect_records(sweep_dir: str | os.PathLike) -> list[dict]:
         else:
             metrics = {**_hydra_job_info(job_dir), "status": "failed",
                        "error": f"no {METRICS_FILE}: the job did not finish (see its log)"}
+        if metrics.get("status") == "user_error":
+            if user_errors is not None:
+                user_errors.append({"job_dir": _rel(job_dir, root), "error": metrics.get("error")})
+            continue
         row = flatten(metrics)
         row["job_dir"] = _rel(job_dir, root)  # replaces the absolute path a job records about itself
         row.setdefault("status", "failed")
@@ -213,9 +224,10 @@ def _column_order(columns: list[str]) -> list[str]:
     return lead + choices + rest
 
 
-def collect(sweep_dir: str | os.PathLike) -> pd.DataFrame:
-    """Tidy table of every job under `sweep_dir`: one row per job, dotted metric columns."""
-    records = collect_records(sweep_dir)
+def collect(sweep_dir: str | os.PathLike, user_errors: list[dict] | None = None) -> pd.DataFrame:
+    """Tidy table of every job under `sweep_dir`: one row per job, dotted metric columns (user errors left out,
+    see ``collect_records``)."""
+    records = collect_records(sweep_dir, user_errors)
     if not records:
         return pd.DataFrame(columns=list(_LEAD_COLUMNS))
     df = pd.DataFrame.from_records(records)
@@ -240,14 +252,15 @@ def aggregate(sweep_dir: str | os.PathLike, figures: bool = True) -> dict:
     Raises FileNotFoundError when `sweep_dir` holds no job at all.
     """
     root = Path(sweep_dir)
-    df = collect(root)
-    if df.empty:
+    user_errors: list[dict] = []
+    df = collect(root, user_errors)
+    if df.empty and not user_errors:
         raise FileNotFoundError(f"no {METRICS_FILE} (and no Hydra job dir) under {root}")
     summary = root / SUMMARY_FILE
     atomic_write_text(summary, df.to_csv(index=False, lineterminator="\n"))
     paths: list[Path] = []
     report = None
-    if figures:
+    if figures and not df.empty:
         from harness import plots  # matplotlib is only imported when figures are asked for
         from harness.report import write_report
 
@@ -258,6 +271,7 @@ def aggregate(sweep_dir: str | os.PathLike, figures: bool = True) -> dict:
     return {
         "n_jobs": len(df),
         "n_failed": int((df["status"] != "ok").sum()),
+        "user_errors": user_errors,
         "summary": summary,
         "figures": paths,
         "report": report,

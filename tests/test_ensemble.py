@@ -170,3 +170,32 @@ def test_explain_and_extra_metrics(fitted, tiny):
     r_c = info["members"][:, 0]
     r_r = ens.explain(tiny.test.rejected)["members"][:, 0]
     assert extra["member_accuracy"]["human"][0] == pytest.approx((r_c > r_r).float().mean().item())
+
+
+def test_member_key_follows_the_backbone_content_not_its_path(tiny, tmp_path):
+    """Before: the key held the backbone's path, so weights replaced in place reused stale members and a moved
+    model (or cache) retrained them all."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from harness.backbones import PretrainedBackbone
+
+    a, b = tmp_path / "model", tmp_path / "moved" / "model"
+    shutil.copytree(tiny.backbone.path, a, ignore=shutil.ignore_patterns("_manifest.json"))
+    shutil.copytree(a, b)
+
+    def key(path):
+        backbone = PretrainedBackbone(name="local", path=str(path), max_length=tiny.backbone.max_length,
+                                      finetune="full")
+        backbone.prepare(tiny.cache, corpus=None, seed=0)
+        spec = EnsembleRM("mean", k=2).member_spec(dataclasses.replace(tiny.ctx(), backbone=backbone), seed=1)
+        assert str(tmp_path) not in repr(spec)
+        return ArtifactCache.key("ens_member", spec)
+
+    assert key(a) == key(b)  # the same weights elsewhere: the same members
+    weights = load_file(a / "model.safetensors")
+    name = next(iter(weights))
+    weights[name] = weights[name] + 1.0
+    save_file(weights, a / "model.safetensors")  # replaced in place: same path, other weights
+    assert key(a) != key(b)

@@ -73,8 +73,9 @@ class EnsembleRM(RewardModel):
         """Everything that determines a trained member — and nothing else (no aggregator, λ or k)."""
         return {
             "data": ctx.data_spec,
-            # A content hash of the backbone config for cached backbones; the model path or hub id otherwise.
-            "backbone": str(ctx.backbone.path),
+            # What the backbone's weights are (a content hash), never where they lie: weights replaced in place
+            # retrain the members, a moved cache or model directory reuses them.
+            "backbone": ctx.backbone.content_id(),
             # Truncation of the encoded training pairs: a backbone knob that is not always part of its path.
             "max_length": ctx.backbone.max_length,
             "finetune": ctx.backbone.finetune_spec,
