@@ -66,15 +66,15 @@ def test_bad_values_name_the_key(override, key, tmp_path):
     # In process (the job as the CLI runs it); test_bad_value_fails_the_command_line covers the process itself.
     cfg = compose([override, "opt=none", f"cache_dir={tmp_path}/cache"])
     out = run_job(cfg, tmp_path, {}, [override])
-    assert out["status"] == "failed" and key in out["error"]
-    assert read_metrics(tmp_path)["status"] == "failed"  # a failed job still leaves its status row
+    assert out["status"] == "user_error" and key in out["error"]
+    assert read_metrics(tmp_path)["status"] == "user_error"  # a stopped job still leaves its status row
 
 
 def test_bad_value_fails_the_command_line(tmp_path):
     proc = _run_harness("train.lr=-1", "opt=none", f"hydra.run.dir={tmp_path}", f"cache_dir={tmp_path}/cache")
     assert proc.returncode != 0
     assert "train.lr" in proc.stderr + proc.stdout
-    assert read_metrics(tmp_path)["status"] == "failed"
+    assert read_metrics(tmp_path)["status"] == "user_error"
 
 
 def test_train_config_validation():
