@@ -33,7 +33,7 @@ from .data.hf import HubUnavailableError
 from .data.readers import DataFormatError
 from .data.schema import drop_identical_inputs, encode_pairs, input_report
 from .errors import UserError, full_errors
-from .evaluate import preference_accuracy
+from .evaluate import evaluate_architecture, split_accuracy
 from .export import EXPORT_DIR, RewardScorer, export_reward_model, prompt_template_of
 from .loggers import MetricLogger
 from .progress import Stages, config_name
@@ -100,7 +100,6 @@ class JobInputs:
     gold: object | None  # gold=rm relabels the data with a gold RM (harness/gold.py); gold=synthetic keeps it
     backbone: object
     arch: object
-    labeler: object | None
     studies: dict
     benchmarks: list
 
@@ -251,9 +250,8 @@ def validate(cfg: DictConfig, job_dir: Path) -> JobInputs:
         backbone = build(cfg.backbone, "backbone")
         # The architecture before any preparation: a misspelt arch key costs a second, not the data and backbone.
         arch = build(cfg.arch, "arch")
-        labeler = build(cfg.labeler, "labeler") if "labeler" in cfg else None
         gold = build(cfg.gold, "gold") if "gold" in cfg else None
-        for part in (backbone, labeler, getattr(arch, "labeler", None)):
+        for part in (backbone, getattr(arch, "labeler", None)):  # an arch's own labeler (arch/labeler) too
             if callable(getattr(part, "check", None)):
                 part.check()
         benchmarks = OmegaConf.to_container(cfg.eval.benchmarks, resolve=True) if cfg.eval.get("benchmarks") else []
@@ -269,7 +267,7 @@ def validate(cfg: DictConfig, job_dir: Path) -> JobInputs:
                     "gold": gold.identity() if callable(getattr(gold, "identity", None)) else None}
         fingerprint = ArtifactCache.key("data", identity)
     return JobInputs(seed=seed, config=config, data_fingerprint=fingerprint, train=train_cfg, data=data, gold=gold,
-                     backbone=backbone, arch=arch, labeler=labeler, studies=studies, benchmarks=benchmarks)
+                     backbone=backbone, arch=arch, studies=studies, benchmarks=benchmarks)
 
 
 # ------------------------------------------------------------------------------------------------ run
@@ -313,10 +311,8 @@ def _run(cfg: DictConfig, job: JobInputs, job_dir: Path, out: dict, metric_logge
     # Identical inputs give no gradient: training leaves them out; evaluation keeps them (a tie counts wrong).
     train, data.splits["train"], inputs["train"]["dropped"] = drop_identical_inputs(train, data.splits["train"],
                                                                                     backbone.max_length)
-    labeler = job.labeler
     ctx = FitContext(backbone=backbone, train=train_cfg, cache=cache, seed=seed, domains=data.domains,
-                     data_spec=data.spec(seed), labeler=labeler, train_dataset=data.splits["train"],
-                     world=getattr(data, "world", None), artifact_dir=job_dir, metric_logger=metric_logger)
+                     data_spec=data.spec(seed), data=data, artifact_dir=job_dir, metric_logger=metric_logger)
     arch = job.arch
 
     set_seed(seed)
@@ -331,14 +327,13 @@ def _run(cfg: DictConfig, job: JobInputs, job_dir: Path, out: dict, metric_logge
                                                                                     cfg.eval.batch_size)
     timing["score_per_1k"] = (time.perf_counter() - t0) / (2 * len(test)) * 1000
     ds = data.splits["test"]
-    gold = ("gold_chosen" in ds.column_names) or None
-    out["accuracy"] = preference_accuracy(
-        r_chosen.numpy(), r_rejected.numpy(), ds["domain"] if "domain" in ds.column_names else [""] * len(ds),
-        ds["gold_chosen"] if gold else None, ds["gold_rejected"] if gold else None,
-    )
+    out["accuracy"] = split_accuracy(r_chosen.numpy(), r_rejected.numpy(), ds)
     out["params"] = arch.param_counts()
     out["train_log"] = [r for r in ctx.logs if "best_val_acc" in r]
-    out.update(arch.extra_metrics(test=test, dataset=ds))
+    # Everything else the architecture exposes (views, routing, MoE load), evaluated with the same rule.
+    out.update(evaluate_architecture(arch, val, test, ds, data.domains, cfg.eval.batch_size))
+    if report := arch.fit_report():
+        out["fit"] = report
     if job.benchmarks:
         t0 = time.perf_counter()
         scorer = RewardScorer(arch, backbone.tokenizer, prompt_template_of(backbone), backbone.max_length,

@@ -36,15 +36,16 @@ CURVES_FILE = "curves.csv"
 SUMMARY_FILE = "summary.csv"
 CURVE_COLUMNS = ("opt", "n", "step", "kl", "sqrt_kl", "proxy", "gold")
 
-# Blocks too big or too nested for a table row: the resolved config is already in each job's
-# `.hydra/config.yaml`, and `explain` is read straight from metrics.json by the figures that need it.
-FLATTEN_SKIP = ("config", "explain")
+# Blocks too big or too nested for a table row (a key at any depth, or a dotted path): the resolved config is
+# already in each job's `.hydra/config.yaml`, `explain` is read straight from metrics.json by the figures that need
+# it, and `fit.experts` (per expert of an architecture) stays in metrics.json.
+FLATTEN_SKIP = ("config", "explain", "fit.experts")
 
 # Columns that hold text even when every value looks like a number (job dir "0", seed aside).
 _TEXT_COLUMNS = ("job_dir", "status", "error", "overrides")
 # Leading columns of summary.csv, in this order; everything else follows alphabetically.
 _LEAD_COLUMNS = ("job_dir", "status", "error", "seed")
-_CHOICE_ORDER = ("arch", "data", "backbone", "policy", "labeler", "opt")
+_CHOICE_ORDER = ("arch", "data", "backbone", "policy", "opt")
 
 
 # ----------------------------------------------------------------------------------------- per job
@@ -131,9 +132,9 @@ def flatten(metrics: Mapping, prefix: str = "") -> dict:
     """
     out = {}
     for key, value in metrics.items():
-        if key in FLATTEN_SKIP:
-            continue
         name = f"{prefix}{key}"
+        if key in FLATTEN_SKIP or name in FLATTEN_SKIP:
+            continue
         if isinstance(value, Mapping):
             out.update(flatten(value, prefix=f"{name}."))
         elif isinstance(value, (list, tuple)) and any(isinstance(v, (Mapping, list, tuple)) for v in value):
@@ -215,11 +216,14 @@ def collect_records(sweep_dir: str | os.PathLike, user_errors: list[dict] | None
     return records
 
 
+def _choice_rank(column: str) -> tuple:
+    group = column.removeprefix("choices.").split("/")[0]  # a nested group (arch/labeler) follows its parent
+    return group not in _CHOICE_ORDER, _CHOICE_ORDER.index(group) if group in _CHOICE_ORDER else 0, column
+
+
 def _column_order(columns: list[str]) -> list[str]:
     lead = [c for c in _LEAD_COLUMNS if c in columns]
-    choices = sorted((c for c in columns if c.startswith("choices.")),
-                     key=lambda c: (c[8:] not in _CHOICE_ORDER,
-                                    _CHOICE_ORDER.index(c[8:]) if c[8:] in _CHOICE_ORDER else 0, c))
+    choices = sorted((c for c in columns if c.startswith("choices.")), key=_choice_rank)
     rest = sorted(c for c in columns if c not in lead and c not in choices)
     return lead + choices + rest
 
@@ -279,7 +283,7 @@ def aggregate(sweep_dir: str | os.PathLike, figures: bool = True) -> dict:
 
 
 def split_overrides(text) -> list[str]:
-    """Split comma-joined overrides, keeping commas inside [..] / {..}: "arch=umm,opt=[bon,ppo]" has two parts."""
+    """Split comma-joined overrides, keeping commas inside [..] / {..}: "arch=x,opt=[bon,ppo]" has two parts."""
     if not isinstance(text, str) or not text:
         return []
     parts, depth, cur = [], 0, ""

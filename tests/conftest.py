@@ -51,7 +51,6 @@ def tiny(cache_root):
     from harness.cache import ArtifactCache
     from harness.data.schema import encode_pairs
     from harness.data.synthetic import SyntheticData
-    from harness.labelers.oracle import OracleLabeler
 
     cache = ArtifactCache(cache_root)
     data = SyntheticData(**TINY_DATA, world={"calibration_pairs": 500}).prepare(cache, seed=0)
@@ -73,8 +72,7 @@ def tiny(cache_root):
         train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
         train_cfg = TrainConfig(**{**TINY_TRAIN, **{k: v for k, v in overrides.items() if k in train_keys}})
         fields = dict(backbone=backbone, train=train_cfg, cache=cache, seed=0, domains=data.domains,
-                      data_spec=data.spec(0), labeler=OracleLabeler(), train_dataset=data.splits["train"],
-                      world=data.world)
+                      data_spec=data.spec(0), data=data)
         return FitContext(**{**fields, **{k: v for k, v in overrides.items() if k not in train_keys}})
 
     t.ctx = ctx

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..data.schema import Batch
-from .base import FitContext, RewardModel, RewardOutput, train_bradley_terry
+from .base import FitContext, RewardModel, RewardOutput, View, train_bradley_terry
 
 AGGREGATORS = ("mean", "wco", "uwo")
 
@@ -120,21 +120,11 @@ class EnsembleRM(RewardModel):
     def dense_models(self) -> dict:
         return {f"member{i}": m for i, m in enumerate(self.members)}
 
-    def extra_metrics(self, test, dataset) -> dict:
-        """How the ensemble was made, and each member's own test accuracy (what an aggregator is compared to)."""
-        r_chosen = self.explain(test.chosen)["members"]  # (N, k)
-        r_rejected = self.explain(test.rejected)["members"]
-        accuracy = {"human": ((r_chosen > r_rejected).float().mean(0)).tolist()}  # ties count wrong
-        if "gold_chosen" in dataset.column_names:
-            g_c, g_r = torch.tensor(dataset["gold_chosen"]), torch.tensor(dataset["gold_rejected"])
-            decided = g_c != g_r  # gold ties have no right answer: left out, as in harness.evaluate
-            gold_says_chosen = (g_c > g_r)[decided, None]
-            correct = torch.where(gold_says_chosen, r_chosen[decided] > r_rejected[decided],
-                                  r_rejected[decided] > r_chosen[decided])
-            accuracy["gold"] = correct.float().mean(0).tolist()
-        return {"ensemble": {
-            "k": self.k, "aggregator": self.aggregator, "uwo_lambda": self.uwo_lambda,
-            "members_trained": self.provenance.count("trained"), "members_cached": self.provenance.count("cached"),
-            "member_accuracy": accuracy,
-            "member_accuracy_mean": {name: float(np.mean(v)) for name, v in accuracy.items()},
-        }}
+    def views(self) -> dict[str, View]:
+        """``member_<i>``: each member alone (what an aggregator is compared to)."""
+        return {f"member_{i}": View(lambda batch, member=member: member_reward(member, batch))
+                for i, member in enumerate(self.members)}
+
+    def fit_report(self) -> dict:
+        """How many members were trained in this job and how many came from the artifact cache."""
+        return {"members_trained": self.provenance.count("trained"), "members_cached": self.provenance.count("cached")}
