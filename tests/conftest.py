@@ -234,7 +234,7 @@ CI_SWEEP = [
 
 
 # ------------------------------------------------------------------------------ fake sweeps
-# Hand-written sweeps (several archs x 2 seeds, BoN + PPO curves, UMM's unmerged block, DMoERM's capability
+# Hand-written sweeps (several archs x 2 seeds, BoN + PPO curves, UMM's `unmerged` view, DMoERM's capability
 # scores, one failed job) for the result, plot and regression tests: no training involved.
 
 FAKE_DOMAINS = ("roleplay", "chitchat", "subjective_qa", "objective_qa", "text_creation")
@@ -262,8 +262,8 @@ def fake_metrics(arch: str, seed: int, job_dir: Path) -> dict:
     acc, total, active, alpha, beta = FAKE_ARCHS[arch]
     rng = np.random.default_rng(1000 * seed + len(arch))
     base = {
-        "choices": {"arch": arch, "data": "synthetic", "backbone": "tiny", "policy": "tiny",
-                    "labeler": "oracle", "opt": ["bon", "ppo"]},
+        "choices": {"arch": arch, **({"arch/labeler": "oracle"} if arch == "dmoerm" else {}), "data": "synthetic",
+                    "backbone": "tiny", "policy": "tiny", "opt": ["bon", "ppo"]},
         "seed": seed,
         "overrides": [f"arch={arch}", f"seed={seed}", "opt=[bon,ppo]"],
         "job_dir": str(job_dir),
@@ -296,11 +296,12 @@ def fake_metrics(arch: str, seed: int, job_dir: Path) -> dict:
     if arch == "umm":
         # UMM's MoE before the merge: more stored parameters, only gold accuracy reported.
         unmerged_gold = {"overall": gold_acc + 0.02, "per_domain": domain_acc(gold_acc + 0.02)}
-        m["unmerged"] = {"accuracy": {"gold": unmerged_gold},
-                         "params": {"total": 520_000, "trainable": 520_000, "active": 270_000}}
+        m["views"] = {"unmerged": {"accuracy": {"gold": unmerged_gold},
+                                   "params": {"total": 520_000, "trainable": 520_000, "active": 270_000}}}
     if arch == "dmoerm":
         scores = {d: {c: float(0.6 + 0.3 * rng.random()) for c in caps} for d, caps in FAKE_CAPABILITIES.items()}
         m["explain"] = {"capability_scores": scores}
+        m["fit"] = {"experts": {"roleplay": {"persona": {"pairs": 10, "trained": True}}}, "cost": {"passes": 4}}
     return m
 
 

@@ -6,19 +6,22 @@ from pathlib import Path
 
 import pytest
 from conftest import CONF_DIR, compose
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import open_dict
 
 from harness.archs.base import RewardModel, TrainConfig
 from harness.job import build, run_job
 from harness.results import read_metrics
 
-GROUPS = ["arch", "data", "backbone", "policy", "labeler", "gold", "opt"]
+GROUPS = ["arch", "data", "backbone", "policy", "arch/labeler", "gold", "opt"]
+# A nested group is chosen under its parent's option that declares it.
+PARENT = {"arch/labeler": ["arch=dmoerm"]}
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted(Path(CONF_DIR, g).glob("*.yaml"))]
 
 
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes(group, option):
-    cfg = compose([f"{group}={option}"])
+    cfg = compose([*PARENT.get(group, []), f"{group}={option}"])
     assert cfg.seed == 0 and "cache_dir" in cfg
     if group == "opt":
         # opt/<study>_<profile>.yaml are budgets of <study> (same package): bon_smollm2 fills opt.bon.
@@ -84,6 +87,20 @@ def test_train_config_validation():
     for key, bad in [("lr", 0.0), ("batch_size", 0), ("warmup", 1.0), ("weight_decay", -1.0)]:
         with pytest.raises(ValueError, match=f"train.{key}"):
             TrainConfig(**{**good, key: bad}).validate()
+
+
+@pytest.mark.parametrize("suite", ["smoke", "paper"])
+def test_suites_sweep_every_arch_config_without_a_hand_list(suite):
+    arch = compose([f"+suite={suite}"], return_hydra_config=True).hydra.sweeper.params.arch
+    choice = OverridesParser.create().parse_overrides([f"arch={arch}"])[0].value()
+    shipped = [o for g, o in OPTIONS if g == "arch"]
+    assert choice.filter(shipped) == shipped and len(shipped) >= 2
+
+
+def test_only_the_arch_that_asks_for_labels_carries_a_labeler():
+    assert "labeler" not in compose() and "labeler" not in compose(["arch=rodos"]).arch
+    cfg = compose(["arch=dmoerm", "arch/labeler=openai", "arch.labeler.model=m"])
+    assert cfg.arch.labeler._target_.endswith("OpenAILabeler") and cfg.arch.labeler.model == "m"
 
 
 def test_instantiate_with_unknown_argument_names_group():
