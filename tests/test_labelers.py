@@ -474,7 +474,7 @@ def test_every_labeler_config_instantiates_offline(option, monkeypatch):
     from harness.job import build
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # no key needed until a question is sent
-    labeler = build(compose([f"labeler={option}"]).labeler, "labeler")
+    labeler = build(compose(["arch=dmoerm", f"arch/labeler={option}"]).arch.labeler, "arch.labeler")
     assert labeler.name == option and callable(labeler.label)
 
 
@@ -485,10 +485,9 @@ def test_dmoerm_learns_from_an_openai_compatible_server(server, tiny, tmp_path, 
     monkeypatch.setenv(KEY_ENV, SECRET)
     rm = DMoERM(router={}, phase1={}, phase2={}, phase3={}, phase1_fraction=0.6, r=4, lora_alpha=4,
                 lora_dropout=0.0, target_modules=None, expert_val_fraction=0.0, min_expert_pairs=1,
-                label_pairs_per_domain=3, capabilities=None)
-    ctx = tiny.ctx()
-    ctx.labeler = make_openai(server, tmp_path, max_concurrency=4)
-    rm.fit(tiny.train, tiny.val, ctx)
+                label_pairs_per_domain=3, capabilities=None,
+                labeler=make_openai(server, tmp_path, max_concurrency=4))
+    rm.fit(tiny.train, tiny.val, tiny.ctx())
     s = rm.report["labeler"]
     assert s["name"] == "openai" and s["asked"] == sum(3 * len(p) for p in rm.points)
     assert server.requests == s["questions"] <= 2 * s["asked"] and s["kept"] > 0  # equal questions asked once
