@@ -22,7 +22,7 @@ class OracleLabeler:
     def label(self, pairs, seed: int, world=None) -> dict:
         if world is None:
             raise ValueError("labeler=oracle needs the synthetic world (data=synthetic); for other data use "
-                             "labeler=openai or labeler=local")
+                             "arch/labeler=openai or arch/labeler=local")
         cols = columns(pairs)
         rng = np.random.default_rng([seed, 40, self.seed_offset])
         labels, first_answers = [], 0
