@@ -57,7 +57,7 @@ class EnsembleRM(RewardModel):
         if aggregator not in AGGREGATORS:
             raise ValueError(f"arch.aggregator={aggregator!r} is not one of {', '.join(AGGREGATORS)}")
         if k < 2:
-            raise ValueError(f"arch.k={k} must be >= 2 (an ensemble of one is arch=single)")
+            raise ValueError(f"arch.k={k} must be >= 2 (an ensemble of one is just its member)")
         if uwo_lambda < 0:
             raise ValueError(f"arch.uwo_lambda={uwo_lambda} must be >= 0 (a negative weight rewards disagreement)")
         self.aggregator, self.k, self.uwo_lambda = aggregator, k, uwo_lambda
