@@ -8,6 +8,7 @@ import dataclasses
 import math
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -110,6 +111,9 @@ def learnable(tiny):
         assert (last == vocab[marker]).all(), f"the marker {marker!r} is not the last token of every chosen"
         setattr(t, f"{split}_dataset", raw)
         setattr(t, split, encoded)
+    # The learnable splits as a prepared data source (FitContext.data): raw rows behind the encoded pairs.
+    t.data = SimpleNamespace(splits={split: getattr(t, f"{split}_dataset") for split in LEARNABLE_SIZES},
+                             world=tiny.data.world, domains=tiny.data.domains)
     return t
 
 

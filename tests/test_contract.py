@@ -94,7 +94,7 @@ def fitted(request, tiny, learnable, tmp_path_factory):
     rm = build(compose([f"arch={arch}"]).arch, "arch")
     # A fresh cache: an ensemble sharing members trained by another test would load them instead of training.
     ctx = tiny.ctx(**CONTRACT_TRAIN, cache=ArtifactCache(tmp_path_factory.mktemp(f"{arch}-cache")),
-                   train_dataset=learnable.train_dataset, artifact_dir=tmp_path_factory.mktemp(f"{arch}-job"))
+                   data=learnable.data, artifact_dir=tmp_path_factory.mktemp(f"{arch}-job"))
     with watch_training(rm) as record:
         rm.fit(learnable.train, learnable.val, ctx)
     return arch, rm, record
