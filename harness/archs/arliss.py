@@ -31,7 +31,16 @@ from peft.utils import ModulesToSaveWrapper
 from torch import nn
 
 from ..data.schema import Batch, EncodedPairs
-from .base import FitContext, RewardModel, RewardOutput, View, require_domains, train_bradley_terry, train_classifier
+from .base import (
+    FitContext,
+    RewardModel,
+    RewardOutput,
+    View,
+    require_domains,
+    route_rows,
+    train_bradley_terry,
+    train_classifier,
+)
 
 ROUTER = "router"
 
@@ -103,24 +112,13 @@ class ARLISS(RewardModel):
     def adapter_reward(self, d: int, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(b,) rewards from backbone + reward adapter d + its scalar head."""
         self.peft.set_adapter(reward_adapter(d))
-        T = int(attention_mask.sum(1).max())  # rows routed here may be shorter than the batch: trim padding
-        return self.peft(input_ids=input_ids[:, :T], attention_mask=attention_mask[:, :T],
-                         use_cache=False).logits.squeeze(-1)
-
-    def routed_reward(self, batch: Batch, domain: torch.Tensor) -> torch.Tensor:
-        """(B,) rewards, row i scored by reward adapter domain[i]; the batch is grouped by domain: one adapter
-        switch and one forward per domain present."""
-        reward = torch.zeros(len(batch), dtype=torch.float32, device=batch.input_ids.device)
-        for d in domain.unique().tolist():
-            rows = (domain == d).nonzero(as_tuple=True)[0]
-            reward = reward.index_put((rows,), self.adapter_reward(d, batch.input_ids[rows],
-                                                                   batch.attention_mask[rows]).float())
-        return reward
+        return self.peft(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits.squeeze(-1)
 
     def forward(self, batch: Batch) -> RewardOutput:
         probs = self.router_logits(batch).float().softmax(-1)  # (B, n)
         domain_prob, domain = probs.max(-1)  # hard top-1 routing, (B,) each
-        return RewardOutput(reward=self.routed_reward(batch, domain),
+        # Grouped by routed domain: one adapter switch and one forward per domain present.
+        return RewardOutput(reward=route_rows(batch, domain, self.adapter_reward),
                             info={"domain": domain, "domain_prob": domain_prob})
 
     # -- training -----------------------------------------------------------------------------------
@@ -161,7 +159,7 @@ class ARLISS(RewardModel):
     def views(self) -> dict[str, View]:
         """``oracle_routing``: each pair scored by its TRUE domain's adapter — the ceiling a perfect router would
         reach, so the gap to the RM's own accuracy is what routing errors cost."""
-        return {"oracle_routing": View(lambda batch: self.routed_reward(batch, batch.domain), needs_domain=True)}
+        return {"oracle_routing": View(lambda b: route_rows(b, b.domain, self.adapter_reward), needs_domain=True)}
 
     def routing(self) -> Callable[[Batch], torch.Tensor]:
         return lambda batch: self.router_logits(batch).float().softmax(-1).argmax(-1)  # forward's decision

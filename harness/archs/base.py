@@ -224,6 +224,19 @@ def require_domains(arch: str, pairs: EncodedPairs, split: str, n_domains: int) 
                          f"{n_domains} domains are known")
 
 
+def route_rows(batch: Batch, domain: torch.Tensor,
+               reward: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """(B,) rewards of a batch whose row i goes to the model of domain[i]: ``reward(d, input_ids, attention_mask)``
+    runs once per domain present, on that domain's rows with their padding trimmed; a model no row goes to is not
+    touched. Differentiable (out-of-place), so training can run through it."""
+    out = torch.zeros(len(batch), dtype=torch.float32, device=batch.input_ids.device)
+    for d in domain.unique().tolist():
+        rows = (domain == d).nonzero(as_tuple=True)[0]
+        T = int(batch.attention_mask[rows].sum(1).max())  # rows of one domain may be shorter than the batch
+        out = out.index_put((rows,), reward(d, batch.input_ids[rows, :T], batch.attention_mask[rows, :T]).float())
+    return out
+
+
 def make_optimizer_step(params: list[nn.Parameter], cfg: TrainConfig, total_steps: int) -> Callable:
     """The one update rule of both loops: AdamW, linear warm-up then decay to 0 over ``total_steps``, gradient-norm
     clipping. Returns ``step(loss)``: backward, clip, update, advance the schedule, clear gradients."""

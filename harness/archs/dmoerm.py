@@ -47,6 +47,7 @@ from .base import (
     TrainConfig,
     View,
     require_domains,
+    route_rows,
     train_bradley_terry,
     train_classifier,
 )
@@ -391,23 +392,14 @@ class DMoERM(RewardModel):
         out["capabilities"] = {name: list(p) for name, p in zip(self.domains, self.points, strict=True)}
         return out
 
-    def by_true_domain(self, batch: Batch, reward: Callable[..., torch.Tensor]) -> torch.Tensor:
-        """(B,) rewards, each row scored by ``reward(d, input_ids, attention_mask)`` of its TRUE domain d."""
-        out = torch.zeros(len(batch), dtype=torch.float32, device=batch.input_ids.device)
-        for d in batch.domain.unique().tolist():
-            rows = (batch.domain == d).nonzero(as_tuple=True)[0]
-            T = int(batch.attention_mask[rows].sum(1).max())  # rows of one domain may be shorter: trim padding
-            out[rows] = reward(d, batch.input_ids[rows, :T], batch.attention_mask[rows, :T]).float()
-        return out
-
     def views(self) -> dict[str, View]:
         """Scored by the TRUE domain's models (no routing errors): ``oracle_routing``, the inner model (phase 3);
         ``base_rm``, the phase-1 domain base RM alone. And ``capability/<domain>/<point>``, each expert alone on its
         own domain (the capability heat map)."""
         views = {
-            "oracle_routing": View(lambda b: self.by_true_domain(b, lambda *x: self.domain_reward(*x)[0]),
+            "oracle_routing": View(lambda b: route_rows(b, b.domain, lambda *x: self.domain_reward(*x)[0]),
                                    needs_domain=True),
-            "base_rm": View(lambda b: self.by_true_domain(b, self.base_reward), needs_domain=True),
+            "base_rm": View(lambda b: route_rows(b, b.domain, self.base_reward), needs_domain=True),
         }
         for d, (name, points) in enumerate(zip(self.domains, self.points, strict=True)):
             for k, point in enumerate(points):

@@ -15,7 +15,16 @@ import torch
 from torch import nn
 
 from ..data.schema import Batch, EncodedPairs
-from .base import FitContext, RewardModel, RewardOutput, View, require_domains, train_bradley_terry, train_classifier
+from .base import (
+    FitContext,
+    RewardModel,
+    RewardOutput,
+    View,
+    require_domains,
+    route_rows,
+    train_bradley_terry,
+    train_classifier,
+)
 
 
 class RODOS(RewardModel):
@@ -41,25 +50,14 @@ class RODOS(RewardModel):
         return self.router(input_ids=batch.prompt_ids, attention_mask=batch.prompt_mask, use_cache=False).logits
 
     def expert_reward(self, d: int, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        T = int(attention_mask.sum(1).max())  # rows routed here may be shorter than the batch: trim padding
-        logits = self.experts[d](input_ids=input_ids[:, :T], attention_mask=attention_mask[:, :T],
-                                 use_cache=False).logits  # (b, 1)
-        return logits.squeeze(-1)
-
-    def routed_reward(self, batch: Batch, domain: torch.Tensor) -> torch.Tensor:
-        """(B,) rewards, row i scored by the RM of domain[i]; each domain RM runs once, on the rows sent to it
-        (RMs no row is sent to are not touched)."""
-        reward = torch.zeros(len(batch), dtype=torch.float32, device=batch.input_ids.device)
-        for d in domain.unique().tolist():
-            rows = (domain == d).nonzero(as_tuple=True)[0]
-            reward = reward.index_put((rows,), self.expert_reward(d, batch.input_ids[rows],
-                                                                  batch.attention_mask[rows]).float())
-        return reward
+        """(b,) rewards of domain d's RM."""
+        return self.experts[d](input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits.squeeze(-1)
 
     def forward(self, batch: Batch) -> RewardOutput:
         probs = self.router_logits(batch).float().softmax(-1)  # (B, n)
         domain_prob, domain = probs.max(-1)  # hard top-1 routing, (B,) each
-        return RewardOutput(reward=self.routed_reward(batch, domain),
+        # Each domain RM runs once per batch, on the rows routed to it (unrouted RMs are not touched).
+        return RewardOutput(reward=route_rows(batch, domain, self.expert_reward),
                             info={"domain": domain, "domain_prob": domain_prob})
 
     # -- training -----------------------------------------------------------------------------------
@@ -95,7 +93,7 @@ class RODOS(RewardModel):
     def views(self) -> dict[str, View]:
         """``oracle_routing``: each pair scored by its TRUE domain's RM — the ceiling a perfect router would reach,
         so the gap to the RM's own accuracy is what routing errors cost."""
-        return {"oracle_routing": View(lambda batch: self.routed_reward(batch, batch.domain), needs_domain=True)}
+        return {"oracle_routing": View(lambda b: route_rows(b, b.domain, self.expert_reward), needs_domain=True)}
 
     def routing(self) -> Callable[[Batch], torch.Tensor]:
         return lambda batch: self.router_logits(batch).float().softmax(-1).argmax(-1)  # forward's decision
