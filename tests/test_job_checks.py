@@ -48,7 +48,8 @@ def job(tmp_path: Path, name: str, overrides: list[str]) -> dict:
 @pytest.mark.parametrize("overrides,named", [
     (["opt.bon.ns=[1,2,512]"], "opt.bon.ns"),  # before: failed after the RM trained
     (["eval.batch_size=0"], "eval.batch_size"),  # before: failed after training, naming no key
-    (["labeler=openai", "labeler.api_key_env=RMHARNESS_TEST_NO_SUCH_KEY"], "RMHARNESS_TEST_NO_SUCH_KEY"),
+    (["arch=dmoerm", "arch/labeler=openai", "arch.labeler.api_key_env=RMHARNESS_TEST_NO_SUCH_KEY"],
+     "RMHARNESS_TEST_NO_SUCH_KEY"),
     (["seed=abc"], "seed"),  # before: a raw int() traceback, no metrics.json
     (["seed=1.7"], "seed"),  # before: silently seed 1
     (["+foo=1"], "foo"),  # before: silently accepted
