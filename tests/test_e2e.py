@@ -55,7 +55,7 @@ def test_moved_and_read_only_cache_reuse_every_artifact(tmp_path, monkeypatch):
     every member, and a read-only copy failed on a lock file."""
     overrides = ["opt=none", "arch=ens_mean", "arch.k=2"]
     first = _job(tmp_path, "a", overrides)
-    assert first["status"] == "ok" and first["ensemble"]["members_trained"] == 2, first["error"]
+    assert first["status"] == "ok" and first["fit"]["members_trained"] == 2, first["error"]
     moved = tmp_path / "moved"
     os.rename(tmp_path / "cache", moved)
     for manifest in moved.rglob("_manifest.json"):  # keys hash content: no location in any spec
@@ -67,7 +67,7 @@ def test_moved_and_read_only_cache_reuse_every_artifact(tmp_path, monkeypatch):
     before = entries()
     cfg = compose([*TINY_OVERRIDES, f"cache_dir={moved}", *overrides])
     again = run_job(cfg, tmp_path / "b", {"arch": "ens_mean"}, overrides)
-    assert again["status"] == "ok" and again["ensemble"]["members_cached"] == 2
+    assert again["status"] == "ok" and again["fit"]["members_cached"] == 2
     assert entries() == before and again["accuracy"] == first["accuracy"]  # nothing rebuilt, same numbers
 
     # A read-only copy: every write below it fails as on a read-only mount (monkeypatched: root ignores modes).
@@ -82,7 +82,7 @@ def test_moved_and_read_only_cache_reuse_every_artifact(tmp_path, monkeypatch):
         lock.unlink()  # copied without its lock files
     monkeypatch.setattr(os, "open", read_only_open)
     read_only = run_job(cfg, tmp_path / "c", {"arch": "ens_mean"}, overrides)
-    assert read_only["status"] == "ok" and read_only["ensemble"]["members_cached"] == 2, read_only["error"]
+    assert read_only["status"] == "ok" and read_only["fit"]["members_cached"] == 2, read_only["error"]
     assert read_only["accuracy"] == first["accuracy"]
 
 

@@ -502,9 +502,8 @@ def test_dmoerm_fails_when_the_labeler_server_answers_nothing(server, tiny, tmp_
     server.default = "500"
     rm = DMoERM(router={}, phase1={}, phase2={}, phase3={}, phase1_fraction=0.6, r=4, lora_alpha=4,
                 lora_dropout=0.0, target_modules=None, expert_val_fraction=0.0, min_expert_pairs=1,
-                label_pairs_per_domain=3, capabilities=None)
-    ctx = tiny.ctx()
-    ctx.labeler = make_openai(server, tmp_path, max_concurrency=4)
+                label_pairs_per_domain=3, capabilities=None,
+                labeler=make_openai(server, tmp_path, max_concurrency=4))
     with pytest.raises(LabelingError, match="no answer"):
-        rm.fit(tiny.train, tiny.val, ctx)
+        rm.fit(tiny.train, tiny.val, tiny.ctx())
     assert "experts" not in rm.report  # nothing was trained on the missing labels
