@@ -145,6 +145,21 @@ UMM_KNOBS = dict(num_experts=None, top_k=2, layers=None, expert_noise=0.0, route
                  merge_train={"lr": 0.05, "epochs": 2, "warmup": 0.0})
 
 
+@pytest.fixture
+def lm_eval_index(monkeypatch):
+    """lm-eval's index of its bundled tasks, stood in by one that knows `arc_easy` only: building the real one
+    takes ~20 s (the slow tests that run a bundled task build it)."""
+    import lm_eval.tasks
+
+    class BundledTasks:
+        all_tasks = ["arc_easy"]
+
+        def __init__(self, include_defaults: bool = True):
+            pass
+
+    monkeypatch.setattr(lm_eval.tasks, "TaskManager", BundledTasks)
+
+
 # ------------------------------------------------------------------------------ fitted and exported RMs
 # Tiny budgets for fitting an arch on the tiny world: a few seconds per architecture.
 EXPORT_SHRINK = {"ens_mean": ["arch.k=2"], "ens_wco": ["arch.k=2"], "ens_uwo": ["arch.k=2"],

@@ -66,18 +66,12 @@ def test_unknown_arch_lists_valid_choices():
                                           "human_flip_rate"), ("data.world.domains=[]", "domains"),
                                          ("data.n_train=0", "n_train")])
 def test_bad_values_name_the_key(override, key, tmp_path):
-    # In process (the job as the CLI runs it); test_bad_value_fails_the_command_line covers the process itself.
+    # In process (the job as the CLI runs it); test_job_checks' test_user_error_is_one_message_without_traceback
+    # runs one of them through the command line.
     cfg = compose([override, "opt=none", f"cache_dir={tmp_path}/cache"])
     out = run_job(cfg, tmp_path, {}, [override])
     assert out["status"] == "user_error" and key in out["error"]
     assert read_metrics(tmp_path)["status"] == "user_error"  # a stopped job still leaves its status row
-
-
-def test_bad_value_fails_the_command_line(tmp_path):
-    proc = _run_harness("train.lr=-1", "opt=none", f"hydra.run.dir={tmp_path}", f"cache_dir={tmp_path}/cache")
-    assert proc.returncode != 0
-    assert "train.lr" in proc.stderr + proc.stdout
-    assert read_metrics(tmp_path)["status"] == "user_error"
 
 
 def test_train_config_validation():

@@ -16,7 +16,7 @@ import pytest
 from conftest import CONF_DIR, TINY_OVERRIDES, compose
 
 from harness.job import run_job
-from harness.results import read_summary
+from harness.results import read_metrics, read_summary
 
 ROOT = Path(CONF_DIR).parent
 
@@ -136,6 +136,7 @@ def test_user_error_is_one_message_without_traceback(tmp_path):
     output = proc.stdout + proc.stderr
     assert proc.returncode == 2
     assert output.count("train.lr=-1 must be > 0") == 1 and "Traceback" not in output
+    assert read_metrics(tmp_path / "run")["status"] == "user_error"  # a stopped job still leaves its status row
     # HYDRA_FULL_ERROR=1 shows everything.
     proc = harness("data=jsonl", "threads=1", f"hydra.run.dir={tmp_path}/run2", f"cache_dir={tmp_path}/cache",
                    env={"HYDRA_FULL_ERROR": "1"})
