@@ -59,7 +59,8 @@ def build(node: DictConfig, where: str, **kwargs):
         return instantiate(node, **kwargs, _convert_="all")
     except InstantiationException as e:
         cause = e.__cause__
-        if cause is None or isinstance(cause, (ValueError, TypeError, FileNotFoundError, ImportError)):
+        if cause is None or isinstance(cause, (ValueError, TypeError, FileNotFoundError, IsADirectoryError,
+                                               ImportError)):
             message = str(cause or e)
             raise UserError(message if message.startswith(where) else f"{where}: {message}") from e
         raise
@@ -238,7 +239,7 @@ def validate(cfg: DictConfig, job_dir: Path) -> JobInputs:
     seed = check_seed(cfg.seed)
     set_seed(seed)  # constructors below run seeded too (none draws today; _run seeds again before preparing)
     # While only the config is read, a rejected value or a missing file can only be the user's to fix.
-    with user_errors(ValueError, TypeError, FileNotFoundError, HubUnavailableError):
+    with user_errors(ValueError, TypeError, FileNotFoundError, IsADirectoryError, HubUnavailableError):
         if cfg.threads is not None and (isinstance(cfg.threads, bool) or not isinstance(cfg.threads, int)
                                         or cfg.threads < 1):
             raise UserError(f"threads={cfg.threads!r} must be an integer >= 1 or null")
@@ -287,7 +288,7 @@ def _run(cfg: DictConfig, job: JobInputs, job_dir: Path, out: dict, metric_logge
     stages = Stages(4 + (1 + len(studies) if studies else 0))
     t0 = time.perf_counter()
     # Malformed data files (DataFormatError), a data set the hub cannot give, a model path with no model in it.
-    with user_errors(DataFormatError, FileNotFoundError, HubUnavailableError):
+    with user_errors(DataFormatError, FileNotFoundError, IsADirectoryError, HubUnavailableError):
         stages.next(f"data: {config_name(cfg.data)} preference pairs (built once per seed, then cached)")
         data = job.data.prepare(cache, seed)
         if job.gold is not None:
