@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -77,7 +78,6 @@ def main() -> None:
 
     train, val, test = encode(train_ds), encode(val_ds), encode(data.splits["test"])
     n_seqs = 2 * len(test)
-    labeler = build(cfg.labeler, "labeler") if "labeler" in cfg else None
     train_cfg = TrainConfig(**{**cfg.train, "epochs": 1, "evals_per_epoch": 1})
     train_cfg.validate()
     batch_size = int(cfg.eval.batch_size)
@@ -94,8 +94,9 @@ def main() -> None:
         scratch_cache = ArtifactCache(Path(scratch) / "cache")
         for a in archs:
             ctx = FitContext(backbone=backbone, train=train_cfg, cache=scratch_cache, seed=seed, domains=data.domains,
-                             data_spec={**data.spec(seed), "fit_pairs": len(train)}, labeler=labeler,
-                             train_dataset=train_ds, world=getattr(data, "world", None),
+                             data_spec={**data.spec(seed), "fit_pairs": len(train)},
+                             # the fitted subset as the train split: raw rows line up with the encoded pairs
+                             data=SimpleNamespace(splits={"train": train_ds}, world=getattr(data, "world", None)),
                              artifact_dir=Path(scratch) / a)
             (Path(scratch) / a).mkdir()
             arch = build(cfgs[a].arch, "arch")

@@ -21,6 +21,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm  # noqa: E402
 
 from harness import callbacks  # noqa: E402
 from harness.console import job_line, job_summary  # noqa: E402
+from harness.errors import USER_ERROR_EXIT  # noqa: E402
 from harness.job import run_job  # noqa: E402
 from harness.progress import quiet_third_party  # noqa: E402
 
@@ -47,6 +48,8 @@ def main(cfg: DictConfig) -> None:
     # In a multirun a failed job must not raise: Hydra would then skip the end-of-sweep aggregation. The
     # aggregation callback counts failed rows and the exit status below reports them.
     if metrics["status"] != "ok" and hc.mode != RunMode.MULTIRUN:
+        if metrics["status"] == "user_error":
+            raise SystemExit(USER_ERROR_EXIT)  # the job logged its one message; a traceback would add nothing
         raise SystemExit(f"job failed: {metrics['error']} (details in {hc.runtime.output_dir})")
 
 

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out = aggregate(args.dir, figures=not args.no_figures)
     print(sweep_text(out))
-    return 1 if out["n_failed"] else 0
+    return 1 if out["n_failed"] or out["user_errors"] else 0
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from .cache import ArtifactCache
+from .cache import ArtifactCache, content_fingerprint
 from .data.schema import bounded
 from .optim import UpdateRule, make_optimizer_step
 from .progress import progress
@@ -70,6 +70,18 @@ class Backbone:
         self.finetune, self.lora_r, self.lora_alpha = finetune, int(lora_r), float(lora_alpha)
         self.path: Path | None = None
         self.tokenizer: PreTrainedTokenizerBase | None = None
+        self._content_id: dict | None = None
+
+    def content_id(self) -> dict:
+        """What the prepared weights ARE, for the cache keys of anything trained on them (never where they lie:
+        a moved cache or model directory keeps it, weights replaced in place change it)."""
+        assert self.path is not None, "prepare() the backbone first"
+        if self._content_id is None:
+            self._content_id = self._identify()
+        return self._content_id
+
+    def _identify(self) -> dict:
+        raise NotImplementedError
 
     def prepare(self, cache: ArtifactCache, corpus: Corpus, seed: int, world_spec: dict | None = None) -> Backbone:
         """Make ``self.path`` a directory holding weights + tokenizer (building and caching it if needed)."""
@@ -215,6 +227,8 @@ class TinyBackbone(Backbone):
             tok.save_pretrained(out)
 
         self.path = cache.directory("backbone_tiny", spec, build)
+        # The entry's key hashes everything that determines its weights (and the manifest checks them).
+        self._content_id = {"backbone_tiny": ArtifactCache.key("backbone_tiny", spec)}
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         return self
 
@@ -381,7 +395,17 @@ class PretrainedBackbone(Backbone):
             )
         return self.source_path
 
+    def check(self) -> None:
+        """What the job checks before training: the model is where the config says (nothing is loaded)."""
+        self._source()
+
+    def _identify(self) -> dict:
+        if os.path.isdir(str(self.path)):
+            return {"weights_sha256": content_fingerprint(self.path)}
+        return {"hub_id": str(self.path)}  # not on this machine: transformers resolves (and caches) the id
+
     def prepare(self, cache: ArtifactCache, corpus: Corpus, seed: int, world_spec: dict | None = None):
+        self._content_id = None
         source = self._source()
         if self.gguf_file is None:
             self.path = Path(source) if os.path.isdir(source) else source
@@ -396,7 +420,12 @@ class PretrainedBackbone(Backbone):
                 model.save_pretrained(out)
                 tok.save_pretrained(out)
 
-            self.path = cache.directory("backbone_gguf", {"source": source, "gguf": self.gguf_file}, build)
+            # Keyed by the GGUF file's content, not its path: a moved package or cache converts nothing again.
+            origin = ({"gguf_sha256": content_fingerprint(Path(source) / self.gguf_file)} if os.path.isdir(source)
+                      else {"hub_id": source})
+            spec = {**origin, "gguf": self.gguf_file}
+            self.path = cache.directory("backbone_gguf", spec, build)
+            self._content_id = {"backbone_gguf": ArtifactCache.key("backbone_gguf", spec)}
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=self.trust_remote_code)
         except (OSError, ValueError) as e:  # transformers says "install sentencepiece" for a missing tokenizer

@@ -3,10 +3,17 @@
 Layout: ``root/<kind>/<key>/`` holds the files a builder wrote plus ``_manifest.json`` (sizes and sha256 of
 every file). An entry only ever appears by an atomic rename of a finished temp directory, so a reader sees
 either nothing or a complete entry; the manifest catches what a crash or a stray write damaged afterwards.
+
+Keys hash content, never locations: a spec holds configs and content fingerprints (``content_fingerprint`` of
+model files, sha256 of data files), not paths, so a cache moved, remounted or copied elsewhere is reused as is.
+Reading an entry takes no lock; a read-only cache (a copy, a read-only mount) serves every entry it has and
+builds a missing one in a temporary directory, with a warning, instead of failing on the lock file.
 """
 
 from __future__ import annotations
 
+import atexit
+import errno
 import fcntl
 import hashlib
 import json
@@ -31,6 +38,8 @@ log = logging.getLogger(__name__)
 # 2: a spec's "seed" is the job seed that harness.seeds derives every stream from (was: ad-hoc offsets).
 CACHE_FORMAT_VERSION = 2
 MANIFEST = "_manifest.json"
+# What a write into a read-only cache (a read-only mount or copy, no permission) fails with.
+READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 # Hashing a multi-GB entry on every hit would dominate warm runs, so each entry's sha256s are checked once
 # per process. Keyed by the manifest's inode and mtime too, so an entry rebuilt in place is checked again.
@@ -59,6 +68,37 @@ def _sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+# Content fingerprints already computed in this process, keyed by every file's (path, size, mtime, inode):
+# a model directory is hashed once per process, and again as soon as any file in it is replaced.
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
+def _fingerprinted_files(root: Path) -> list[Path]:
+    if root.is_file():
+        return [root]
+    # Python's bytecode caches and dotfiles (.gitattributes, .cache/) are not part of a model's content.
+    return sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
+
+
+def content_fingerprint(path: str | os.PathLike) -> str:
+    """A sha256 over the names and contents of a file or of every file under a directory: what a model IS,
+    for cache keys, never where it lies (a moved or copied model keeps its fingerprint; one replaced in place
+    gets a new one)."""
+    root = Path(path).expanduser().resolve()
+    files = _fingerprinted_files(root)
+    if not files:
+        raise FileNotFoundError(f"{path}: no files to fingerprint")
+    stats = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns, f.stat().st_ino) for f in files)
+    if stats not in _FINGERPRINTS:
+        h = hashlib.sha256()
+        for f in files:
+            rel = "" if f == root else f.relative_to(root).as_posix()  # a single file: its content alone
+            h.update(f"{rel}\0{_sha256_file(f)}\n".encode())
+        _FINGERPRINTS[stats] = h.hexdigest()
+    return _FINGERPRINTS[stats]
 
 
 def _remove(path: Path) -> None:
@@ -104,7 +144,9 @@ class ArtifactCache:
     def stats(self) -> dict:
         return dict(self._stats)
 
-    def key(self, kind: str, spec: Mapping) -> str:
+    @staticmethod
+    def key(kind: str, spec: Mapping) -> str:
+        """The entry's name: a hash of (kind, spec) alone, so a cache moved elsewhere keeps its keys."""
         return hashlib.sha256(_canonical(kind, spec).encode()).hexdigest()[:16]
 
     def path(self, kind: str, spec: Mapping) -> Path:
@@ -141,15 +183,27 @@ class ArtifactCache:
         return None
 
     @contextmanager
-    def _locked(self, lock_path: Path):
+    def _locked(self, fd: int):
         # The lock file is never deleted: unlinking a flock'ed file lets a third process lock a fresh inode
         # while a second still waits on the old one.
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)
+
+    def _build_uncached(self, kind: str, build: Callable[[Path], None], why: OSError) -> Path:
+        """A read-only cache that lacks an entry: build it in a temporary directory (removed at exit)."""
+        log.warning("cache %s cannot be written (%s): building %s without caching it", self.root, why, kind)
+        tmp = Path(tempfile.mkdtemp(prefix=f"rmharness-{kind}-"))
+        atexit.register(shutil.rmtree, tmp, True)
+        try:
+            build(tmp)
+        except BaseException:
+            _remove(tmp)
+            raise
+        self._stats["builds"] += 1
+        return tmp
 
     def _write_manifest(self, tmp: Path, kind: str, spec: Mapping) -> None:
         files = []
@@ -169,8 +223,15 @@ class ArtifactCache:
         if self._problem(final, kind, spec) is None:
             self._stats["hits"] += 1
             return final
-        final.parent.mkdir(parents=True, exist_ok=True)
-        with self._locked(final.parent / f"{final.name}.lock"):
+        # Reads above need no lock file; only a build does, so a read-only cache serves every entry it has.
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            lock_fd = os.open(final.parent / f"{final.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            if e.errno not in READ_ONLY_ERRNOS:
+                raise
+            return self._build_uncached(kind, build, e)
+        with self._locked(lock_fd):
             problem = self._problem(final, kind, spec)
             if problem is None:  # another process built it while we waited for the lock
                 self._stats["hits"] += 1

@@ -47,7 +47,7 @@ class AggregateOnMultirunEnd(Callback):
             log.exception("aggregating %s failed; retry with `python -m harness.aggregate DIR`", sweep_dir)
             LAST_SWEEP_FAILED = True
             return
-        LAST_SWEEP_FAILED = out["n_failed"] > 0
+        LAST_SWEEP_FAILED = out["n_failed"] > 0 or bool(out["user_errors"])
         try:
             log.info("sweep done\n%s", sweep_text(out))
         except Exception:  # the tables are a courtesy: summary.csv is written, the verdict above stands

@@ -239,6 +239,8 @@ def sweep_text(out: dict) -> str:
     studies = [k for k in ("bon", "ppo") if any(c.startswith(f"{k}.") for c in summary.columns)]
     parts += [f"  {UNITS[k]}" for k in ["acc", "params"] + (["d"] if studies else []) + studies]
     parts.append(f"{out['n_jobs']} jobs, {out['n_failed']} failed -> {out['summary']}")
+    for job in out.get("user_errors", []):  # stopped before computing anything: not results, not in the table
+        parts.append(f"job {job['job_dir']} not run (user error): {job['error']}")
     if out.get("report"):
         parts.append(f"report: {out['report']}")
     pngs = [p for p in out["figures"] if Path(p).suffix == ".png"]

@@ -94,9 +94,16 @@ class RMGold:
         self.pairs_per_prompt, self.responses = int(pairs_per_prompt), responses
         self.fractions = {s: float(fractions[s]) for s in SPLITS}
         self.prompt_template, self.max_length, self.batch_size = prompt_template, max_length, int(batch_size)
+        self._identity: dict | None = None
 
     def identity(self) -> dict:
-        """What the gold is (content hashes of its files) and how it labels: part of every cache key downstream."""
+        """What the gold is (content hashes of its files) and how it labels: part of every cache key downstream.
+        Hashed once per instance (a SmolLM2 export is 1 GB; the job asks when it validates and when it relabels)."""
+        if self._identity is None:
+            self._identity = self._hash_identity()
+        return self._identity
+
+    def _hash_identity(self) -> dict:
         files = {p.relative_to(self.path).as_posix(): file_digest(p) for p in sorted(self.path.rglob("*"))
                  if p.is_file() and p.suffix in (".json", ".safetensors")}
         out = {"gold_files": files, "label_noise": self.label_noise, "temperature": self.temperature,

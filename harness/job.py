@@ -1,44 +1,87 @@
-"""One job, top to bottom: data -> backbone -> fit the architecture -> evaluate -> optimize -> write results.
+"""One job, top to bottom: validate -> data -> backbone -> fit the architecture -> evaluate -> optimize -> results.
 
-A failure at any point still leaves a metrics.json with status "failed" and the error; a rerun of a job
-whose metrics.json says "ok" for the same config returns it without recomputing (resume).
+Everything the input alone can show to be wrong is checked first (``validate``), before any data is prepared or
+model trained: a user error costs seconds and ends as ``status: user_error`` with one message naming the key or
+file (harness/errors.py). A failure at any later point still leaves a metrics.json with status "failed", the
+error and every metric computed before it. A rerun of a job whose metrics.json says "ok" for the same config
+and the same data content returns it without recomputing (resume).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import random
+import tempfile
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from .archs.base import FitContext, TrainConfig
 from .cache import ArtifactCache
+from .data.hf import HubUnavailableError
+from .data.readers import DataFormatError
 from .data.schema import drop_identical_inputs, encode_pairs, input_report
-from .evaluate import preference_accuracy
+from .errors import UserError, full_errors
+from .evaluate import evaluate_architecture, split_accuracy
 from .export import EXPORT_DIR, RewardScorer, export_reward_model, prompt_template_of
 from .loggers import MetricLogger
 from .progress import Stages, config_name
 from .provenance import provenance
-from .results import read_metrics, write_curves, write_metrics
+from .results import CURVES_FILE, METRICS_FILE, read_metrics, write_curves, write_metrics
 from .rewardbench import check_benchmarks, evaluate_benchmarks
 
 log = logging.getLogger(__name__)
 
+# The primary config: its keys and default groups are the only top-level keys a job accepts.
+PRIMARY_CONFIG = Path(__file__).resolve().parents[1] / "conf" / "config.yaml"
+# numpy's legacy global seeding (np.random.seed) takes 32-bit seeds only.
+SEED_LIMIT = 2**32
+# Hydra's own keys in a config node that are not constructor arguments.
+HYDRA_NODE_KEYS = {"_target_", "_convert_", "_recursive_", "_partial_", "_args_"}
+
 
 def build(node: DictConfig, where: str, **kwargs):
-    """``hydra.utils.instantiate`` with errors that name the config group and the offending key."""
+    """``hydra.utils.instantiate`` with errors that name the config group and the offending key.
+
+    A constructor that rejects its arguments (ValueError, TypeError, a missing file) is a user error."""
+    check_node_keys(node, where)
     try:
         return instantiate(node, **kwargs, _convert_="all")
     except InstantiationException as e:
-        cause = e.__cause__ or e
-        raise ValueError(f"{where}: {cause}") from e
+        cause = e.__cause__
+        if cause is None or isinstance(cause, (ValueError, TypeError, FileNotFoundError, IsADirectoryError,
+                                               ImportError)):
+            message = str(cause or e)
+            raise UserError(message if message.startswith(where) else f"{where}: {message}") from e
+        raise
+
+
+def check_node_keys(node: DictConfig, where: str) -> None:
+    """Keys of a ``_target_`` node that its constructor does not take, named before anything is built."""
+    try:
+        target = get_class(node["_target_"])
+    except Exception:  # noqa: BLE001 - instantiate reports an unknown target itself, with its own words
+        return
+    params = inspect.signature(target).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(node) - set(params) - HYDRA_NODE_KEYS)
+    if unknown:
+        valid = sorted(p for p in params if p != "self")
+        raise UserError(f"{', '.join(f'{where}.{k}' for k in unknown)}: not a setting of {where} "
+                        f"({node['_target_']}, whose settings are: {', '.join(valid) or 'none'}). Check the "
+                        "spelling, or drop the override.")
 
 
 def set_seed(seed: int) -> None:
@@ -47,25 +90,42 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@dataclass
+class JobInputs:
+    """The job's config, checked and instantiated; nothing prepared or trained yet."""
+
+    seed: int
+    config: dict  # resolved, as recorded in metrics.json
+    data_fingerprint: str  # a hash of the data's content (files), of how it is split and of its gold
+    train: TrainConfig
+    data: object
+    gold: object | None  # gold=rm relabels the data with a gold RM (harness/gold.py); gold=synthetic keeps it
+    backbone: object
+    arch: object
+    studies: dict
+    benchmarks: list
+
+
 def run_job(cfg: DictConfig, job_dir: Path, choices: dict, overrides: list[str]) -> dict:
     job_dir = Path(job_dir)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    previous = read_metrics(job_dir) if (job_dir / "metrics.json").exists() else None
-    if previous and previous.get("status") == "ok" and previous.get("config") == resolved:
-        log.info("job already done in %s: not recomputed", job_dir)
-        previous["resumed"] = True
-        return previous
-
-    metrics: dict = {"choices": choices, "seed": int(cfg.seed), "status": "running", "error": None,
-                     "overrides": overrides, "job_dir": str(job_dir), "config": resolved,
+    metrics: dict = {"choices": choices, "seed": None, "status": "running", "error": None,
+                     "overrides": overrides, "job_dir": str(job_dir), "config": None,
                      **provenance()}  # versions + git commit: what produced the numbers, failed jobs too
     t_job = time.perf_counter()
     metric_logger = MetricLogger()
     try:
+        job = validate(cfg, job_dir)
+        metrics.update(seed=job.seed, config=job.config, data_fingerprint=job.data_fingerprint)
+        previous = finished_result(job_dir, job.config, job.data_fingerprint)
+        if previous is not None:
+            return previous
         metric_logger = build(cfg.logger, "logger", job_dir=str(job_dir))
-        metric_logger.log_config(resolved)
-        metrics.update(_run(cfg, job_dir, metric_logger))
+        metric_logger.log_config(job.config)
+        _run(cfg, job, job_dir, metrics, metric_logger)
         metrics["status"] = "ok"
+    except UserError as e:
+        metrics["status"], metrics["error"] = "user_error", str(e)
+        log.error("%s", e, exc_info=full_errors())
     except Exception as e:  # noqa: BLE001 - any failure becomes a status row, never a lost sweep
         metrics["status"] = "failed"
         metrics["error"] = f"{type(e).__name__}: {e}"
@@ -73,43 +133,176 @@ def run_job(cfg: DictConfig, job_dir: Path, choices: dict, overrides: list[str])
     metrics.setdefault("timing_s", {})["total"] = time.perf_counter() - t_job
     metric_logger.final(metrics)
     metric_logger.close()
-    write_metrics(job_dir, metrics)
+    try:
+        write_metrics(job_dir, metrics)
+    except OSError as e:  # e.g. metrics.json is a directory: the error above already says so
+        log.error("could not write %s: %s", job_dir / METRICS_FILE, e)
     return metrics
 
 
-def _run(cfg: DictConfig, job_dir: Path, metric_logger: MetricLogger) -> dict:
+# ------------------------------------------------------------------------------------------------ resume
+def finished_result(job_dir: Path, config: dict, fingerprint: str) -> dict | None:
+    """The metrics of an earlier run of this very job (same config, same data content), else None."""
+    path = job_dir / METRICS_FILE
+    if not path.is_file():
+        return None
+    try:
+        previous = read_metrics(job_dir)
+    except (OSError, ValueError) as e:
+        log.warning("%s is unreadable (%s): the job is recomputed", path, e)
+        return None
+    if previous.get("status") != "ok" or previous.get("config") != config:
+        return None
+    if previous.get("data_fingerprint") != fingerprint:
+        log.info("the data changed since %s was written: the job is recomputed", path)
+        return None
+    log.info("job already done in %s: not recomputed", job_dir)
+    previous["resumed"] = True
+    return previous
+
+
+# ------------------------------------------------------------------------------------------------ validate
+@contextmanager
+def user_errors(*kinds: type[Exception]) -> Iterator[None]:
+    """Inside, an exception of one of ``kinds`` is the user's to fix: it becomes a UserError with its message."""
+    try:
+        yield
+    except UserError:
+        raise
+    except kinds as e:
+        raise UserError(str(e)) from e
+
+
+def resolve(cfg: DictConfig) -> dict:
+    """The config as plain data, every interpolation resolved; unknown keys and missing values named."""
+    primary = OmegaConf.load(PRIMARY_CONFIG)
+    groups = {name for entry in primary.defaults if isinstance(entry, DictConfig) for name in entry}
+    known = (set(primary) - {"defaults"}) | groups | {"hydra"}
+    unknown = [k for k in cfg if k not in known]
+    if unknown:
+        raise UserError(f"{', '.join(map(str, unknown))}: unknown top-level key; valid: {sorted(known - {'hydra'})}. "
+                        "Check the spelling (a `+` adds a key that does not exist).")
+    for section, declared in primary.items():
+        if section != "hydra" and isinstance(declared, DictConfig) and section in cfg:
+            extra = sorted(set(cfg[section]) - set(declared))
+            if extra:
+                raise UserError(f"{', '.join(f'{section}.{k}' for k in extra)}: unknown key; valid: "
+                                f"{sorted(declared)}")
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise UserError("; ".join(f"{k} is required: pass {k}={'PATH' if k.endswith('path') else 'VALUE'}"
+                                  for k in missing))
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as e:
+        raise UserError(f"config: {e}") from e
+
+
+def check_seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+        raise UserError(f"seed={seed!r} must be an integer in [0, 2**32), e.g. seed=0")
+    return seed
+
+
+def check_eval(node: DictConfig) -> None:
+    for key in ("batch_size", "lm_eval_limit"):
+        v = node[key]
+        if v is None and key == "lm_eval_limit":
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise UserError(f"eval.{key}={v!r} must be an integer >= 1{' or null' if key == 'lm_eval_limit' else ''}")
+    tasks = node.lm_eval_tasks
+    if not OmegaConf.is_list(tasks) or not all(isinstance(t, str) for t in tasks):
+        raise UserError(f"eval.lm_eval_tasks={tasks!r} must be a list of task names, e.g. [test_prefs]")
+
+
+def check_outputs(job_dir: Path) -> None:
+    """The job can write its result files: the directory is writable and no result name is taken by a directory."""
+    for name in (METRICS_FILE, CURVES_FILE):
+        path = job_dir / name
+        if path.exists() and not path.is_file():
+            raise UserError(f"{path} exists and is not a file, so the job could not write its results there: "
+                            "remove it, or run in another directory (hydra.run.dir=DIR)")
+    try:
+        job_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=job_dir):
+            pass
+    except OSError as e:
+        raise UserError(f"the job directory {job_dir} is not writable ({e}): choose another with "
+                        "hydra.run.dir=DIR (hydra.sweep.dir=DIR for -m)") from e
+
+
+def validate(cfg: DictConfig, job_dir: Path) -> JobInputs:
+    """Every check the input alone allows, before anything is prepared or trained. Objects with a ``check()``
+    (backbones, labelers) verify there what their config points at — model files, credentials — without loading."""
+    from .optimize.study import check_studies
+
+    config = resolve(cfg)
+    seed = check_seed(cfg.seed)
+    set_seed(seed)  # constructors below run seeded too (none draws today; _run seeds again before preparing)
+    # While only the config is read, a rejected value or a missing file can only be the user's to fix.
+    with user_errors(ValueError, TypeError, FileNotFoundError, IsADirectoryError, HubUnavailableError):
+        if cfg.threads is not None and (isinstance(cfg.threads, bool) or not isinstance(cfg.threads, int)
+                                        or cfg.threads < 1):
+            raise UserError(f"threads={cfg.threads!r} must be an integer >= 1 or null")
+        train_cfg = TrainConfig(**cfg.train)
+        train_cfg.validate()
+        check_eval(cfg.eval)
+        check_outputs(job_dir)
+        data = build(cfg.data, "data")
+        backbone = build(cfg.backbone, "backbone")
+        # The architecture before any preparation: a misspelt arch key costs a second, not the data and backbone.
+        arch = build(cfg.arch, "arch")
+        gold = build(cfg.gold, "gold") if "gold" in cfg else None
+        for part in (backbone, getattr(arch, "labeler", None)):  # an arch's own labeler (arch/labeler) too
+            if callable(getattr(part, "check", None)):
+                part.check()
+        benchmarks = OmegaConf.to_container(cfg.eval.benchmarks, resolve=True) if cfg.eval.get("benchmarks") else []
+        check_benchmarks(benchmarks)
+        studies = dict(cfg.get("opt") or {})
+        if studies:
+            # A gold reward comes with the data (the world's) or from a gold RM that relabels it (gold=rm).
+            has_gold = hasattr(data, "gold") or callable(getattr(gold, "identity", None))
+            check_studies(studies, cfg.policy, has_gold, getattr(data, "name", type(data).__name__))
+        # The data source's cache key (file contents for jsonl, hub fingerprints for hf, the world's config for
+        # synthetic, with the split fractions and the seed), and what a gold RM that relabels it is.
+        identity = {"data": data.spec(seed),
+                    "gold": gold.identity() if callable(getattr(gold, "identity", None)) else None}
+        fingerprint = ArtifactCache.key("data", identity)
+    return JobInputs(seed=seed, config=config, data_fingerprint=fingerprint, train=train_cfg, data=data, gold=gold,
+                     backbone=backbone, arch=arch, studies=studies, benchmarks=benchmarks)
+
+
+# ------------------------------------------------------------------------------------------------ run
+def _run(cfg: DictConfig, job: JobInputs, job_dir: Path, out: dict, metric_logger: MetricLogger) -> None:
+    """Prepare, train, evaluate, optimize; every result goes into ``out`` as soon as it exists, so a later
+    failure keeps it."""
     if cfg.threads is not None:
-        if int(cfg.threads) < 1:
-            raise ValueError(f"threads={cfg.threads} must be >= 1 or null")
         torch.set_num_threads(int(cfg.threads))
-    seed = int(cfg.seed)
+    seed = job.seed
     set_seed(seed)
     cache = ArtifactCache(cfg.cache_dir)
-    train_cfg = TrainConfig(**cfg.train)
-    train_cfg.validate()
-    timing: dict[str, float] = {}
+    train_cfg = job.train
+    timing: dict[str, float] = out.setdefault("timing_s", {})
 
-    studies = dict(cfg.get("opt") or {})
+    studies = job.studies
     # data, backbone, reward model, evaluation; then the policy and each study.
     stages = Stages(4 + (1 + len(studies) if studies else 0))
     t0 = time.perf_counter()
-    stages.next(f"data: {config_name(cfg.data)} preference pairs (built once per seed, then cached)")
-    data = build(cfg.data, "data").prepare(cache, seed)
-    if "gold" in cfg:  # gold=rm relabels the data with a gold RM (harness/gold.py); gold=synthetic keeps it
-        data = build(cfg.gold, "gold").apply(data, cfg.policy, cache, seed)
-    benchmarks = OmegaConf.to_container(cfg.eval.benchmarks, resolve=True) if cfg.eval.get("benchmarks") else []
-    check_benchmarks(benchmarks)  # a missing file fails now, not after training
-    if studies and not hasattr(data, "gold"):
-        # Checked before anything is trained: BoN and PPO are read in gold units (the world's, or gold=rm's).
-        raise ValueError(f"opt={list(studies)} needs a gold reward: data=synthetic has one, or give a gold RM "
-                         f"(gold=rm gold.path=...); data={data.name} has none: run it with opt=none")
-    stages.next(f"backbone: {config_name(cfg.backbone)} (pre-trained or converted once, then cached)")
-    backbone = build(cfg.backbone, "backbone").prepare(
-        cache, corpus=lambda n: data.corpus(n, seed), seed=seed, world_spec=data.world_spec(seed)
-    )
+    # Malformed data files (DataFormatError), a data set the hub cannot give, a model path with no model in it.
+    with user_errors(DataFormatError, FileNotFoundError, IsADirectoryError, HubUnavailableError):
+        stages.next(f"data: {config_name(cfg.data)} preference pairs (built once per seed, then cached)")
+        data = job.data.prepare(cache, seed)
+        if job.gold is not None:
+            data = job.gold.apply(data, cfg.policy, cache, seed)
+        stages.next(f"backbone: {config_name(cfg.backbone)} (pre-trained or converted once, then cached)")
+        backbone = job.backbone.prepare(
+            cache, corpus=lambda n: data.corpus(n, seed), seed=seed, world_spec=data.world_spec(seed)
+        )
     timing["prepare"] = time.perf_counter() - t0
 
     inputs: dict[str, dict] = {}  # per split: pairs, truncated, identical inputs (data/schema.py)
+    out["data"] = inputs
 
     def encode(split: str):
         pairs = encode_pairs(data.splits[split], backbone.tokenizer, backbone.join, data.domains,
@@ -121,11 +314,9 @@ def _run(cfg: DictConfig, job_dir: Path, metric_logger: MetricLogger) -> dict:
     # Identical inputs give no gradient: training leaves them out; evaluation keeps them (a tie counts wrong).
     train, data.splits["train"], inputs["train"]["dropped"] = drop_identical_inputs(train, data.splits["train"],
                                                                                     backbone.max_length)
-    labeler = build(cfg.labeler, "labeler") if "labeler" in cfg else None
     ctx = FitContext(backbone=backbone, train=train_cfg, cache=cache, seed=seed, domains=data.domains,
-                     data_spec=data.spec(seed), labeler=labeler, train_dataset=data.splits["train"],
-                     world=getattr(data, "world", None), artifact_dir=job_dir, metric_logger=metric_logger)
-    arch = build(cfg.arch, "arch")
+                     data_spec=data.spec(seed), data=data, artifact_dir=job_dir, metric_logger=metric_logger)
+    arch = job.arch
 
     set_seed(seed)
     t0 = time.perf_counter()
@@ -139,19 +330,18 @@ def _run(cfg: DictConfig, job_dir: Path, metric_logger: MetricLogger) -> dict:
                                                                                     cfg.eval.batch_size)
     timing["score_per_1k"] = (time.perf_counter() - t0) / (2 * len(test)) * 1000
     ds = data.splits["test"]
-    gold = ("gold_chosen" in ds.column_names) or None
-    accuracy = preference_accuracy(
-        r_chosen.numpy(), r_rejected.numpy(), ds["domain"] if "domain" in ds.column_names else [""] * len(ds),
-        ds["gold_chosen"] if gold else None, ds["gold_rejected"] if gold else None,
-    )
-    out = {"accuracy": accuracy, "data": inputs, "params": arch.param_counts(), "timing_s": timing,
-           "train_log": [r for r in ctx.logs if "best_val_acc" in r]}
-    out.update(arch.extra_metrics(test=test, dataset=ds))
-    if benchmarks:
+    out["accuracy"] = split_accuracy(r_chosen.numpy(), r_rejected.numpy(), ds)
+    out["params"] = arch.param_counts()
+    out["train_log"] = [r for r in ctx.logs if "best_val_acc" in r]
+    # Everything else the architecture exposes (views, routing, MoE load), evaluated with the same rule.
+    out.update(evaluate_architecture(arch, val, test, ds, data.domains, cfg.eval.batch_size))
+    if report := arch.fit_report():
+        out["fit"] = report
+    if job.benchmarks:
         t0 = time.perf_counter()
         scorer = RewardScorer(arch, backbone.tokenizer, prompt_template_of(backbone), backbone.max_length,
                               cfg.eval.batch_size)
-        out["benchmarks"] = evaluate_benchmarks(scorer, benchmarks)
+        out["benchmarks"] = evaluate_benchmarks(scorer, job.benchmarks)
         timing["benchmarks"] = time.perf_counter() - t0
     if cfg.get("export", True):
         out["export"] = export_reward_model(arch, backbone, cfg.arch, job_dir / EXPORT_DIR, domains=data.domains,
@@ -176,4 +366,3 @@ def _run(cfg: DictConfig, job_dir: Path, metric_logger: MetricLogger) -> dict:
         out.update(results)
         timing["optimize"] = time.perf_counter() - t0
     write_curves(job_dir, curves)
-    return out

@@ -1,5 +1,5 @@
 """Paper-style figures of a sweep, drawn from result files only: `summary.csv`, each job's `curves.csv`,
-and (for the capability heatmap) the `explain` block of DMoERM jobs' `metrics.json`. Never from logs.
+and (for the capability heatmap) the `explain` block of the jobs' `metrics.json`. Never from logs.
 
 `make_figures(sweep_dir)` writes whichever of these apply, as PNG (150 dpi) and PDF, to `sweep_dir/figures/`:
 
@@ -9,12 +9,17 @@ and (for the capability heatmap) the `explain` block of DMoERM jobs' `metrics.js
 - `bon_per_arch`, `ppo_per_arch`: the same curves as small multiples, one panel per arch (sweeps of 4+ archs);
 - `accuracy_per_domain`: grouped bars, one group per domain plus "overall", one bar per arch;
 - `params_vs_accuracy`: stored (filled) and active-per-response (hollow) parameters vs gold accuracy;
-- `capability_heatmap`: DMoERM's per-domain capability scores.
+- `capability_heatmap`: per-domain capability scores, for the jobs that report them.
 
-Conventions every figure shares: one colour per arch (fixed for the architectures the harness ships, so
-figures of different sweeps compare at a glance); only jobs with status "ok"; jobs that differ only in
-their seed are pooled into one series (error bars / bands are +-1 sample s.d. over those seeds); other
-varied choices (data, backbone, ...) become separate panels, other varied overrides separate series.
+Figures key on what the results hold, never on an arch name: a view that is a model of its own (metrics.json
+`views.<name>.params`, e.g. a model before a merge) joins the accuracy and parameter figures as the series
+`<arch>:<name>`; jobs with `explain.capability_scores` get a heatmap.
+
+Conventions every figure shares: one colour per arch (fixed by the arch's place among the configs the harness
+ships, conf/arch/*.yaml, so figures of different sweeps compare at a glance; a view a lighter shade of its arch's);
+only jobs with status "ok"; jobs that differ only in their seed are pooled into one series (error bars / bands
+are +-1 sample s.d. over those seeds); other varied choices (data, backbone, ...) become separate panels, other
+varied overrides and the arch's own nested choices (arch/labeler) separate series.
 Rendering is deterministic: the same inputs give byte-identical PNG and PDF files.
 """
 
@@ -54,10 +59,12 @@ log = logging.getLogger(__name__)
 
 FIGURES_DIR = "figures"
 DPI = 150
-# The architectures the harness ships, in the order legends list them; each keeps its tab10 colour in
-# every figure of every sweep. umm_unmerged is UMM's MoE before the merge (metrics.json's `unmerged`).
-KNOWN_ARCHS = ("single", "ens_mean", "ens_wco", "ens_uwo", "dmoerm", "more", "rodos", "arliss", "umm",
-               "umm_unmerged")
+# The config group is the registry of the architectures the harness ships.
+ARCH_CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "arch"
+# Between an arch and one of its views in a series name ("<arch>:<view>").
+VIEW_SEP = ":"
+# Summary columns a view's row takes from `views.<name>.*` (the rest of the job's row is kept as it is).
+METRIC_PREFIXES = ("accuracy.", "params.", "timing_s.", "bon.", "ppo.")
 REWARD_LABEL = "reward (s.d. of initial policy; 0 = its mean)"
 SQRT_KL_LABEL = r"$\sqrt{\mathrm{KL}}$ (nats$^{1/2}$)"
 BAND_LABEL = r"band / bars: $\pm$1 s.d. over seeds"
@@ -87,20 +94,36 @@ SAVE_METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "ModDa
 # ------------------------------------------------------------------------------------------ colours
 
 
+def shipped_archs() -> list[str]:
+    """The architectures the harness ships (conf/arch/*.yaml), in name order."""
+    return sorted(p.stem for p in ARCH_CONF_DIR.glob("*.yaml"))
+
+
 def arch_colors(archs) -> dict[str, tuple]:
-    """Known archs keep their tab10 colour; others take the light tab20 shades in alphabetical order."""
+    """Shipped archs keep their tab10 colour (by their place in the registry) in every sweep; others take the light
+    tab20 shades in alphabetical order; a view's series ("<arch>:<view>") is a lighter shade of its arch's."""
     tab10 = colormaps["tab10"].colors
     tab20 = colormaps["tab20"].colors
-    colors = {a: tab10[i] for i, a in enumerate(KNOWN_ARCHS)}
-    others = sorted(set(archs) - set(KNOWN_ARCHS))
+    colors = {a: tab10[i % len(tab10)] for i, a in enumerate(shipped_archs())}
+    others = sorted({a.partition(VIEW_SEP)[0] for a in archs} - set(colors))
     for i, a in enumerate(others):
         colors[a] = tab20[(2 * i + 1) % 20]
-    return {a: colors[a] for a in archs}
+    out = {}
+    for a in archs:
+        arch, _, view = a.partition(VIEW_SEP)
+        out[a] = _shade(colors[arch], 0, 3) if view else colors[arch]
+    return out
 
 
 def arch_order(archs) -> list[str]:
-    archs = set(archs)
-    return [a for a in KNOWN_ARCHS if a in archs] + sorted(archs - set(KNOWN_ARCHS))
+    """Shipped archs in registry order, then the others alphabetically; each arch's views right after it."""
+    shipped = shipped_archs()
+
+    def rank(a: str) -> tuple:
+        arch, _, view = a.partition(VIEW_SEP)
+        return arch not in shipped, shipped.index(arch) if arch in shipped else 0, arch, view
+
+    return sorted(set(archs), key=rank)
 
 
 def _shade(color, i: int, n: int) -> tuple:
@@ -130,17 +153,21 @@ class Series:
 def _panel_columns(ok: pd.DataFrame) -> list[str]:
     # Choices that change what is measured and vary across the sweep. arch is the series; opt only says
     # which studies ran, and hydra/* (launcher, sweeper) never change a number.
+    # The arch's own nested choices (arch/labeler) exist for some archs only: they make series, not panels.
     cols = [c for c in ok.columns if c.startswith("choices.") and c not in ("choices.arch", "choices.opt")
-            and not c.startswith("choices.hydra") and c != "choices.suite"]
+            and not c.startswith(("choices.hydra", "choices.arch/")) and c != "choices.suite"]
     return [c for c in cols if ok[c].nunique(dropna=False) > 1]
 
 
 def _variant_overrides(ok: pd.DataFrame) -> pd.Series:
-    """Per row: the overrides beside seed and config-group choices that vary across rows, as a label."""
+    """Per row: the overrides beside seed and config-group choices, and the arch's own nested choices
+    (arch/labeler=...), that vary across rows, as a label."""
     groups = {c[len("choices."):] for c in ok.columns if c.startswith("choices.")} | {"seed"}
+    nested = [c for c in ok.columns if c.startswith("choices.arch/") and ok[c].dropna().nunique() > 1]
     per_row = []
-    for text in ok.get("overrides", pd.Series([None] * len(ok), index=ok.index)):
-        keep = []
+    overrides = ok.get("overrides", pd.Series([None] * len(ok), index=ok.index))
+    for (_, row), text in zip(ok.iterrows(), overrides, strict=True):
+        keep = [f"{c[len('choices.arch/'):]}={row[c]}" for c in nested if pd.notna(row[c])]
         for o in split_overrides(text):
             key = o.split("=", 1)[0].lstrip("+~")
             if key not in groups and not key.startswith("hydra"):
@@ -150,22 +177,25 @@ def _variant_overrides(ok: pd.DataFrame) -> pd.Series:
     return pd.Series([" ".join(o for o in v if o not in common) for v in per_row], index=ok.index)
 
 
-def _with_unmerged(ok: pd.DataFrame) -> pd.DataFrame:
-    """Add a `<arch>_unmerged` row for each job that also reports its model before a merge (UMM)."""
-    sub_cols = [c for c in ok.columns if c.startswith("unmerged.")]
-    if not sub_cols:
-        return ok
-    has = ok[sub_cols].notna().any(axis=1)
-    if not has.any():
-        return ok
-    extra = ok[has].copy()
-    metric_prefixes = ("accuracy.", "params.", "timing_s.", "bon.", "ppo.")
-    for c in extra.columns:
-        if c.startswith(metric_prefixes):
-            src = f"unmerged.{c}"
-            extra[c] = extra[src] if src in extra.columns else np.nan
-    extra["choices.arch"] = extra["choices.arch"].astype(str) + "_unmerged"
-    return pd.concat([ok, extra], ignore_index=True)
+def _with_model_views(ok: pd.DataFrame) -> pd.DataFrame:
+    """Add a row `<arch>:<view>` for each job and each of its views that is a model of its own (it reports
+    `views.<view>.params`, e.g. a model before a merge), its metric columns taken from `views.<view>.*`."""
+    suffix = ".params.total"
+    names = sorted({c[len("views."):-len(suffix)] for c in ok.columns
+                    if c.startswith("views.") and c.endswith(suffix)})
+    rows = [ok]
+    for name in names:
+        has = ok[f"views.{name}{suffix}"].notna()
+        if not has.any():
+            continue
+        extra = ok[has].copy()
+        for c in extra.columns:
+            if c.startswith(METRIC_PREFIXES):
+                src = f"views.{name}.{c}"
+                extra[c] = extra[src] if src in extra.columns else np.nan
+        extra["choices.arch"] = extra["choices.arch"].astype(str) + VIEW_SEP + name
+        rows.append(extra)
+    return pd.concat(rows, ignore_index=True) if len(rows) > 1 else ok
 
 
 def _series(ok: pd.DataFrame, colors: dict[str, tuple]) -> list[Series]:
@@ -373,7 +403,7 @@ def accuracy_figure(series: list[Series]) -> Figure | None:
         ax = axes[i]
         groups = _domains(rows_all, lab) + ["overall"]
         cols = [f"accuracy.{lab}.per_domain.{d}" for d in groups[:-1]] + [f"accuracy.{lab}.overall"]
-        # Only series with this label kind: UMM's unmerged model may report gold accuracy and not human.
+        # Only series with this label kind: a view may report gold accuracy and not human.
         in_panel = [s for s in series if s.panel == panel and f"accuracy.{lab}.overall" in s.rows
                     and s.rows[f"accuracy.{lab}.overall"].notna().any()]
         # The overall group sits one slot further right, apart from the domains it averages.
@@ -499,7 +529,7 @@ def _capability_table(sweep_dir: Path, rows: pd.DataFrame) -> tuple[pd.DataFrame
 
 
 def capability_figure(sweep_dir: Path, series: list[Series]) -> Figure | None:
-    found = [(s, _capability_table(sweep_dir, s.rows)) for s in series if s.arch == "dmoerm"]
+    found = [(s, _capability_table(sweep_dir, s.rows)) for s in series]
     found = [(s, t) for s, t in found if t is not None]
     if not found:
         return None
@@ -537,8 +567,7 @@ def capability_figure(sweep_dir: Path, series: list[Series]) -> Figure | None:
         for side in ("top", "right", "bottom", "left"):
             ax.spines[side].set_visible(False)
         n = len(s.rows)
-        where = ", ".join(x for x in (s.label if s.label != s.arch else "", s.panel) if x)
-        ax.set_title(f"DMoERM capability scores ({where + '; ' if where else ''}"
+        ax.set_title(f"{s.label} capability scores ({s.panel + '; ' if s.panel else ''}"
                      f"mean{' ± s.d.' if n > 1 else ''} of {n} seed{'s' if n > 1 else ''})")
         ax.set_xlabel("capability point")
         ax.set_ylabel("domain")
@@ -562,7 +591,7 @@ def make_figures(sweep_dir: str | os.PathLike) -> list[Path]:
     if "choices.arch" not in summary:
         summary["choices.arch"] = "?"
     ok = summary[summary["status"] == "ok"]
-    ok_plus = _with_unmerged(ok)
+    ok_plus = _with_model_views(ok)
     colors = arch_colors(ok_plus["choices.arch"].fillna("?").astype(str).unique() if len(ok_plus) else [])
     series = _series(ok, colors)
     series_plus = _series(ok_plus, colors)

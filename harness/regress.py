@@ -53,7 +53,7 @@ DEFAULT_METRICS = (
     "bon.gold_peak", "bon.final_gap", "ppo.gold_peak",
 )
 # Order of choices in generated job keys; choices not listed follow alphabetically.
-_KEY_ORDER = ("arch", "data", "backbone", "policy", "labeler", "opt")
+_KEY_ORDER = ("arch", "data", "backbone", "policy", "opt")
 _REL_SLACK = 1e-9
 
 
@@ -227,10 +227,14 @@ def updated(records: list[dict], baseline: dict) -> tuple[dict, list[Check]]:
 
 def _job_key_columns(ok: list[dict]) -> list[str]:
     choice_cols = {k for r in ok for k in r if k.startswith("choices.") and not k.startswith("choices.hydra")}
-    varying = [c for c in choice_cols if len({_norm(r.get(c)) for r in ok}) > 1]
-    cols = ["choices.arch"] + sorted(
-        (c for c in varying if c != "choices.arch"),
-        key=lambda c: (_KEY_ORDER.index(c[8:]) if c[8:] in _KEY_ORDER else len(_KEY_ORDER), c))
+    # Varying among the jobs that have the choice at all: a nested group (arch/labeler) exists for some archs only.
+    varying = [c for c in choice_cols if len({_norm(r[c]) for r in ok if r.get(c) is not None}) > 1]
+
+    def rank(c: str) -> tuple:
+        group = c[8:].split("/")[0]  # a nested group sorts with its parent
+        return _KEY_ORDER.index(group) if group in _KEY_ORDER else len(_KEY_ORDER), c
+
+    cols = ["choices.arch"] + sorted((c for c in varying if c != "choices.arch"), key=rank)
     return cols + ["seed"]
 
 
@@ -247,7 +251,8 @@ def initial_baseline(records: list[dict], suite: str, baseline_path: Path) -> di
     cols = _job_key_columns(records)
     jobs: dict[str, dict] = {}
     for r in records:
-        key = ",".join(f"{c.removeprefix('choices.')}={_key_value(r.get(c))}" for c in cols)
+        key = ",".join(f"{c.removeprefix('choices.')}={_key_value(r.get(c))}" for c in cols
+                       if c in ("choices.arch", "seed") or r.get(c) is not None)
         if key in jobs:
             raise ValueError(f"two jobs share the key {key!r} (they differ in something that is not a choice "
                              f"or the seed); write this baseline by hand")

@@ -236,14 +236,15 @@ def aggregate(sweep_dir: str | os.PathLike, figures: bool = True) -> dict:
     Raises FileNotFoundError when `sweep_dir` holds no job at all.
     """
     root = Path(sweep_dir)
-    df = collect(root)
-    if df.empty:
+    user_errors: list[dict] = []
+    df = collect(root, user_errors)
+    if df.empty and not user_errors:
         raise FileNotFoundError(f"no {METRICS_FILE} (and no Hydra job dir) under {root}")
     summary = root / SUMMARY_FILE
     atomic_write_text(summary, df.to_csv(index=False, lineterminator="\n"))
     paths: list[Path] = []
     report = None
-    if figures:
+    if figures and not df.empty:
         from harness import plots  # matplotlib is only imported when figures are asked for
 
         try:
@@ -253,6 +254,7 @@ def aggregate(sweep_dir: str | os.PathLike, figures: bool = True) -> dict:
     return {
         "n_jobs": len(df),
         "n_failed": int((df["status"] != "ok").sum()),
+        "user_errors": user_errors,
         "summary": summary,
         "figures": paths,
         "report": report,

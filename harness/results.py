@@ -8,7 +8,9 @@ aggregate CLI, the end-of-sweep callback, figures, regression checks), so their 
   `step` on PPO rows, the other is left empty.
 - `summary.csv`: one row per job found under a sweep directory (at any depth), flattened to dotted
   columns (`accuracy.gold.overall`, `choices.arch`, `bon.alpha`, ...). A job that failed -- or died
-  before writing `metrics.json` at all -- is still a row, with `status=failed` and its `error`.
+  before writing `metrics.json` at all -- is still a row, with `status=failed` and its `error`. A job stopped by
+  a user error (`status=user_error`: a bad value, a missing file; nothing was computed) is not a result and
+  gets no row; `aggregate` counts and names it.
 """
 
 from __future__ import annotations
@@ -34,16 +36,17 @@ CURVES_FILE = "curves.csv"
 SUMMARY_FILE = "summary.csv"
 CURVE_COLUMNS = ("opt", "n", "step", "kl", "sqrt_kl", "proxy", "gold")
 
-# Blocks too big or too nested for a table row: the resolved config is already in each job's
-# `.hydra/config.yaml`, and `explain` is read straight from metrics.json by the figures that need it.
-FLATTEN_SKIP = ("config", "explain")
+# Blocks too big or too nested for a table row (a key at any depth, or a dotted path): the resolved config is
+# already in each job's `.hydra/config.yaml`, `explain` is read straight from metrics.json by the figures that need
+# it, and `fit.experts` (per expert of an architecture) stays in metrics.json.
+FLATTEN_SKIP = ("config", "explain", "fit.experts")
 
 # Columns that hold text even when every value looks like a number (job dir "0", seed aside).
 _TEXT_COLUMNS = ("job_dir", "status", "error", "overrides", "git.commit")
 _TEXT_PREFIXES = ("choices.", "versions.")  # "2.10" is a version, not the number 2.1
 # Leading columns of summary.csv, in this order; everything else follows alphabetically.
 _LEAD_COLUMNS = ("job_dir", "status", "error", "seed")
-_CHOICE_ORDER = ("arch", "data", "backbone", "policy", "labeler", "opt")
+_CHOICE_ORDER = ("arch", "data", "backbone", "policy", "opt")
 
 
 # ----------------------------------------------------------------------------------------- per job
@@ -71,8 +74,12 @@ def write_metrics(job_dir: str | os.PathLike, metrics: Mapping) -> Path:
 
 
 def read_metrics(job_dir: str | os.PathLike) -> dict:
-    with open(Path(job_dir) / METRICS_FILE, encoding="utf-8") as f:
-        return json.load(f)
+    path = Path(job_dir) / METRICS_FILE
+    with open(path, encoding="utf-8") as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON ({e}); a damaged or hand-edited file?") from e
 
 
 def _csv_cell(value: Any) -> Any:
@@ -126,9 +133,9 @@ def flatten(metrics: Mapping, prefix: str = "") -> dict:
     """
     out = {}
     for key, value in metrics.items():
-        if key in FLATTEN_SKIP:
-            continue
         name = f"{prefix}{key}"
+        if key in FLATTEN_SKIP or name in FLATTEN_SKIP:
+            continue
         if isinstance(value, Mapping):
             out.update(flatten(value, prefix=f"{name}."))
         elif isinstance(value, (list, tuple)) and any(isinstance(v, (Mapping, list, tuple)) for v in value):
@@ -183,8 +190,9 @@ def find_job_dirs(sweep_dir: str | os.PathLike) -> list[Path]:
     return sorted(dirs, key=lambda d: _natural_key(_rel(d, root)))
 
 
-def collect_records(sweep_dir: str | os.PathLike) -> list[dict]:
-    """One flattened dict per job under `sweep_dir`, `job_dir` relative to it, in natural job order."""
+def collect_records(sweep_dir: str | os.PathLike, user_errors: list[dict] | None = None) -> list[dict]:
+    """One flattened dict per job under `sweep_dir`, `job_dir` relative to it, in natural job order. Jobs
+    stopped by a user error are left out (appended to ``user_errors`` when given, as {job_dir, error})."""
     root = Path(sweep_dir)
     records = []
     for job_dir in find_job_dirs(root):
@@ -197,6 +205,10 @@ def collect_records(sweep_dir: str | os.PathLike) -> list[dict]:
         else:
             metrics = {**_hydra_job_info(job_dir), "status": "failed",
                        "error": f"no {METRICS_FILE}: the job did not finish (see its log)"}
+        if metrics.get("status") == "user_error":
+            if user_errors is not None:
+                user_errors.append({"job_dir": _rel(job_dir, root), "error": metrics.get("error")})
+            continue
         row = flatten(metrics)
         row["job_dir"] = _rel(job_dir, root)  # replaces the absolute path a job records about itself
         row.setdefault("status", "failed")
@@ -205,18 +217,22 @@ def collect_records(sweep_dir: str | os.PathLike) -> list[dict]:
     return records
 
 
+def _choice_rank(column: str) -> tuple:
+    group = column.removeprefix("choices.").split("/")[0]  # a nested group (arch/labeler) follows its parent
+    return group not in _CHOICE_ORDER, _CHOICE_ORDER.index(group) if group in _CHOICE_ORDER else 0, column
+
+
 def _column_order(columns: list[str]) -> list[str]:
     lead = [c for c in _LEAD_COLUMNS if c in columns]
-    choices = sorted((c for c in columns if c.startswith("choices.")),
-                     key=lambda c: (c[8:] not in _CHOICE_ORDER,
-                                    _CHOICE_ORDER.index(c[8:]) if c[8:] in _CHOICE_ORDER else 0, c))
+    choices = sorted((c for c in columns if c.startswith("choices.")), key=_choice_rank)
     rest = sorted(c for c in columns if c not in lead and c not in choices)
     return lead + choices + rest
 
 
-def collect(sweep_dir: str | os.PathLike) -> pd.DataFrame:
-    """Tidy table of every job under `sweep_dir`: one row per job, dotted metric columns."""
-    records = collect_records(sweep_dir)
+def collect(sweep_dir: str | os.PathLike, user_errors: list[dict] | None = None) -> pd.DataFrame:
+    """Tidy table of every job under `sweep_dir`: one row per job, dotted metric columns (user errors left out,
+    see ``collect_records``)."""
+    records = collect_records(sweep_dir, user_errors)
     if not records:
         return pd.DataFrame(columns=list(_LEAD_COLUMNS))
     df = pd.DataFrame.from_records(records)
@@ -232,7 +248,7 @@ def read_summary(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def split_overrides(text) -> list[str]:
-    """Split comma-joined overrides, keeping commas inside [..] / {..}: "arch=umm,opt=[bon,ppo]" has two parts."""
+    """Split comma-joined overrides, keeping commas inside [..] / {..}: "arch=x,opt=[bon,ppo]" has two parts."""
     if not isinstance(text, str) or not text:
         return []
     parts, depth, cur = [], 0, ""

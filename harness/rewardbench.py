@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from .data.readers import DataFormatError, read_rows
+from .evaluate import pair_correct
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +135,9 @@ def score_rows(scorer, rows: list[dict]) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def beats_all(r_chosen: np.ndarray, r_rejected: np.ndarray) -> bool:
-    """Every chosen reward strictly above every rejected one (a tie is wrong)."""
-    return bool(r_chosen.min() > r_rejected.max())
+    """Every chosen reward strictly above every rejected one: the one rule (a tie is wrong) on every pair."""
+    correct, _ = pair_correct(np.asarray(r_chosen)[:, None], np.asarray(r_rejected)[None, :])
+    return bool(correct.all())
 
 
 def section_scores(subset_accuracy: dict[str, float]) -> dict:

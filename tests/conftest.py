@@ -8,6 +8,7 @@ import dataclasses
 import math
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -52,7 +53,6 @@ def tiny(cache_root):
     from harness.cache import ArtifactCache
     from harness.data.schema import encode_pairs
     from harness.data.synthetic import SyntheticData
-    from harness.labelers.oracle import OracleLabeler
 
     cache = ArtifactCache(cache_root)
     data = SyntheticData(**TINY_DATA, world={"calibration_pairs": 500}).prepare(cache, seed=0)
@@ -74,8 +74,7 @@ def tiny(cache_root):
         train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
         train_cfg = TrainConfig(**{**TINY_TRAIN, **{k: v for k, v in overrides.items() if k in train_keys}})
         fields = dict(backbone=backbone, train=train_cfg, cache=cache, seed=0, domains=data.domains,
-                      data_spec=data.spec(0), labeler=OracleLabeler(), train_dataset=data.splits["train"],
-                      world=data.world)
+                      data_spec=data.spec(0), data=data)
         return FitContext(**{**fields, **{k: v for k, v in overrides.items() if k not in train_keys}})
 
     t.ctx = ctx
@@ -113,6 +112,9 @@ def learnable(tiny):
         assert (last == vocab[marker]).all(), f"the marker {marker!r} is not the last token of every chosen"
         setattr(t, f"{split}_dataset", raw)
         setattr(t, split, encoded)
+    # The learnable splits as a prepared data source (FitContext.data): raw rows behind the encoded pairs.
+    t.data = SimpleNamespace(splits={split: getattr(t, f"{split}_dataset") for split in LEARNABLE_SIZES},
+                             world=tiny.data.world, domains=tiny.data.domains)
     return t
 
 
@@ -143,6 +145,21 @@ def make_policy(tiny, **overrides):
 UMM_KNOBS = dict(num_experts=None, top_k=2, layers=None, expert_noise=0.0, router_init_std=0.02, s_max="max",
                  aux_loss_coef=0.01, experts_implementation="eager", merge_fraction=0.1,
                  merge_train={"lr": 0.05, "epochs": 2, "warmup": 0.0})
+
+
+@pytest.fixture
+def lm_eval_index(monkeypatch):
+    """lm-eval's index of its bundled tasks, stood in by one that knows `arc_easy` only: building the real one
+    takes ~20 s (the slow tests that run a bundled task build it)."""
+    import lm_eval.tasks
+
+    class BundledTasks:
+        all_tasks = ["arc_easy"]
+
+        def __init__(self, include_defaults: bool = True):
+            pass
+
+    monkeypatch.setattr(lm_eval.tasks, "TaskManager", BundledTasks)
 
 
 # ------------------------------------------------------------------------------ fitted and exported RMs
@@ -238,7 +255,7 @@ CI_SWEEP = [
 
 
 # ------------------------------------------------------------------------------ fake sweeps
-# Hand-written sweeps (several archs x 2 seeds, BoN + PPO curves, UMM's unmerged block, DMoERM's capability
+# Hand-written sweeps (several archs x 2 seeds, BoN + PPO curves, UMM's `unmerged` view, DMoERM's capability
 # scores, one failed job) for the result, plot and regression tests: no training involved.
 
 FAKE_DOMAINS = ("roleplay", "chitchat", "subjective_qa", "objective_qa", "text_creation")
@@ -266,8 +283,8 @@ def fake_metrics(arch: str, seed: int, job_dir: Path) -> dict:
     acc, total, active, alpha, beta = FAKE_ARCHS[arch]
     rng = np.random.default_rng(1000 * seed + len(arch))
     base = {
-        "choices": {"arch": arch, "data": "synthetic", "backbone": "tiny", "policy": "tiny",
-                    "labeler": "oracle", "opt": ["bon", "ppo"]},
+        "choices": {"arch": arch, **({"arch/labeler": "oracle"} if arch == "dmoerm" else {}), "data": "synthetic",
+                    "backbone": "tiny", "policy": "tiny", "opt": ["bon", "ppo"]},
         "seed": seed,
         "overrides": [f"arch={arch}", f"seed={seed}", "opt=[bon,ppo]"],
         "job_dir": str(job_dir),
@@ -300,11 +317,12 @@ def fake_metrics(arch: str, seed: int, job_dir: Path) -> dict:
     if arch == "umm":
         # UMM's MoE before the merge: more stored parameters, only gold accuracy reported.
         unmerged_gold = {"overall": gold_acc + 0.02, "per_domain": domain_acc(gold_acc + 0.02)}
-        m["unmerged"] = {"accuracy": {"gold": unmerged_gold},
-                         "params": {"total": 520_000, "trainable": 520_000, "active": 270_000}}
+        m["views"] = {"unmerged": {"accuracy": {"gold": unmerged_gold},
+                                   "params": {"total": 520_000, "trainable": 520_000, "active": 270_000}}}
     if arch == "dmoerm":
         scores = {d: {c: float(0.6 + 0.3 * rng.random()) for c in caps} for d, caps in FAKE_CAPABILITIES.items()}
         m["explain"] = {"capability_scores": scores}
+        m["fit"] = {"experts": {"roleplay": {"persona": {"pairs": 10, "trained": True}}}, "cost": {"passes": 4}}
     return m
 
 

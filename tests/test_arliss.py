@@ -3,7 +3,8 @@ import torch
 from peft.tuners.lora import LoraLayer
 from peft.utils import ModulesToSaveWrapper
 
-from harness.archs.arliss import ARLISS, ROUTER, adapter_of, reward_adapter, subset_sequences
+from harness.archs.arliss import ARLISS, ROUTER, adapter_of, reward_adapter
+from harness.evaluate import evaluate_architecture, routing_accuracy
 from harness.seeds import Stream, derive_seed
 
 LORA = dict(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=None, lr=3e-3)
@@ -136,9 +137,8 @@ def test_fit_scores_explains_and_reports_router_accuracy(tiny, fitted):
     scores = fitted.score(tiny.test.chosen)
     assert scores.shape == (len(tiny.test),) and torch.isfinite(scores).all()
     info = fitted.explain(tiny.val.chosen)
-    extra = fitted.extra_metrics(tiny.test, tiny.data.splits["test"])
-    router = extra["router"]
-    assert router["val_accuracy"] == pytest.approx((info["domain"] == tiny.val.chosen.domain).float().mean().item())
+    router = routing_accuracy(fitted, tiny.val.chosen, tiny.data.domains, 64)
+    assert router["overall"] == pytest.approx((info["domain"] == tiny.val.chosen.domain).float().mean().item())
     assert ((info["domain_prob"] > 0) & (info["domain_prob"] <= 1)).all()
 
 
@@ -153,12 +153,13 @@ def test_bad_knobs_are_errors():
 
 
 def test_oracle_routing_is_scoring_with_the_true_domain(tiny, fitted):
-    extra = fitted.extra_metrics(tiny.test, tiny.data.splits["test"])
-    assert extra["router"]["test_accuracy"] == pytest.approx(fitted.router_accuracy(tiny.test.chosen))
-    oracle = extra["oracle_routing"]
-    assert set(oracle["per_domain"]) == set(tiny.data.domains)
-    assert sum(b["n"] for b in oracle["per_domain"].values()) == len(tiny.test)
-    assert 0 <= oracle["gold"] <= 1 and 0 <= oracle["human"] <= 1
+    m = evaluate_architecture(fitted, tiny.val, tiny.test, tiny.data.splits["test"], tiny.data.domains, 64)
+    assert m["routing"]["test"]["overall"] == pytest.approx(
+        routing_accuracy(fitted, tiny.test.chosen, tiny.data.domains, 64)["overall"])
+    oracle = m["views"]["oracle_routing"]["accuracy"]
+    assert set(oracle["gold"]["per_domain"]) == set(tiny.data.domains)
+    assert oracle["human"]["n"] == len(tiny.test)
+    assert 0 <= oracle["gold"]["overall"] <= 1 and 0 <= oracle["human"]["overall"] <= 1
     # a router that always names the true domain scores exactly like the oracle
     n = len(tiny.data.domains)
     fitted.router_logits = lambda b: torch.nn.functional.one_hot(b.domain, n).float()
@@ -169,5 +170,8 @@ def test_oracle_routing_is_scoring_with_the_true_domain(tiny, fitted):
     truth = torch.empty(len(tiny.test))
     for d in range(n):
         rows = (tiny.test.chosen.domain == d).nonzero(as_tuple=True)[0]
-        truth[rows] = fitted.true_domain_scores(d, subset_sequences(tiny.test.chosen, rows))
+        truth[rows] = fitted.score(tiny.test.chosen.subset(rows),
+                                   scorer=lambda b, d=d: fitted.adapter_reward(d, b.input_ids, b.attention_mask))
     assert torch.allclose(routed, truth, atol=1e-5)
+    assert torch.allclose(fitted.score(tiny.test.chosen, scorer=fitted.views()["oracle_routing"].score), truth,
+                          atol=1e-5)

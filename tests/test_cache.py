@@ -317,3 +317,81 @@ def test_default_cache_dir(monkeypatch, tmp_path):
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert default_cache_dir() == tmp_path / "home" / ".cache" / "rmharness"
+
+
+# ---------------------------------------------------------------- content keys, moved and read-only caches
+
+
+def test_content_fingerprint_follows_content_not_location(tmp_path):
+    from harness.cache import content_fingerprint
+
+    a = tmp_path / "a"
+    (a / "sub").mkdir(parents=True)
+    (a / "weights.bin").write_bytes(b"\x00" * 64)
+    (a / "sub" / "config.json").write_text("{}")
+    b = tmp_path / "elsewhere" / "b"
+    b.parent.mkdir()
+    os.rename(a, b)  # a model directory moved (or a cache remounted elsewhere)
+    moved = content_fingerprint(b)
+    (b / "__pycache__").mkdir()
+    (b / "__pycache__" / "x.pyc").write_bytes(b"bytecode")  # not part of a model's content
+    assert content_fingerprint(b) == moved
+    (b / "weights.bin").write_bytes(b"\x01" + b"\x00" * 63)  # replaced in place: same name, same size
+    assert content_fingerprint(b) != moved
+    (b / "weights.bin").write_bytes(b"\x00" * 64)
+    assert content_fingerprint(b) == moved
+    assert content_fingerprint(b / "weights.bin") != moved  # a single file: its content alone
+
+
+def test_moved_cache_is_reused(tmp_path):
+    build = CountingBuild()
+    first = ArtifactCache(tmp_path / "here").directory("world", SPEC, build)
+    os.rename(tmp_path / "here", tmp_path / "there")
+    again = ArtifactCache(tmp_path / "there").directory("world", SPEC, build)
+    assert build.calls == 1 and again == tmp_path / "there" / "world" / first.name
+
+
+@pytest.fixture
+def read_only(monkeypatch):
+    """Make writes below a root fail as on a read-only mount. (Monkeypatched rather than chmod'ed: the tests may
+    run as root, whom file modes do not stop.) Returns the roots made read-only and the paths opened for write."""
+    roots: list[Path] = []
+    attempts: list[str] = []
+    real_open, real_mkdir = os.open, Path.mkdir
+
+    def inside(path) -> bool:
+        return any(Path(path).resolve().is_relative_to(r.resolve()) for r in roots)
+
+    def fake_open(path, flags, *args, **kwargs):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and inside(path):
+            attempts.append(str(path))
+            raise OSError(30, "Read-only file system", str(path))  # errno 30 = EROFS
+        return real_open(path, flags, *args, **kwargs)
+
+    def fake_mkdir(self, *args, **kwargs):
+        if inside(self) and not self.is_dir():
+            raise OSError(30, "Read-only file system", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(cache_mod.os, "open", fake_open)
+    monkeypatch.setattr(Path, "mkdir", fake_mkdir)
+    return roots, attempts
+
+
+def test_read_only_cache_reads_without_a_lock_and_builds_misses_uncached(tmp_path, read_only, caplog):
+    roots, attempts = read_only
+    build = CountingBuild()
+    entry = ArtifactCache(tmp_path).directory("world", SPEC, build)
+    for lock in tmp_path.rglob("*.lock"):
+        lock.unlink()  # a copy made without the lock files
+    roots.append(tmp_path)
+    c = ArtifactCache(tmp_path)
+    assert c.directory("world", SPEC, build) == entry and build.calls == 1 and not attempts  # no lock for a hit
+    with caplog.at_level(logging.WARNING):
+        other = c.directory("world", {**SPEC, "lr": 0.5}, build)  # a miss: built, but not into the cache
+    assert build.calls == 2 and attempts and "cannot be written" in caplog.text
+    assert not other.is_relative_to(tmp_path) and (other / "data.bin").read_bytes() == PAYLOAD
+    assert sorted(p.name for p in (tmp_path / "world").iterdir() if p.is_dir()) == [entry.name]
+    with caplog.at_level(logging.WARNING):
+        new_kind = c.directory("other_kind", SPEC, build)  # even the kind's directory cannot be made
+    assert build.calls == 3 and (new_kind / "data.bin").exists() and not (tmp_path / "other_kind").exists()

@@ -34,18 +34,7 @@ def test_world_facts_runs_offline_on_the_in_memory_policy(tiny):
     assert abs(block["acc"] * 12 - round(block["acc"] * 12)) < 1e-9
 
 
-def test_unknown_task_is_a_clear_error(tiny, monkeypatch):
-    # lm-eval's real index of its bundled tasks takes ~30 s to build (test_hub_task_offline_is_a_clear_error
-    # builds it): a stand-in index that knows one bundled task is enough for the harness's message.
-    import lm_eval.tasks
-
-    class BundledTasks:
-        all_tasks = ["arc_easy"]
-
-        def __init__(self, include_defaults: bool = True):
-            pass
-
-    monkeypatch.setattr(lm_eval.tasks, "TaskManager", BundledTasks)
+def test_unknown_task_is_a_clear_error(tiny, lm_eval_index):
     policy = make_policy(tiny)
     with pytest.raises(ValueError, match="unknown lm-eval task.*no_such_task.*world_facts"):
         policy_capability(policy.model, policy.tokenizer, ["no_such_task"], local={})

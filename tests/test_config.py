@@ -6,19 +6,22 @@ from pathlib import Path
 
 import pytest
 from conftest import CONF_DIR, compose
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import open_dict
 
 from harness.archs.base import RewardModel, TrainConfig
 from harness.job import build, run_job
 from harness.results import read_metrics
 
-GROUPS = ["arch", "data", "backbone", "policy", "labeler", "gold", "opt"]
+GROUPS = ["arch", "data", "backbone", "policy", "arch/labeler", "gold", "opt"]
+# A nested group is chosen under its parent's option that declares it.
+PARENT = {"arch/labeler": ["arch=dmoerm"]}
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted(Path(CONF_DIR, g).glob("*.yaml"))]
 
 
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes(group, option):
-    cfg = compose([f"{group}={option}"])
+    cfg = compose([*PARENT.get(group, []), f"{group}={option}"])
     assert cfg.seed == 0 and "cache_dir" in cfg
     if group == "opt":
         # opt/<study>_<profile>.yaml are budgets of <study> (same package): bon_smollm2 fills opt.bon.
@@ -63,18 +66,12 @@ def test_unknown_arch_lists_valid_choices():
                                           "human_flip_rate"), ("data.world.domains=[]", "domains"),
                                          ("data.n_train=0", "n_train")])
 def test_bad_values_name_the_key(override, key, tmp_path):
-    # In process (the job as the CLI runs it); test_bad_value_fails_the_command_line covers the process itself.
+    # In process (the job as the CLI runs it); test_job_checks' test_user_error_is_one_message_without_traceback
+    # runs one of them through the command line.
     cfg = compose([override, "opt=none", f"cache_dir={tmp_path}/cache"])
     out = run_job(cfg, tmp_path, {}, [override])
-    assert out["status"] == "failed" and key in out["error"]
-    assert read_metrics(tmp_path)["status"] == "failed"  # a failed job still leaves its status row
-
-
-def test_bad_value_fails_the_command_line(tmp_path):
-    proc = _run_harness("train.lr=-1", "opt=none", f"hydra.run.dir={tmp_path}", f"cache_dir={tmp_path}/cache")
-    assert proc.returncode != 0
-    assert "train.lr" in proc.stderr + proc.stdout
-    assert read_metrics(tmp_path)["status"] == "failed"
+    assert out["status"] == "user_error" and key in out["error"]
+    assert read_metrics(tmp_path)["status"] == "user_error"  # a stopped job still leaves its status row
 
 
 def test_train_config_validation():
@@ -84,6 +81,20 @@ def test_train_config_validation():
     for key, bad in [("lr", 0.0), ("batch_size", 0), ("warmup", 1.0), ("weight_decay", -1.0)]:
         with pytest.raises(ValueError, match=f"train.{key}"):
             TrainConfig(**{**good, key: bad}).validate()
+
+
+@pytest.mark.parametrize("suite", ["smoke", "paper"])
+def test_suites_sweep_every_arch_config_without_a_hand_list(suite):
+    arch = compose([f"+suite={suite}"], return_hydra_config=True).hydra.sweeper.params.arch
+    choice = OverridesParser.create().parse_overrides([f"arch={arch}"])[0].value()
+    shipped = [o for g, o in OPTIONS if g == "arch"]
+    assert choice.filter(shipped) == shipped and len(shipped) >= 2
+
+
+def test_only_the_arch_that_asks_for_labels_carries_a_labeler():
+    assert "labeler" not in compose() and "labeler" not in compose(["arch=rodos"]).arch
+    cfg = compose(["arch=dmoerm", "arch/labeler=openai", "arch.labeler.model=m"])
+    assert cfg.arch.labeler._target_.endswith("OpenAILabeler") and cfg.arch.labeler.model == "m"
 
 
 def test_instantiate_with_unknown_argument_names_group():

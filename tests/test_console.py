@@ -86,5 +86,5 @@ def test_help_says_what_it_is_with_examples_groups_and_the_plus():
     for needle in ("-m arch=", "+suite=", "data=jsonl data.path=", "+profile=smollm2"):
         assert any(needle in e for e in examples), needle
     assert "need a +" in out
-    for group in ("arch", "data", "backbone", "policy", "labeler", "opt", "logger", "suite", "profile"):
+    for group in ("arch", "data", "backbone", "policy", "arch/labeler", "opt", "logger", "suite", "profile"):
         assert any(ln.startswith(f"{group}: ") for ln in out.splitlines()), group

@@ -3,10 +3,10 @@ YAML is covered without editing this file).
 
 Each architecture is instantiated from its YAML as the job does it, fitted once on the tiny backbone and the tiny
 learnable set (every chosen response ends with a marker word, see conftest ``learnable``), and checked through
-the stable interface only (forward -> RewardOutput, fit, score, param_counts):
+the stable interface only (forward -> RewardOutput, fit, score, param_counts, views, routing):
 
 - forward gives a RewardOutput whose reward is (B,) and finite, aux_loss None or a finite scalar, and ``score``
-  gives the same rewards as the forward;
+  gives the same rewards as the forward; every view scores finite (N,), a router gives known domains;
 - gradients reach every trained parameter. "Trained" is what the shared loops optimise: every phase of every
   architecture hands exactly the parameters it is about to optimise to ``RewardModel.mark_trained`` (the record
   param_counts' ``trainable`` comes from). Each of them must receive a finite, non-zero gradient at some step
@@ -94,7 +94,7 @@ def fitted(request, tiny, learnable, tmp_path_factory):
     rm = build(compose([f"arch={arch}"]).arch, "arch")
     # A fresh cache: an ensemble sharing members trained by another test would load them instead of training.
     ctx = tiny.ctx(**CONTRACT_TRAIN, cache=ArtifactCache(tmp_path_factory.mktemp(f"{arch}-cache")),
-                   train_dataset=learnable.train_dataset, artifact_dir=tmp_path_factory.mktemp(f"{arch}-job"))
+                   data=learnable.data, artifact_dir=tmp_path_factory.mktemp(f"{arch}-job"))
     with watch_training(rm) as record:
         rm.fit(learnable.train, learnable.val, ctx)
     return arch, rm, record
@@ -121,6 +121,21 @@ def test_forward_gives_one_finite_reward_per_sequence(fitted, learnable):
     assert scores.shape == (len(learnable.test),) and torch.isfinite(scores).all()
     # score batches by length (other padding) under inference_mode: the same rewards all the same.
     torch.testing.assert_close(scores[:FORWARD_PAIRS], out.reward[:FORWARD_PAIRS].float(), atol=1e-4, rtol=1e-4)
+
+
+def test_views_and_router_answer_every_sequence(fitted, learnable):
+    """The alternative scorers (``views``) score like the RM, finite (N,); a router (``routing``) sends each
+    sequence to one known domain."""
+    arch, rm, _ = fitted
+    seqs = learnable.test.chosen
+    for name, view in rm.views().items():
+        scores = rm.score(seqs, scorer=view.score)
+        assert scores.shape == (len(seqs),) and torch.isfinite(scores).all(), f"arch={arch}: view {name}: {scores}"
+    routing = rm.routing()
+    if routing is not None:
+        domains = rm.score(seqs, scorer=routing)
+        assert domains.shape == (len(seqs),) and torch.equal(domains, domains.round()), f"arch={arch}: {domains}"
+        assert ((domains >= 0) & (domains < len(learnable.data.domains))).all(), f"arch={arch}: {domains}"
 
 
 def test_gradients_reach_every_trained_parameter(fitted):

@@ -307,7 +307,7 @@ def test_tiny_tokenizer_learns_the_data_words(tmp_path):
 def test_bon_on_real_data_is_refused_before_training(tmp_path):
     cfg = compose(["data=jsonl", f"data.path={DATA / 'trl.jsonl'}", "opt=bon", f"cache_dir={tmp_path}/cache"])
     metrics = run_job(cfg, tmp_path / "job", {}, [])
-    assert metrics["status"] == "failed"
+    assert metrics["status"] == "user_error"
     assert "opt=['bon']" in metrics["error"] and "data=jsonl" in metrics["error"] and "opt=none" in metrics["error"]
     assert not (tmp_path / "cache" / "backbone_tiny").exists()
 

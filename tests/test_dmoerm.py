@@ -12,12 +12,14 @@ from conftest import compose
 from harness.archs.base import bradley_terry_loss
 from harness.archs.dmoerm import DMoERM, expert_name, oriented_pairs
 from harness.data.schema import Batch
+from harness.evaluate import evaluate_architecture
+from harness.labelers.oracle import OracleLabeler
 
 
 def make(**overrides) -> DMoERM:
     cfg = dict(router={}, phase1={}, phase2={}, phase3={}, phase1_fraction=0.6, r=8, lora_alpha=8,
                lora_dropout=0.0, target_modules=None, expert_val_fraction=0.1, min_expert_pairs=8,
-               label_pairs_per_domain=None, capabilities=None)
+               label_pairs_per_domain=None, capabilities=None, labeler=OracleLabeler())
     return DMoERM(**{**cfg, **overrides})
 
 
@@ -38,6 +40,8 @@ def test_yaml_instantiates_with_the_papers_lora():
     rm = build(compose(["arch=dmoerm"]).arch, "arch")
     assert isinstance(rm, DMoERM)
     assert rm.lora["r"] == 32 and rm.lora["lora_alpha"] == 32 and rm.phase1_fraction == 0.6
+    assert isinstance(rm.labeler, OracleLabeler)  # the arch's own labeler node, default arch/labeler=oracle
+    assert compose(["arch=dmoerm", "arch/labeler=local"]).arch.labeler._target_.endswith("LocalLabeler")
 
 
 def test_bad_knobs_fail_clearly():
@@ -160,20 +164,40 @@ def test_score_explain_and_metrics(fitted, tiny):
         K = len(ex["capabilities"][rm.domains[int(ex["domain"][i])]])
         assert torch.isfinite(ex["expert_rewards"][i, :K]).all() and torch.isnan(ex["expert_rewards"][i, K:]).all()
 
-    m = rm.extra_metrics(tiny.test, tiny.data.splits["test"])
+    m = evaluate_architecture(rm, tiny.val, tiny.test, tiny.data.splits["test"], tiny.data.domains, 64)
     heat = m["explain"]["capability_scores"]
-    assert list(heat) == rm.domains
+    assert list(heat) == rm.domains and "true order" in m["explain"]["capability_scores_basis"]
     for d, points in zip(rm.domains, rm.points, strict=True):
         assert list(heat[d]) == points
         assert all(math.isnan(v) or 0 <= v <= 1 for v in heat[d].values())
-    assert 0 <= m["router"]["test_accuracy"] <= 1 and set(m["router"]["test_per_domain"]) == set(rm.domains)
-    s = m["labeler"]
+    assert 0 <= m["routing"]["test"]["overall"] <= 1 and set(m["routing"]["test"]["per_domain"]) == set(rm.domains)
+    assert m["routing"]["val"]["n"] == len(tiny.val)
+    for view in ("oracle_routing", "base_rm"):
+        gold = m["views"][view]["accuracy"]["gold"]
+        assert 0 <= gold["overall"] <= 1 and set(gold["per_domain"]) == set(rm.domains)
+    report = rm.fit_report()
+    s = report["labeler"]
     assert s["name"] == "oracle" and s["asked"] == sum(len(n) for n in tiny.data.splits["train"]["cap_names"])
     assert 0 < s["kept"] < s["asked"] and s["agreement_with_truth"] > 0.7
-    assert m["cost"]["backbone_passes_per_response"] == {d: 1 + len(p) for d, p in zip(rm.domains, rm.points,
-                                                                                        strict=True)}
-    for block in m["inner"].values():
-        assert 0 <= block["base_gold_accuracy"] <= 1 and 0 <= block["inner_gold_accuracy"] <= 1
+    assert report["cost"]["backbone_passes_per_response"] == {d: 1 + len(p) for d, p in zip(rm.domains, rm.points,
+                                                                                             strict=True)}
+    assert set(report["inner"]) == set(rm.domains) and set(report["experts"]) == set(rm.domains)
+
+
+def test_capability_score_is_the_expert_alone_against_its_points_truth(fitted, tiny):
+    rm, _, _ = fitted
+    ds = tiny.data.splits["test"]
+    heat = evaluate_architecture(rm, tiny.val, tiny.test, ds, tiny.data.domains, 64)["explain"]["capability_scores"]
+    d, k = 1, 0
+    rows = (tiny.test.chosen.domain == d).nonzero(as_tuple=True)[0]
+    pairs = tiny.test.subset(rows)
+    e_c, e_r = (rm.score(s, scorer=lambda b: rm.expert(d, k, b.input_ids, b.attention_mask)[1])
+                for s in (pairs.chosen, pairs.rejected))
+    v_c = torch.tensor([v[k] for v in ds.select(rows.tolist())["cap_chosen"]])
+    v_r = torch.tensor([v[k] for v in ds.select(rows.tolist())["cap_rejected"]])
+    decided = v_c != v_r
+    expected = torch.where(v_c > v_r, e_c > e_r, e_r > e_c)[decided].float().mean().item()
+    assert heat[rm.domains[d]][rm.points[d][k]] == pytest.approx(expected)
 
 
 def test_param_counts_match_the_modules(fitted):
@@ -209,10 +233,8 @@ def test_untrained_experts_equal_the_phase1_model(tiny):
 
 
 def test_needs_domains_and_labeler(tiny):
-    ctx = tiny.ctx()
-    ctx.labeler = None
     with pytest.raises(ValueError, match="labeler"):
-        make().fit(tiny.train, tiny.val, ctx)
+        make(labeler=None).fit(tiny.train, tiny.val, tiny.ctx())
     bad = tiny.train.subset(torch.arange(10))
     bad.chosen.domain = torch.full((10,), -1)
     with pytest.raises(ValueError, match="domain label"):

@@ -46,8 +46,44 @@ def test_rerun_of_a_finished_job_is_not_recomputed(tmp_path):
 
 def test_failed_job_leaves_a_status_row(tmp_path):
     out = _job(tmp_path, "bad", ["opt=none", "train.lr=-1"])
-    assert out["status"] == "failed" and "train.lr" in out["error"]
-    assert json.loads((tmp_path / "bad" / "metrics.json").read_text())["status"] == "failed"
+    assert out["status"] == "user_error" and "train.lr" in out["error"]
+    assert json.loads((tmp_path / "bad" / "metrics.json").read_text())["status"] == "user_error"
+
+
+def test_moved_and_read_only_cache_reuse_every_artifact(tmp_path, monkeypatch):
+    """Before: the members' key held the backbone's absolute path (inside the cache), so a moved cache retrained
+    every member, and a read-only copy failed on a lock file."""
+    overrides = ["opt=none", "arch=ens_mean", "arch.k=2"]
+    first = _job(tmp_path, "a", overrides)
+    assert first["status"] == "ok" and first["fit"]["members_trained"] == 2, first["error"]
+    moved = tmp_path / "moved"
+    os.rename(tmp_path / "cache", moved)
+    for manifest in moved.rglob("_manifest.json"):  # keys hash content: no location in any spec
+        assert str(tmp_path) not in json.dumps(json.loads(manifest.read_text())["spec"]), manifest
+
+    def entries():
+        return sorted(p.relative_to(moved) for p in moved.glob("*/*") if p.is_dir())
+
+    before = entries()
+    cfg = compose([*TINY_OVERRIDES, f"cache_dir={moved}", *overrides])
+    again = run_job(cfg, tmp_path / "b", {"arch": "ens_mean"}, overrides)
+    assert again["status"] == "ok" and again["fit"]["members_cached"] == 2
+    assert entries() == before and again["accuracy"] == first["accuracy"]  # nothing rebuilt, same numbers
+
+    # A read-only copy: every write below it fails as on a read-only mount (monkeypatched: root ignores modes).
+    real_open = os.open
+
+    def read_only_open(path, flags, *args, **kwargs):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and Path(path).resolve().is_relative_to(moved):
+            raise OSError(30, "Read-only file system", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    for lock in moved.rglob("*.lock"):
+        lock.unlink()  # copied without its lock files
+    monkeypatch.setattr(os, "open", read_only_open)
+    read_only = run_job(cfg, tmp_path / "c", {"arch": "ens_mean"}, overrides)
+    assert read_only["status"] == "ok" and read_only["fit"]["members_cached"] == 2, read_only["error"]
+    assert read_only["accuracy"] == first["accuracy"]
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ from conftest import compose
 from harness.archs.ensemble import EnsembleRM, aggregate
 from harness.archs.single import SingleRM
 from harness.cache import ArtifactCache
+from harness.evaluate import evaluate_views
 from harness.job import build
 
 # ---------------------------------------------------------------- aggregator math on hand values
@@ -56,7 +57,7 @@ def test_configs_instantiate(name, aggregator):
 
 
 def test_bad_aggregator_from_the_command_line():
-    with pytest.raises(ValueError, match=r"arch.*arch\.aggregator='max'.*mean, wco, uwo"):
+    with pytest.raises(ValueError, match=r"^arch\.aggregator='max'.*mean, wco, uwo"):
         build(compose(["arch=ens_mean", "arch.aggregator=max"]).arch, "arch")
 
 
@@ -151,17 +152,47 @@ def test_cached_fit_logs_the_members_training(fitted, tiny):
     assert any(r.get("cached") and "val_acc" in r for r in logs)
 
 
-def test_explain_and_extra_metrics(fitted, tiny):
+def test_explain_views_and_fit_report(fitted, tiny):
     ens, _ = fitted
     info = ens.explain(tiny.test.chosen)
     assert torch.allclose(info["aggregate"], info["members"].mean(-1))
     assert torch.equal(info["aggregate"], ens.score(tiny.test.chosen))
-    extra = ens.extra_metrics(tiny.test, tiny.data.splits["test"])["ensemble"]
-    assert extra["k"] == 2 and extra["members_trained"] == 2
-    for labels in ("human", "gold"):
-        assert len(extra["member_accuracy"][labels]) == 2
-        assert all(0 <= a <= 1 for a in extra["member_accuracy"][labels])
+    assert ens.fit_report()["members_trained"] + ens.fit_report()["members_cached"] == 2
+    views = evaluate_views(ens, tiny.test, tiny.data.splits["test"], 64)["views"]
+    assert set(views) == {"member_0", "member_1"}
+    for block in views.values():
+        assert all(0 <= block["accuracy"][labels]["overall"] <= 1 for labels in ("human", "gold"))
+        assert "params" not in block  # a member is a part of the ensemble, not a model the figures show apart
     # Member 0's human accuracy recomputed by hand from its own scores.
     r_c = info["members"][:, 0]
     r_r = ens.explain(tiny.test.rejected)["members"][:, 0]
-    assert extra["member_accuracy"]["human"][0] == pytest.approx((r_c > r_r).float().mean().item())
+    assert views["member_0"]["accuracy"]["human"]["overall"] == pytest.approx((r_c > r_r).float().mean().item())
+
+
+def test_member_key_follows_the_backbone_content_not_its_path(tiny, tmp_path):
+    """Before: the key held the backbone's path, so weights replaced in place reused stale members and a moved
+    model (or cache) retrained them all."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from harness.backbones import PretrainedBackbone
+
+    a, b = tmp_path / "model", tmp_path / "moved" / "model"
+    shutil.copytree(tiny.backbone.path, a, ignore=shutil.ignore_patterns("_manifest.json"))
+    shutil.copytree(a, b)
+
+    def key(path):
+        backbone = PretrainedBackbone(name="local", path=str(path), max_length=tiny.backbone.max_length,
+                                      finetune="full")
+        backbone.prepare(tiny.cache, corpus=None, seed=0)
+        spec = EnsembleRM("mean", k=2).member_spec(dataclasses.replace(tiny.ctx(), backbone=backbone), seed=1)
+        assert str(tmp_path) not in repr(spec)
+        return ArtifactCache.key("ens_member", spec)
+
+    assert key(a) == key(b)  # the same weights elsewhere: the same members
+    weights = load_file(a / "model.safetensors")
+    name = next(iter(weights))
+    weights[name] = weights[name] + 1.0
+    save_file(weights, a / "model.safetensors")  # replaced in place: same path, other weights
+    assert key(a) != key(b)

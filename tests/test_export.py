@@ -107,7 +107,7 @@ def test_a_job_exports_by_default_and_benchmarks_its_rm(tmp_path):
 
 def test_a_missing_benchmark_file_fails_before_training(tmp_path):
     out = _job(tmp_path, "a", [f"eval.benchmarks=[{tmp_path / 'nope.jsonl'}]"])
-    assert out["status"] == "failed" and "nope.jsonl is not a file" in out["error"]
+    assert out["status"] == "user_error" and "nope.jsonl is not a file" in out["error"]
     assert "train" not in out.get("timing_s", {})
 
 

@@ -14,7 +14,16 @@ import numpy as np
 import pytest
 import torch
 
-from harness.labelers import TEMPLATES, parse_answer, questions, resolve_template, summarize, swap_and_agree
+from harness.errors import UserError
+from harness.labelers import (
+    TEMPLATES,
+    LabelingError,
+    parse_answer,
+    questions,
+    resolve_template,
+    summarize,
+    swap_and_agree,
+)
 from harness.labelers.local import LocalLabeler
 from harness.labelers.openai import OpenAILabeler
 from harness.labelers.oracle import OracleLabeler
@@ -103,7 +112,7 @@ KEY_ENV = "RMHARNESS_TEST_LABELER_KEY"
 
 class Server:
     """A chat-completions server on 127.0.0.1: answers by a deterministic rule (the longer reply wins), unless
-    the next entry of ``script`` says to misbehave for this request."""
+    the next entry of ``script`` (or, once it is empty, ``default``) says to misbehave for this request."""
 
     def __init__(self):
         self.script: list[str] = []
@@ -111,6 +120,7 @@ class Server:
         self.auth: list[str | None] = []
         self.lock = threading.Lock()
         self.sleep_s = 0.0
+        self.default = "ok"
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -122,7 +132,7 @@ class Server:
                 with outer.lock:
                     outer.requests += 1
                     outer.auth.append(self.headers.get("Authorization"))
-                    action = outer.script.pop(0) if outer.script else "ok"
+                    action = outer.script.pop(0) if outer.script else outer.default
                 if action == "drop":
                     return  # HTTP/1.0 handler: the connection closes with no response at all
                 if action == "sleep":
@@ -135,6 +145,8 @@ class Server:
                     return
                 if action == "malformed":
                     payload = b'{"id": "x", "choices": []}'
+                elif action == "garbage":
+                    payload = b"<html>502 Bad Gateway (but sent with status 200)</html>"
                 else:
                     text = body["messages"][-1]["content"]
                     r1, r2 = re.search(r"\[Reply 1\]: (.*)\n\[Reply 2\]: (.*)", text).groups()
@@ -195,8 +207,11 @@ def test_openai_labels_by_swap_and_agree(server, tmp_path, monkeypatch):
 def test_openai_position_biased_server_keeps_nothing(server, tmp_path, monkeypatch):
     monkeypatch.setenv(KEY_ENV, SECRET)
     server.script = ["first"] * 6
-    out = make_openai(server, tmp_path).label(PAIRS, seed=0)
+    out = make_openai(server, tmp_path, min_kept_fraction=0.0).label(PAIRS, seed=0)
     assert out["labels"] == [[0, 0], [0]] and out["stats"]["answered_first"] == 1.0
+    # With the default floor the same run is an error that says why (every readable answer was "reply 1").
+    with pytest.raises(LabelingError, match=r"kept 0 of 3 labels.*100% of them 'reply 1'"):
+        make_openai(server, tmp_path).label(PAIRS, seed=0)
 
 
 def test_openai_retries_429_and_500_then_succeeds(server, tmp_path, monkeypatch):
@@ -273,17 +288,90 @@ def test_openai_api_key_never_written(server, tmp_path, monkeypatch, caplog):
 
 def test_openai_missing_key_fails_before_any_request(server, tmp_path, monkeypatch):
     monkeypatch.delenv(KEY_ENV, raising=False)
-    with pytest.raises(RuntimeError, match=KEY_ENV):
+    with pytest.raises(UserError, match=KEY_ENV):
         make_openai(server, tmp_path).label(PAIRS, seed=0)
+    with pytest.raises(UserError, match=KEY_ENV):
+        make_openai(server, tmp_path).check()  # what the job calls before training
     assert server.requests == 0
 
 
 def test_openai_unauthorized_stops_without_leaking_the_key(server, tmp_path, monkeypatch):
     monkeypatch.setenv(KEY_ENV, SECRET)
     server.script = ["401"] * 10
-    with pytest.raises(RuntimeError, match="401") as err:
-        make_openai(server, tmp_path).label(PAIRS, seed=0)
+    with pytest.raises(LabelingError, match="401") as err:
+        make_openai(server, tmp_path, max_concurrency=4).label(PAIRS, seed=0)
     assert SECRET not in str(err.value)
+    # The first 401 stops the run: the questions in flight at most, not every question with its retries.
+    assert server.requests <= 4
+
+
+# A labelling run with no usable answer must fail and say why, not end `status: ok` with untrained experts; a dead
+# server must fail in seconds, not after every question's retries (issue 21 item 1).
+def test_openai_server_failing_every_request_stops_early(server, tmp_path, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    server.default = "500"
+    labeler = make_openai(server, tmp_path, max_retries=5, max_consecutive_failures=4)
+    with pytest.raises(LabelingError, match=r"4 requests in a row got no answer .*127\.0\.0\.1.*HTTP 500") as err:
+        labeler.label(PAIRS, seed=0)
+    # Without the stop: 6 questions x 6 attempts = 36 requests.
+    assert server.requests == 4
+    assert SECRET not in str(err.value)
+
+
+def test_openai_unreachable_server_stops_early(tmp_path, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    dead = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    port = dead.server_address[1]
+    dead.server_close()  # nothing listens on the port any more: every connection is refused
+
+    class Closed:
+        url = f"http://127.0.0.1:{port}/v1"
+
+    labeler = make_openai(Closed, tmp_path, max_retries=5, max_consecutive_failures=3)
+    with pytest.raises(LabelingError, match=rf"127\.0\.0\.1:{port}.*ConnectionRefusedError.*0 of 6 questions"):
+        labeler.label(PAIRS, seed=0)
+
+
+@pytest.mark.parametrize("action,reason", [("429", "HTTP 429"), ("garbage", "malformed"),
+                                           ("unparseable", "3 answers named neither")])
+def test_openai_run_without_usable_answers_fails_and_says_why(server, tmp_path, monkeypatch, action, reason):
+    """A rate-limited server (429 never counts as dead: it is alive) and answers that carry no label end in
+    the kept-fraction floor, with how many were asked, kept and dropped for which reason, and where."""
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    server.default = action
+    server.script = ["ok", "ok", "ok"]  # a few usable answers: 1 label of 3 survives at most
+    with pytest.raises(LabelingError) as err:
+        make_openai(server, tmp_path, max_retries=1, min_kept_fraction=0.5).label(PAIRS, seed=0)
+    message = str(err.value)
+    assert "of 3 labels" in message and "labeler.min_kept_fraction=0.5" in message and reason in message
+    assert server.url in message and SECRET not in message
+
+
+def test_openai_cache_key_includes_the_server(server, tmp_path, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    make_openai(server, tmp_path).label(PAIRS, seed=0)
+    other = Server()  # the same model name on another server is another judge: its answers are asked for
+    try:
+        make_openai(other, tmp_path).label(PAIRS, seed=0)
+        assert other.requests == 6
+    finally:
+        other.close()
+
+
+def test_openai_unwritable_answer_cache_still_labels(server, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("x")  # the cache dir would have to be created below a file: it cannot be written
+    labeler = make_openai(server, tmp_path)
+    labeler.cache_path = blocker / "cache" / "answers.sqlite"
+    with caplog.at_level(logging.WARNING):
+        out = labeler.label(PAIRS, seed=0)
+    assert out["labels"] == [[1, 1], [1]] and "cannot be written" in caplog.text
+
+
+def test_openai_floor_is_validated(server, tmp_path):
+    with pytest.raises(UserError, match="min_kept_fraction"):
+        make_openai(server, tmp_path, min_kept_fraction=1.5)
 
 
 def test_openai_request_budget_guard(server, tmp_path, monkeypatch):
@@ -321,7 +409,9 @@ def make_local(judge_dir, tmp_path, **overrides) -> LocalLabeler:
     from harness.backbones import PretrainedBackbone
 
     backbone = PretrainedBackbone(name="judge", path=str(judge_dir), max_length=512)
-    return LocalLabeler(backbone=backbone, cache_dir=str(tmp_path), **{"batch_size": 3, **overrides})
+    # A random judge keeps whatever it keeps: no floor, except where a test sets one.
+    return LocalLabeler(backbone=backbone, cache_dir=str(tmp_path),
+                        **{"batch_size": 3, "min_kept_fraction": 0.0, **overrides})
 
 
 def test_local_margins_match_unbatched_forward(judge_dir, tmp_path):
@@ -351,6 +441,13 @@ def test_local_labels_follow_swap_and_agree(judge_dir, tmp_path):
     assert out["stats"]["asked"] == 3 and 0 <= out["stats"]["answered_first"] <= 1
 
 
+def test_local_judge_below_the_floor_fails_and_says_why(judge_dir, tmp_path):
+    labeler = make_local(judge_dir, tmp_path)
+    kept = labeler.label(PAIRS, seed=0)["stats"]["kept_fraction"]
+    with pytest.raises(LabelingError, match=r"labeler=local kept .* of 3 labels.*questions to the judge"):
+        make_local(judge_dir, tmp_path, min_kept_fraction=min(1.0, kept + 0.01)).label(PAIRS, seed=0)
+
+
 def test_local_uses_the_chat_template_when_there_is_one(judge_dir, tmp_path):
     labeler = make_local(judge_dir, tmp_path)
     labeler.load()
@@ -377,7 +474,7 @@ def test_every_labeler_config_instantiates_offline(option, monkeypatch):
     from harness.job import build
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # no key needed until a question is sent
-    labeler = build(compose([f"labeler={option}"]).labeler, "labeler")
+    labeler = build(compose(["arch=dmoerm", f"arch/labeler={option}"]).arch.labeler, "arch.labeler")
     assert labeler.name == option and callable(labeler.label)
 
 
@@ -388,11 +485,25 @@ def test_dmoerm_learns_from_an_openai_compatible_server(server, tiny, tmp_path, 
     monkeypatch.setenv(KEY_ENV, SECRET)
     rm = DMoERM(router={}, phase1={}, phase2={}, phase3={}, phase1_fraction=0.6, r=4, lora_alpha=4,
                 lora_dropout=0.0, target_modules=None, expert_val_fraction=0.0, min_expert_pairs=1,
-                label_pairs_per_domain=3, capabilities=None)
-    ctx = tiny.ctx()
-    ctx.labeler = make_openai(server, tmp_path, max_concurrency=4)
-    rm.fit(tiny.train, tiny.val, ctx)
+                label_pairs_per_domain=3, capabilities=None,
+                labeler=make_openai(server, tmp_path, max_concurrency=4))
+    rm.fit(tiny.train, tiny.val, tiny.ctx())
     s = rm.report["labeler"]
     assert s["name"] == "openai" and s["asked"] == sum(3 * len(p) for p in rm.points)
     assert server.requests == s["questions"] <= 2 * s["asked"] and s["kept"] > 0  # equal questions asked once
     assert torch.isfinite(rm.score(tiny.test.chosen)).all()
+
+
+def test_dmoerm_fails_when_the_labeler_server_answers_nothing(server, tiny, tmp_path, monkeypatch):
+    """Before: every question dropped with a warning, no expert trained, and the job ended `status: ok`."""
+    from harness.archs.dmoerm import DMoERM
+
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    server.default = "500"
+    rm = DMoERM(router={}, phase1={}, phase2={}, phase3={}, phase1_fraction=0.6, r=4, lora_alpha=4,
+                lora_dropout=0.0, target_modules=None, expert_val_fraction=0.0, min_expert_pairs=1,
+                label_pairs_per_domain=3, capabilities=None,
+                labeler=make_openai(server, tmp_path, max_concurrency=4))
+    with pytest.raises(LabelingError, match="no answer"):
+        rm.fit(tiny.train, tiny.val, tiny.ctx())
+    assert "experts" not in rm.report  # nothing was trained on the missing labels

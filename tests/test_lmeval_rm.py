@@ -71,6 +71,6 @@ def test_rewards_are_the_rm_scores_and_generation_is_refused(tiny, trained):
         lm.generate_until([])
 
 
-def test_unknown_task_names_the_config_key(tiny, trained, tmp_path):
+def test_unknown_task_names_the_config_key(tiny, trained, tmp_path, lm_eval_index):
     with pytest.raises(ValueError, match="eval.lm_eval_tasks.*no_such_task"):
         rm_lm_eval(trained, tiny.backbone, ["no_such_task"], tiny.data.splits["test"], tmp_path, None, 64, 0)

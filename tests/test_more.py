@@ -5,6 +5,7 @@ from hydra.utils import instantiate
 
 from harness.archs.base import bradley_terry_loss
 from harness.archs.more import MoRE, SparseMoE, load_balancing_loss
+from harness.evaluate import expert_load
 from harness.seeds import Stream, derive_seed
 
 KNOBS = dict(num_experts=None, top_k=2, layers=None, expert_noise=0.0, router_init_std=0.02, aux_loss_coef=0.01,
@@ -97,11 +98,19 @@ def test_fit_scores_and_reports_expert_load(tiny):
     n_real = tiny.test.chosen.lengths[:, None].float().expand(-1, L)
     assert torch.equal(info["expert_tokens"].sum(-1), rm.top_k * n_real)
     torch.testing.assert_close(info["router_prob"].sum(-1), torch.ones(len(tiny.test), L))
-    load = rm.extra_metrics(test=tiny.test, dataset=tiny.data.splits["test"])["expert_load"]
+    load = expert_load(rm, tiny.val, 64)
     assert set(load["load"]) == {f"layer_{i}" for i in rm.moe_layers}
     for row in load["load"].values():
         assert len(row) == E and sum(row) == pytest.approx(1.0, abs=1e-3)
     assert all(v >= 1.0 - 1e-6 for v in load["imbalance"].values())
+    # P_i: the router's mean probability over the validation split's real tokens, each token weighted once
+    infos = [rm.explain(s) for s in (tiny.val.chosen, tiny.val.rejected)]
+    n_tok = torch.cat([i["expert_tokens"].sum(-1, keepdim=True) / rm.top_k for i in infos])  # (N, L, 1)
+    P = (torch.cat([i["router_prob"] for i in infos]) * n_tok).sum(0) / n_tok.sum(0)  # (L, E)
+    f = torch.cat([i["expert_tokens"] for i in infos]).sum(0)
+    f = f / f.sum(-1, keepdim=True)
+    for j, i in enumerate(rm.moe_layers):
+        assert load["balance_loss"][f"layer_{i}"] == pytest.approx(float(E * (f[j] * P[j]).sum()), rel=1e-5)
 
 
 def test_non_llama_backbone_is_refused_clearly(tiny):

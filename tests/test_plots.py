@@ -120,8 +120,10 @@ def test_accuracy_bars_have_error_bars_and_a_marked_broken_axis(sweep):
 
 def test_params_figure_marks_total_and_active(sweep):
     summary = results.read_summary(sweep / "summary.csv")
-    ok = plots._with_unmerged(summary[summary["status"] == "ok"])
-    assert "umm_unmerged" in set(ok["choices.arch"])
+    ok = plots._with_model_views(summary[summary["status"] == "ok"])
+    assert "umm:unmerged" in set(ok["choices.arch"])  # the view with params of its own, as a series
+    unmerged = ok[ok["choices.arch"] == "umm:unmerged"]
+    assert (unmerged["params.total"] == 520_000).all() and unmerged["bon.alpha"].isna().all()
     series = plots._series(ok, plots.arch_colors(ok["choices.arch"].unique()))
     dmoerm = [s for s in series if s.arch == "dmoerm"]
     fig = plots.params_figure(dmoerm)
@@ -131,11 +133,24 @@ def test_params_figure_marks_total_and_active(sweep):
 
 
 def test_colors_fixed_per_arch_whatever_the_sweep():
-    a = plots.arch_colors(["umm", "single", "zeta", "alpha"])
+    a = plots.arch_colors(["umm", "single", "zeta", "alpha", "umm:unmerged"])
     b = plots.arch_colors(["single"])
     assert a["single"] == b["single"]
-    assert len({a[k] for k in a}) == 4
-    assert plots.arch_order(["zeta", "umm", "alpha", "single"]) == ["single", "umm", "alpha", "zeta"]
+    assert len({a[k] for k in a}) == 5
+    # the shipped archs are the arch config group; each keeps its place in it
+    assert "single" in plots.shipped_archs() and "zeta" not in plots.shipped_archs()
+    assert plots.arch_order(["zeta", "umm:unmerged", "umm", "alpha", "single"]) == [
+        "single", "umm", "umm:unmerged", "alpha", "zeta"]
+
+
+def test_nested_arch_choice_makes_series_not_panels(sweep):
+    summary = results.read_summary(sweep / "summary.csv")
+    ok = summary[summary["status"] == "ok"]
+    assert plots._panel_columns(ok) == []  # arch/labeler is set for dmoerm only: not a panel
+    varied = ok.copy()
+    varied.loc[varied["choices.arch"] == "dmoerm", "choices.arch/labeler"] = ["oracle", "local"]
+    labels = {s.label for s in plots._series(varied, plots.arch_colors(varied["choices.arch"].unique()))}
+    assert {"dmoerm (labeler=local)", "dmoerm (labeler=oracle)", "single"} <= labels
 
 
 def test_panels_for_varied_choices_and_series_for_varied_overrides(tmp_path):

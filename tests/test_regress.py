@@ -160,6 +160,25 @@ def test_init_creates_baseline_that_then_passes(tmp_path, capsys):
     assert regress.main([str(sweep), str(path)]) == 0
 
 
+def test_init_keys_name_a_nested_arch_choice_only_where_it_varies(tmp_path, capsys):
+    sweep = make_sweep(tmp_path / "run", archs=("single", "dmoerm"))
+    path = tmp_path / "b.json"
+    assert regress.main([str(sweep), str(path), "--update", "--init-tolerance"]) == 0
+    assert sorted(json.loads(path.read_text())["jobs"]) == [f"arch={a},seed={s}" for a in ("dmoerm", "single")
+                                                            for s in (0, 1)]
+    for p in sorted(sweep.rglob("metrics.json")):  # dmoerm's seed 1 with another labeler
+        m = json.loads(p.read_text())
+        if m["choices"]["arch"] == "dmoerm" and m["seed"] == 1:
+            m["choices"]["arch/labeler"] = "local"
+            p.write_text(json.dumps(m))
+    path.unlink()
+    assert regress.main([str(sweep), str(path), "--update", "--init-tolerance"]) == 0
+    jobs = sorted(json.loads(path.read_text())["jobs"])
+    assert "arch=dmoerm,arch/labeler=local,seed=1" in jobs and "arch=single,seed=0" in jobs
+    capsys.readouterr()
+    assert regress.main([str(sweep), str(path)]) == 0
+
+
 def test_init_refuses_failed_run_and_unusable_inputs(sweep, tmp_path, capsys):
     path = tmp_path / "new.json"
     assert regress.main([str(sweep), str(path), "--update", "--init-tolerance"]) == 1  # `more` seed 1 failed

@@ -54,13 +54,14 @@ def test_flatten_dots_keys_skips_config_and_explain_joins_lists():
     flat = results.flatten({
         "choices": {"arch": "umm", "opt": ["bon", "ppo"]}, "seed": 1, "overrides": ["arch=umm", "seed=1"],
         "accuracy": {"gold": {"overall": 0.8, "per_domain": {"chat": 0.9}}},
-        "unmerged": {"params": {"total": 5}}, "config": {"big": 1}, "explain": {"capability_scores": {}},
+        "views": {"unmerged": {"params": {"total": 5}}}, "config": {"big": 1},
+        "explain": {"capability_scores": {}}, "fit": {"experts": {"a": {"p": {"pairs": 3}}}, "cost": {"passes": 2}},
         "bon": None, "train_log": [{"step": 1, "loss": 0.6}],
     })
     assert flat == {
         "choices.arch": "umm", "choices.opt": "bon,ppo", "seed": 1, "overrides": "arch=umm,seed=1",
-        "accuracy.gold.overall": 0.8, "accuracy.gold.per_domain.chat": 0.9, "unmerged.params.total": 5,
-        "bon": None,
+        "accuracy.gold.overall": 0.8, "accuracy.gold.per_domain.chat": 0.9, "views.unmerged.params.total": 5,
+        "fit.cost.passes": 2, "bon": None,
     }
 
 
@@ -77,9 +78,10 @@ def test_collect_one_row_per_job_failed_rows_kept(tmp_path):
     assert df.columns[4] == "choices.arch"
     for col in ("accuracy.gold.overall", "accuracy.gold.per_domain.roleplay", "accuracy.human.overall",
                 "params.total", "params.active", "bon.alpha", "bon.gold_peak", "ppo.gold_peak",
-                "timing_s.train", "unmerged.params.total", "overrides", "choices.opt"):
+                "timing_s.train", "views.unmerged.params.total", "overrides", "choices.opt"):
         assert col in df.columns, col
-    assert not [c for c in df.columns if c.startswith(("config", "explain"))]
+    assert not [c for c in df.columns if c.startswith(("config", "explain", "fit.experts"))]
+    assert list(df.columns[4:6]) == ["choices.arch", "choices.arch/labeler"]  # a nested group follows its parent
 
     failed = df[df["status"] != "ok"]
     assert len(failed) == 2

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from harness.archs.base import bradley_terry_loss
-from harness.archs.rodos import RODOS, subset_sequences
+from harness.archs.rodos import RODOS
+from harness.evaluate import evaluate_architecture, routing_accuracy
 
 
 def without_domains(pairs):
@@ -57,13 +58,11 @@ def test_fit_scores_explains_and_reports_router_accuracy(tiny, fitted):
     info = fitted.explain(tiny.test.chosen)
     assert info["domain"].shape == (len(tiny.test),) and info["domain"].max() < len(tiny.data.domains)
     assert ((info["domain_prob"] > 0) & (info["domain_prob"] <= 1)).all()
-    extra = fitted.extra_metrics(tiny.test, tiny.data.splits["test"])
-    router = extra["router"]
-    assert router["val_accuracy"] == pytest.approx(fitted.router_accuracy(tiny.val.chosen))
+    router = routing_accuracy(fitted, tiny.val.chosen, tiny.data.domains, 64)
     # prompts of a domain are routed by the router's argmax: accuracy from explain() must agree
     routed = fitted.explain(tiny.val.chosen)["domain"]
-    assert router["val_accuracy"] == pytest.approx((routed == tiny.val.chosen.domain).float().mean().item())
-    assert set(router["val_per_domain"]) <= set(tiny.data.domains)
+    assert router["overall"] == pytest.approx((routed == tiny.val.chosen.domain).float().mean().item())
+    assert router["n"] == len(tiny.val) and set(router["per_domain"]) <= set(tiny.data.domains)
 
 
 def test_every_domain_rm_is_trained_on_its_own_domain(tiny, fitted):
@@ -100,12 +99,13 @@ def test_domainless_data_is_a_clear_error(tiny):
 
 
 def test_oracle_routing_is_scoring_with_the_true_domain(tiny, fitted):
-    extra = fitted.extra_metrics(tiny.test, tiny.data.splits["test"])
-    assert extra["router"]["test_accuracy"] == pytest.approx(fitted.router_accuracy(tiny.test.chosen))
-    oracle = extra["oracle_routing"]
-    assert set(oracle["per_domain"]) == set(tiny.data.domains)
-    assert sum(b["n"] for b in oracle["per_domain"].values()) == len(tiny.test)
-    assert 0 <= oracle["gold"] <= 1 and 0 <= oracle["human"] <= 1
+    m = evaluate_architecture(fitted, tiny.val, tiny.test, tiny.data.splits["test"], tiny.data.domains, 64)
+    assert m["routing"]["test"]["overall"] == pytest.approx(
+        routing_accuracy(fitted, tiny.test.chosen, tiny.data.domains, 64)["overall"])
+    oracle = m["views"]["oracle_routing"]["accuracy"]
+    assert set(oracle["gold"]["per_domain"]) == set(tiny.data.domains)
+    assert oracle["human"]["n"] == len(tiny.test)
+    assert 0 <= oracle["gold"]["overall"] <= 1 and 0 <= oracle["human"]["overall"] <= 1
     # a router that always names the true domain scores exactly like the oracle
     n = len(tiny.data.domains)
     fitted.router_logits = lambda b: torch.nn.functional.one_hot(b.domain, n).float()
@@ -116,5 +116,8 @@ def test_oracle_routing_is_scoring_with_the_true_domain(tiny, fitted):
     truth = torch.empty(len(tiny.test))
     for d in range(n):
         rows = (tiny.test.chosen.domain == d).nonzero(as_tuple=True)[0]
-        truth[rows] = fitted.true_domain_scores(d, subset_sequences(tiny.test.chosen, rows))
+        truth[rows] = fitted.score(tiny.test.chosen.subset(rows),
+                                   scorer=lambda b, d=d: fitted.expert_reward(d, b.input_ids, b.attention_mask))
     assert torch.allclose(routed, truth, atol=1e-5)
+    assert torch.allclose(fitted.score(tiny.test.chosen, scorer=fitted.views()["oracle_routing"].score), truth,
+                          atol=1e-5)

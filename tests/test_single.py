@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from harness.archs.base import bradley_terry_loss, pair_accuracy
+from harness.archs.base import bradley_terry_loss
 from harness.archs.single import SingleRM
 
 
@@ -15,10 +15,6 @@ def test_bt_loss_is_log2_for_equal_rewards():
 def test_bt_loss_falls_with_margin():
     assert bradley_terry_loss(torch.tensor([2.0]), torch.tensor([0.0])) < bradley_terry_loss(
         torch.tensor([0.5]), torch.tensor([0.0]))
-
-
-def test_pair_accuracy_counts_ties_wrong():
-    assert pair_accuracy(torch.tensor([1.0, 1.0, 0.0]), torch.tensor([0.0, 1.0, 1.0])) == pytest.approx(1 / 3)
 
 
 def test_single_trains_scores_and_counts(tiny):

@@ -6,6 +6,7 @@ from transformers import AutoModelForSequenceClassification
 
 from harness.archs.base import bradley_terry_loss
 from harness.archs.umm import UMMRM, SharedExpertMoE
+from harness.evaluate import evaluate_views, expert_load
 from harness.seeds import Stream, derive_seed
 
 
@@ -123,11 +124,13 @@ def test_saved_merged_model_reloads_with_plain_transformers(tiny, fitted):
     torch.testing.assert_close(ours, dense_rewards(reloaded, batch), rtol=0, atol=1e-5)
 
 
-def test_extra_metrics_report_unmerged_and_merge(tiny, fitted):
-    extra = fitted.extra_metrics(test=tiny.test, dataset=tiny.data.splits["test"])
-    unmerged, merge = extra["unmerged"], extra["merge"]
+def test_views_and_fit_report_give_unmerged_and_merge(tiny, fitted):
+    unmerged = evaluate_views(fitted, tiny.test, tiny.data.splits["test"], 64)["views"]["unmerged"]
+    merge = fitted.fit_report()["merge"]
     assert set(unmerged["accuracy"]["gold"]["per_domain"]) == set(tiny.data.domains)
     assert 0 <= unmerged["accuracy"]["gold"]["overall"] <= 1
+    assert unmerged["accuracy"]["human"]["overall"] == pytest.approx(
+        (fitted.moe.score(tiny.test.chosen) > fitted.moe.score(tiny.test.rejected)).float().mean().item())
     assert unmerged["params"]["active"] < unmerged["params"]["total"] == numel(fitted.moe.model)
     assert unmerged["params"]["total"] > fitted.param_counts()["total"]
     assert unmerged["timing_s"]["score_per_1k"] > 0
@@ -135,6 +138,13 @@ def test_extra_metrics_report_unmerged_and_merge(tiny, fitted):
     for row in merge["a"].values():
         assert len(row) == fitted.moe.E and sum(row) == pytest.approx(1.0, abs=1e-3)
     assert merge["init"]["a"] != merge["a"] or merge["init"]["rho"] != merge["rho"], "the merge learned nothing"
+    assert fitted.fit_report()["moe"]["train_pairs"] == len(tiny.train) - merge["train_pairs"]
+
+
+def test_expert_load_is_the_unmerged_routing(tiny, fitted):
+    load = expert_load(fitted, tiny.val, 64)
+    assert set(load["load"]) == {f"layer_{i}" for i in fitted.moe.moe_layers}
+    assert all(len(row) == fitted.moe.E and sum(row) == pytest.approx(1.0, abs=1e-3) for row in load["load"].values())
 
 
 def test_merge_phase_trains_only_merge_parameters(tiny, fitted):

@@ -23,19 +23,22 @@ stored) and not in ``active``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import torch
 from peft import LoraConfig, get_peft_model
 from peft.utils import ModulesToSaveWrapper
 from torch import nn
 
-from ..data.schema import Batch, EncodedPairs, EncodedSequences
+from ..data.schema import Batch, EncodedPairs
 from ..seeds import Stream, derive_seed
 from .base import (
     FitContext,
     RewardModel,
     RewardOutput,
-    classifier_accuracy,
+    View,
+    require_domains,
+    route_rows,
     train_bradley_terry,
     train_classifier,
 )
@@ -47,20 +50,6 @@ def reward_adapter(d: int) -> str:
     # Indexed, not named after the domain: adapter names become module keys, and a data set's domain names may
     # hold characters (".", spaces) a ModuleDict key cannot.
     return f"reward_{d}"
-
-
-def require_domains(name: str, pairs: EncodedPairs, split: str, n_domains: int) -> None:
-    """Routing by domain needs a domain label on every pair: say so plainly instead of training on -1."""
-    missing = int((pairs.chosen.domain < 0).sum())
-    if missing:
-        raise ValueError(
-            f"arch={name} needs a domain label on every preference pair (data column `domain`): {missing} of "
-            f"{len(pairs)} {split} pairs have none. Use data that carries `domain` (data=synthetic, or a jsonl/hf "
-            f"source with a `domain` column), or an architecture without a domain router (e.g. arch=single)."
-        )
-    if int(pairs.chosen.domain.max()) >= n_domains:
-        raise ValueError(f"arch={name}: {split} has domain index {int(pairs.chosen.domain.max())} but only "
-                         f"{n_domains} domains are known")
 
 
 def adapter_of(param_name: str) -> str | None:
@@ -88,7 +77,6 @@ class ARLISS(RewardModel):
         self.lr = lr
         self.peft = None  # the PeftModel, built in build(): the backbone is only known then
         self.domains: list[str] = []
-        self.router_metrics: dict = {}
 
     def lora_config(self, targets: list[str]) -> LoraConfig:
         return LoraConfig(task_type="SEQ_CLS", r=self.r, lora_alpha=self.lora_alpha,
@@ -125,20 +113,14 @@ class ARLISS(RewardModel):
     def adapter_reward(self, d: int, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(b,) rewards from backbone + reward adapter d + its scalar head."""
         self.peft.set_adapter(reward_adapter(d))
-        T = int(attention_mask.sum(1).max())  # rows routed here may be shorter than the batch: trim padding
-        return self.peft(input_ids=input_ids[:, :T], attention_mask=attention_mask[:, :T],
-                         use_cache=False).logits.squeeze(-1)
+        return self.peft(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits.squeeze(-1)
 
     def forward(self, batch: Batch) -> RewardOutput:
         probs = self.router_logits(batch).float().softmax(-1)  # (B, n)
         domain_prob, domain = probs.max(-1)  # hard top-1 routing, (B,) each
-        reward = torch.zeros(len(batch), dtype=torch.float32, device=batch.input_ids.device)
-        # Group the batch by routed domain: one adapter switch and one forward per domain present.
-        for d in domain.unique().tolist():
-            rows = (domain == d).nonzero(as_tuple=True)[0]
-            reward = reward.index_put((rows,), self.adapter_reward(d, batch.input_ids[rows],
-                                                                   batch.attention_mask[rows]).float())
-        return RewardOutput(reward=reward, info={"domain": domain, "domain_prob": domain_prob})
+        # Grouped by routed domain: one adapter switch and one forward per domain present.
+        return RewardOutput(reward=route_rows(batch, domain, self.adapter_reward),
+                            info={"domain": domain, "domain_prob": domain_prob})
 
     # -- training -----------------------------------------------------------------------------------
     def fit(self, train: EncodedPairs, val: EncodedPairs, ctx: FitContext) -> None:
@@ -154,8 +136,6 @@ class ARLISS(RewardModel):
                                   val.chosen, cfg, derive_seed(ctx.seed, Stream.ROUTER_ORDER), ctx,
                                   phase="arliss/router")
         ctx.log(result)
-        self.router_metrics = {"val_accuracy": self.router_accuracy(val.chosen),
-                               "val_per_domain": self.router_accuracy_per_domain(val.chosen)}
 
         # Reward adapter d + its head: Bradley-Terry on domain d's pairs only, early-stopped on val's domain d.
         for d, name in enumerate(self.domains):
@@ -178,59 +158,14 @@ class ARLISS(RewardModel):
         """The LoRA weights and the head copy of one adapter."""
         return [p for name, p in self.peft.named_parameters() if adapter_of(name) == adapter]
 
-    # -- reporting ----------------------------------------------------------------------------------
-    def router_accuracy(self, seqs: EncodedSequences) -> float:
-        """Fraction of prompts the router adapter sends to their labelled domain (top-1)."""
-        return classifier_accuracy(self.router_logits, seqs, self)
+    # -- evaluation ---------------------------------------------------------------------------------
+    def views(self) -> dict[str, View]:
+        """``oracle_routing``: each pair scored by its TRUE domain's adapter — the ceiling a perfect router would
+        reach, so the gap to the RM's own accuracy is what routing errors cost."""
+        return {"oracle_routing": View(lambda b: route_rows(b, b.domain, self.adapter_reward), needs_domain=True)}
 
-    def router_accuracy_per_domain(self, seqs: EncodedSequences) -> dict[str, float]:
-        out = {}
-        for d, name in enumerate(self.domains):
-            idx = (seqs.domain == d).nonzero(as_tuple=True)[0]
-            if len(idx):
-                out[name] = classifier_accuracy(self.router_logits, subset_sequences(seqs, idx), self)
-        return out
-
-    def extra_metrics(self, test: EncodedPairs, dataset) -> dict:
-        """Router accuracy (val, and test where the test pairs carry domains), and "oracle_routing": accuracy when
-        each test pair is scored by its TRUE domain's reward model — the ceiling a perfect router would reach, so
-        the gap to the job's accuracy is what routing errors cost."""
-        router = dict(self.router_metrics)
-        if (test.chosen.domain < 0).any():  # unlabelled test pairs can be routed and scored, not checked
-            return {"router": router}
-        router["test_accuracy"] = self.router_accuracy(test.chosen)
-        router["test_per_domain"] = self.router_accuracy_per_domain(test.chosen)
-        gold = "gold_chosen" in dataset.column_names
-        human_correct, gold_correct, per_domain = [], [], {}
-        for d, name in enumerate(self.domains):
-            rows = (test.chosen.domain == d).nonzero(as_tuple=True)[0]
-            if not len(rows):
-                continue
-            r_c, r_r = (self.true_domain_scores(d, subset_sequences(s, rows)) for s in (test.chosen, test.rejected))
-            block = {"human": float((r_c > r_r).double().mean()), "n": len(rows)}
-            human_correct.append(r_c > r_r)
-            if gold:
-                g_c = torch.tensor(dataset.select(rows.tolist())["gold_chosen"])
-                g_r = torch.tensor(dataset.select(rows.tolist())["gold_rejected"])
-                decided = g_c != g_r  # gold ties have no right answer (as in harness.evaluate)
-                says = torch.where(g_c > g_r, r_c > r_r, r_r > r_c)[decided]
-                block["gold"] = float(says.double().mean())
-                gold_correct.append(says)
-            per_domain[name] = block
-        oracle = {"human": float(torch.cat(human_correct).double().mean()), "per_domain": per_domain}
-        if gold:
-            oracle["gold"] = float(torch.cat(gold_correct).double().mean())
-        return {"router": router, "oracle_routing": oracle}
-
-    @torch.inference_mode()
-    def true_domain_scores(self, d: int, seqs: EncodedSequences, batch_size: int = 256) -> torch.Tensor:
-        """Rewards (N,) of domain d's reward model, whatever the router would say."""
-        self.eval()
-        out = torch.empty(len(seqs))
-        for idx in seqs.length_sorted_batches(batch_size):
-            b = seqs.batch(idx)
-            out[idx] = self.adapter_reward(d, b.input_ids, b.attention_mask).float()
-        return out
+    def routing(self) -> Callable[[Batch], torch.Tensor]:
+        return lambda batch: self.router_logits(batch).float().softmax(-1).argmax(-1)  # forward's decision
 
     def param_counts(self) -> dict[str, int]:
         """total: backbone once + every adapter + every head (+ peft's stored, unused original scalar head);
@@ -248,7 +183,3 @@ class ARLISS(RewardModel):
         counts["active"] = per_adapter[None] + per_adapter[ROUTER] + one_reward
         return counts
 
-
-def subset_sequences(seqs: EncodedSequences, idx: torch.Tensor) -> EncodedSequences:
-    return EncodedSequences(seqs.ids[idx], seqs.lengths[idx], seqs.prompt_ids[idx], seqs.prompt_lengths[idx],
-                            seqs.domain[idx])

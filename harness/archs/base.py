@@ -4,6 +4,11 @@ The seam (STYLE.md): ``forward(batch)`` returns a ``RewardOutput`` whose ``rewar
 evaluators act on, an optional already-weighted ``aux_loss`` the loop adds without asking why, and an ``info``
 dict for ``explain()`` and plots. Multi-phase recipes live in the architecture's own ``fit``, calling
 ``train_bradley_terry`` as often as they need.
+
+Beside its reward an architecture may expose, for evaluation only: ``views()``, its alternative scorers by name
+(ensemble members, a model before a merge, oracle routing, single experts), ``routing()``, its domain router, and
+``fit_report()``, what fit found out about itself. The job evaluates all of them with the one rule of
+``harness.evaluate``; an architecture never computes metrics of test data itself.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.schema import Batch, EncodedPairs, EncodedSequences
+from ..evaluate import pair_correct
 from ..optim import UpdateRule, make_optimizer_step
 from ..progress import progress
 
@@ -29,6 +35,21 @@ class RewardOutput:
     reward: torch.Tensor  # (B,)
     aux_loss: torch.Tensor | None = None  # already weighted by its config coefficient
     info: dict = field(default_factory=dict)  # per-expert rewards, routing... never control flow
+
+
+@dataclass
+class View:
+    """An alternative scorer of an architecture, evaluated by the job exactly like the RM itself (metrics.json
+    ``views.<name>``; results/README.md)."""
+
+    score: Callable[[Batch], torch.Tensor]  # rewards (B,) of a batch, like RewardOutput.reward
+    # It reads the true domain of each row (batch.domain, e.g. oracle routing): evaluated on labelled pairs only.
+    needs_domain: bool = False
+    # (domain, point): one capability point's expert of one domain, evaluated on that domain's pairs against the
+    # point's true order where the data holds it (metrics.json ``explain.capability_scores``).
+    capability: tuple[str, str] | None = None
+    # A model of its own (e.g. UMM's MoE before the merge): its param_counts, reported and plotted beside it.
+    params: dict | None = None
 
 
 @dataclass
@@ -65,10 +86,10 @@ class FitContext:
     seed: int
     domains: list[str]
     data_spec: dict  # identifies the training data, for cache keys of trained parts
-    labeler: object | None = None  # capability labeler (DMoERM)
-    train_dataset: object | None = None  # the raw datasets.Dataset of ``train`` (capability columns)
-    artifact_dir: object | None = None  # the job's directory, for artifacts an arch writes (umm's merged model)
-    world: object | None = None  # the synthetic world (capability judges), None for real data
+    # The prepared data source: ``splits["train"]`` holds the raw training rows behind ``train`` (text, extra
+    # columns such as capability points), ``world`` the synthetic world or None. Fit reads the train split only.
+    data: object | None = None
+    artifact_dir: object | None = None  # the job's directory, for artifacts an arch writes (a merged model)
     metric_logger: object | None = None  # harness.loggers.MetricLogger: live curves of the rows below
     logs: list = field(default_factory=list)
 
@@ -96,9 +117,18 @@ class RewardModel(nn.Module):
     def fit(self, train: EncodedPairs, val: EncodedPairs, ctx: FitContext) -> None:
         raise NotImplementedError
 
-    def extra_metrics(self, test: EncodedPairs, dataset) -> dict:
-        """Architecture-specific blocks merged into metrics.json (router accuracy, unmerged model, ...).
-        ``test`` is the encoded test split and ``dataset`` its raw datasets.Dataset."""
+    def views(self) -> dict[str, View]:
+        """Alternative scorers by name, for evaluation (see ``View``); none by default."""
+        return {}
+
+    def routing(self) -> Callable[[Batch], torch.Tensor] | None:
+        """A domain-routed architecture's router: batch -> the domain index (B,) each sequence is routed to, from
+        its prompt. None (the default): the architecture does not route by domain."""
+        return None
+
+    def fit_report(self) -> dict:
+        """What ``fit`` found out about itself that evaluation cannot see (labeler statistics, learned merge weights,
+        members taken from the cache, ...): metrics.json ``fit``, as is. Never metrics of test data."""
         return {}
 
     # -- export (harness.export) -----------------------------------------------------------------
@@ -123,13 +153,16 @@ class RewardModel(nn.Module):
             self._trained[id(p)] = p.numel()
 
     @torch.inference_mode()
-    def score(self, seqs: EncodedSequences, batch_size: int = 256) -> torch.Tensor:
-        """Rewards (N,) for encoded sequences, batched in length order under inference_mode."""
+    def score(self, seqs: EncodedSequences, batch_size: int = 256,
+              scorer: Callable[[Batch], torch.Tensor] | None = None) -> torch.Tensor:
+        """Rewards (N,) for encoded sequences, batched in length order under inference_mode; ``scorer`` (a view,
+        the router) instead of the RM's own reward."""
         self.eval()
+        scorer = scorer or (lambda batch: self(batch).reward)
         out = torch.empty(len(seqs))
         with progress(total=len(seqs), desc="reward model: scoring", unit="seq") as bar:
             for idx in seqs.length_sorted_batches(batch_size):
-                out[idx] = self(seqs.batch(idx)).reward.float()
+                out[idx] = scorer(seqs.batch(idx)).float()
                 bar.update(len(idx))
         return out
 
@@ -165,14 +198,36 @@ class RewardModel(nn.Module):
         return {"total": total, "trainable": trainable, "active": total}
 
 
+def require_domains(arch: str, pairs: EncodedPairs, split: str, n_domains: int) -> None:
+    """Routing by domain needs a domain label on every pair: say so plainly instead of training on -1."""
+    missing = int((pairs.chosen.domain < 0).sum())
+    if missing:
+        raise ValueError(
+            f"arch={arch} needs a domain label on every preference pair (data column `domain`): {missing} of "
+            f"{len(pairs)} {split} pairs have none. Use data that carries `domain` (data=synthetic, or a jsonl/hf "
+            f"source with a `domain` column), or an architecture without a domain router."
+        )
+    if int(pairs.chosen.domain.max()) >= n_domains:
+        raise ValueError(f"arch={arch}: {split} has domain index {int(pairs.chosen.domain.max())} but only "
+                         f"{n_domains} domains are known")
+
+
+def route_rows(batch: Batch, domain: torch.Tensor,
+               reward: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """(B,) rewards of a batch whose row i goes to the model of domain[i]: ``reward(d, input_ids, attention_mask)``
+    runs once per domain present, on that domain's rows with their padding trimmed; a model no row goes to is not
+    touched. Differentiable (out-of-place), so training can run through it."""
+    out = torch.zeros(len(batch), dtype=torch.float32, device=batch.input_ids.device)
+    for d in domain.unique().tolist():
+        rows = (domain == d).nonzero(as_tuple=True)[0]
+        T = int(batch.attention_mask[rows].sum(1).max())  # rows of one domain may be shorter than the batch
+        out = out.index_put((rows,), reward(d, batch.input_ids[rows, :T], batch.attention_mask[rows, :T]).float())
+    return out
+
+
 def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
     """-log sigmoid(r_w - r_l), averaged: log 2 when the rewards are equal."""
     return -F.logsigmoid(r_chosen - r_rejected).mean()
-
-
-def pair_accuracy(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> float:
-    """Fraction of pairs ranked right; ties count as wrong."""
-    return (r_chosen > r_rejected).float().mean().item()
 
 
 def train_bradley_terry(
@@ -246,12 +301,12 @@ def train_bradley_terry(
 
 @torch.inference_mode()
 def evaluate_pairs(forward, pairs: EncodedPairs, model: nn.Module, batch_size: int = 256) -> float:
-    """Accuracy of ``forward`` on encoded pairs against their chosen/rejected labels (ties wrong)."""
+    """Accuracy of ``forward`` on encoded pairs against their chosen/rejected labels (the one rule: ties wrong)."""
     model.eval()
     correct = 0
     for idx in torch.arange(len(pairs)).split(batch_size):
         r_chosen, r_rejected = forward(pairs.batch(idx)).reward.chunk(2)
-        correct += int((r_chosen > r_rejected).sum())
+        correct += int(pair_correct(r_chosen, r_rejected)[0].sum())
     return correct / max(1, len(pairs))
 
 

@@ -25,11 +25,15 @@ head), and experts are added with ``add_adapter``, never by wrapping the model a
 
 Per domain everything lives in ONE peft model: the phase-1 weights are its base model (trained while adapters
 are disabled), and the K experts are adapters ``cap_0..cap_{K-1}`` switched with ``set_adapter``.
+
+The capability labeler comes with the architecture's own config (``arch.labeler``, Hydra group ``arch/labeler``);
+the raw training rows it is asked about and the synthetic world's judges come from ``FitContext.data``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import torch
 from peft import LoraConfig, get_peft_model
@@ -42,24 +46,12 @@ from .base import (
     RewardModel,
     RewardOutput,
     TrainConfig,
-    classifier_accuracy,
+    View,
+    require_domains,
+    route_rows,
     train_bradley_terry,
     train_classifier,
 )
-
-
-def require_domains(pairs: EncodedPairs, split: str, n_domains: int) -> None:
-    """Routing by domain needs a domain label on every pair: say so plainly instead of training on -1."""
-    missing = int((pairs.chosen.domain < 0).sum())
-    if missing:
-        raise ValueError(
-            f"arch=dmoerm needs a domain label on every preference pair (data column `domain`): {missing} of "
-            f"{len(pairs)} {split} pairs have none. Use data that carries `domain` (data=synthetic, or a jsonl/hf "
-            f"source with a `domain` column), or an architecture without a domain router (e.g. arch=single)."
-        )
-    if int(pairs.chosen.domain.max()) >= n_domains:
-        raise ValueError(f"arch=dmoerm: {split} has domain index {int(pairs.chosen.domain.max())} but only "
-                         f"{n_domains} domains are known")
 
 
 def expert_name(k: int) -> str:
@@ -73,11 +65,6 @@ def last_token(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tens
     return hidden[torch.arange(hidden.shape[0]), attention_mask.sum(1) - 1]
 
 
-def subset_sequences(seqs: EncodedSequences, idx: torch.Tensor) -> EncodedSequences:
-    return EncodedSequences(seqs.ids[idx], seqs.lengths[idx], seqs.prompt_ids[idx], seqs.prompt_lengths[idx],
-                            seqs.domain[idx])
-
-
 def cat_sequences(a: EncodedSequences, b: EncodedSequences) -> EncodedSequences:
     return EncodedSequences(torch.cat([a.ids, b.ids]), torch.cat([a.lengths, b.lengths]),
                             torch.cat([a.prompt_ids, b.prompt_ids]), torch.cat([a.prompt_lengths, b.prompt_lengths]),
@@ -87,8 +74,8 @@ def cat_sequences(a: EncodedSequences, b: EncodedSequences) -> EncodedSequences:
 def oriented_pairs(pairs: EncodedPairs, rows: torch.Tensor, labels: torch.Tensor) -> EncodedPairs:
     """Capability preference pairs: row i as is where labels[i] = +1, chosen and rejected swapped where -1."""
     keep, flip = rows[labels > 0], rows[labels < 0]
-    return EncodedPairs(cat_sequences(subset_sequences(pairs.chosen, keep), subset_sequences(pairs.rejected, flip)),
-                        cat_sequences(subset_sequences(pairs.rejected, keep), subset_sequences(pairs.chosen, flip)))
+    return EncodedPairs(cat_sequences(pairs.chosen.subset(keep), pairs.rejected.subset(flip)),
+                        cat_sequences(pairs.rejected.subset(keep), pairs.chosen.subset(flip)))
 
 
 def numel(module: nn.Module) -> int:
@@ -111,6 +98,7 @@ class DMoERM(RewardModel):
         min_expert_pairs: int,
         label_pairs_per_domain: int | None,
         capabilities: dict[str, list[str]] | None,
+        labeler,
     ):
         super().__init__()
         if not 0 < phase1_fraction < 1:
@@ -133,12 +121,13 @@ class DMoERM(RewardModel):
         self.min_expert_pairs = min_expert_pairs
         self.label_pairs_per_domain = label_pairs_per_domain
         self.capabilities = {k: list(v) for k, v in capabilities.items()} if capabilities else None
+        self.labeler = labeler  # harness.labelers.*: label(request, seed, world) -> {"labels", "stats"}
         self.router = None  # *ForSequenceClassification over domains, built in build()
         self.inner = nn.ModuleDict()  # domain index -> peft model: phase-1 base + one LoRA expert per point
         self.mixers = nn.ModuleDict()  # domain index -> the phase-3 MLP
         self.domains: list[str] = []
         self.points: list[list[str]] = []  # per domain, its capability points (expert k <-> points[d][k])
-        self.report: dict = {}  # what fit learned about itself, for extra_metrics
+        self.report: dict = {}  # what fit learned about itself, for fit_report
 
     # -- structure ----------------------------------------------------------------------------------
     def capability_points(self, domains: list[str], dataset) -> list[list[str]]:
@@ -165,7 +154,7 @@ class DMoERM(RewardModel):
         self.domains = list(ctx.domains)
         if len(self.domains) < 2:
             raise ValueError(f"arch=dmoerm needs at least 2 domains to route between, got {self.domains}")
-        self.points = self.capability_points(self.domains, ctx.train_dataset)
+        self.points = self.capability_points(self.domains, ctx.data.splits["train"] if ctx.data else None)
         self.router = ctx.backbone.reward_model(derive_seed(seed, Stream.ROUTER_INIT), num_labels=len(self.domains))
         H = ctx.backbone.hidden_size
         lora = LoraConfig(task_type="SEQ_CLS", r=self.lora["r"], lora_alpha=self.lora["lora_alpha"],
@@ -283,10 +272,10 @@ class DMoERM(RewardModel):
     def request_labels(self, train: EncodedPairs, ctx: FitContext, gen: torch.Generator) -> dict[int, tuple]:
         """Ask the labeler about every point of (up to label_pairs_per_domain) training pairs of each domain, in
         one request so a remote labeler can run it concurrently. Returns {d: (train rows, labels (n, K))}."""
-        if ctx.labeler is None:
-            raise ValueError("arch=dmoerm needs a capability labeler (labeler=oracle|openai|local)")
-        if ctx.train_dataset is None:
-            raise ValueError("arch=dmoerm needs the raw training split (FitContext.train_dataset) to ask the labeler")
+        if self.labeler is None:
+            raise ValueError("arch=dmoerm needs a capability labeler (arch.labeler; arch/labeler=oracle|openai|local)")
+        if ctx.data is None:
+            raise ValueError("arch=dmoerm needs the raw training split (FitContext.data) to ask the labeler")
         rows_by_domain = {}
         for d in range(len(self.domains)):
             rows = (train.chosen.domain == d).nonzero(as_tuple=True)[0]
@@ -294,20 +283,20 @@ class DMoERM(RewardModel):
                 rows = rows[torch.randperm(len(rows), generator=gen)[: self.label_pairs_per_domain]].sort().values
             rows_by_domain[d] = rows
         order = torch.cat(list(rows_by_domain.values())).tolist()
-        data = ctx.train_dataset.select(order)
+        data = ctx.data.splits["train"].select(order)
         if self.capabilities is None:
             request = data  # cap_names (and true values, for statistics) come with the data
         else:
             request = {c: data[c] for c in ("prompt", "chosen", "rejected", "domain")}
             index = {name: d for d, name in enumerate(self.domains)}
             request["cap_names"] = [self.points[index[dom]] for dom in data["domain"]]
-        result = ctx.labeler.label(request, ctx.seed, world=ctx.world)
+        result = self.labeler.label(request, ctx.seed, world=getattr(ctx.data, "world", None))
         labels, out, start = result["labels"], {}, 0
         for d, rows in rows_by_domain.items():
             block = labels[start : start + len(rows)]
             start += len(rows)
             out[d] = (rows, torch.tensor(block, dtype=torch.long).reshape(len(rows), len(self.points[d])))
-        self.report["labeler"] = {"name": getattr(ctx.labeler, "name", type(ctx.labeler).__name__),
+        self.report["labeler"] = {"name": getattr(self.labeler, "name", type(self.labeler).__name__),
                                   **result["stats"]}
         ctx.log({"phase": "dmoerm/labels", **{k: v for k, v in result["stats"].items()
                                               if isinstance(v, (int, float))}})
@@ -315,8 +304,8 @@ class DMoERM(RewardModel):
 
     def fit(self, train: EncodedPairs, val: EncodedPairs, ctx: FitContext) -> None:
         n = len(ctx.domains)
-        require_domains(train, "train", n)
-        require_domains(val, "val", n)
+        require_domains("dmoerm", train, "train", n)
+        require_domains("dmoerm", val, "val", n)
         self.build(ctx, ctx.seed)
         gen = torch.Generator().manual_seed(derive_seed(ctx.seed, Stream.SUBSAMPLE))
 
@@ -325,7 +314,6 @@ class DMoERM(RewardModel):
                                   val.chosen, self.phase_config(ctx, "router"),
                                   derive_seed(ctx.seed, Stream.ROUTER_ORDER), ctx, phase="dmoerm/router")
         ctx.log(result)
-        self.report["router"] = {"val_accuracy": classifier_accuracy(self.router_logits, val.chosen, self)}
 
         labelled = self.request_labels(train, ctx, gen)
         cfg1, cfg2, cfg3 = (self.phase_config(ctx, p) for p in ("phase1", "phase2", "phase3"))
@@ -406,81 +394,40 @@ class DMoERM(RewardModel):
         out["capabilities"] = {name: list(p) for name, p in zip(self.domains, self.points, strict=True)}
         return out
 
-    @torch.inference_mode()
-    def domain_scores(self, d: int, seqs: EncodedSequences, batch_size: int = 256) -> dict[str, torch.Tensor]:
-        """Domain d's models on sequences (no routing): phase-1 base (N,), experts alone (N, K), DMoERM (N,)."""
-        self.eval()
-        base = torch.empty(len(seqs))
-        experts = torch.empty(len(seqs), len(self.points[d]))
-        inner = torch.empty(len(seqs))
-        for idx in seqs.length_sorted_batches(batch_size):
-            b = seqs.batch(idx)
-            base[idx] = self.base_reward(d, b.input_ids, b.attention_mask).float()
-            inner[idx], experts[idx] = (x.float() for x in self.domain_reward(d, b.input_ids, b.attention_mask))
-        return {"base": base, "experts": experts, "inner": inner}
+    def views(self) -> dict[str, View]:
+        """Scored by the TRUE domain's models (no routing errors): ``oracle_routing``, the inner model (phase 3);
+        ``base_rm``, the phase-1 domain base RM alone. And ``capability/<domain>/<point>``, each expert alone on its
+        own domain (the capability heat map)."""
+        views = {
+            "oracle_routing": View(lambda b: route_rows(b, b.domain, lambda *x: self.domain_reward(*x)[0]),
+                                   needs_domain=True),
+            "base_rm": View(lambda b: route_rows(b, b.domain, self.base_reward), needs_domain=True),
+        }
+        for d, (name, points) in enumerate(zip(self.domains, self.points, strict=True)):
+            for k, point in enumerate(points):
+                views[f"capability/{name}/{point}"] = View(
+                    lambda b, d=d, k=k: self.expert(d, k, b.input_ids, b.attention_mask)[1], capability=(name, point))
+        return views
 
-    def extra_metrics(self, test: EncodedPairs, dataset) -> dict:
-        """router accuracy; labeler statistics; per domain on the test pairs of that (true) domain: the phase-1
-        base alone, the inner model without routing errors, and each expert alone (the capability heat map:
-        accuracy against the true order of its point where the data has one, else against the human label)."""
-        require_domains(test, "test", len(self.domains))
-        router = {"val_accuracy": self.report.get("router", {}).get("val_accuracy")}
-        router["test_accuracy"] = classifier_accuracy(self.router_logits, test.chosen, self)
-        router["test_per_domain"] = {}
-        truth = "cap_chosen" in dataset.column_names and self.capabilities is None
-        gold = "gold_chosen" in dataset.column_names
-        capability_scores, inner = {}, {}
-        for d, name in enumerate(self.domains):
-            rows = (test.chosen.domain == d).nonzero(as_tuple=True)[0]
-            if not len(rows):
-                continue
-            router["test_per_domain"][name] = classifier_accuracy(
-                self.router_logits, subset_sequences(test.chosen, rows), self)
-            c = self.domain_scores(d, subset_sequences(test.chosen, rows))
-            r = self.domain_scores(d, subset_sequences(test.rejected, rows))
-            block = {"test_pairs": len(rows)}
-            if gold:
-                g_c = torch.tensor(dataset.select(rows.tolist())["gold_chosen"])
-                g_r = torch.tensor(dataset.select(rows.tolist())["gold_rejected"])
-                decided = g_c != g_r
-                for key in ("base", "inner"):
-                    says = torch.where(g_c > g_r, c[key] > r[key], r[key] > c[key])
-                    block[f"{key}_gold_accuracy"] = float(says[decided].float().mean())
-            for key in ("base", "inner"):
-                block[f"{key}_human_accuracy"] = float((c[key] > r[key]).float().mean())
-            inner[name] = block
-            scores = {}
-            if truth:
-                v_c = torch.tensor(dataset.select(rows.tolist())["cap_chosen"], dtype=torch.float64)
-                v_r = torch.tensor(dataset.select(rows.tolist())["cap_rejected"], dtype=torch.float64)
-            for k, point in enumerate(self.points[d]):
-                e_c, e_r = c["experts"][:, k], r["experts"][:, k]
-                if truth:
-                    decided = v_c[:, k] != v_r[:, k]
-                    says = torch.where(v_c[:, k] > v_r[:, k], e_c > e_r, e_r > e_c)[decided]
-                else:
-                    says = e_c > e_r
-                scores[point] = float(says.float().mean()) if len(says) else float("nan")
-            capability_scores[name] = scores
-        basis = ("expert-alone accuracy against the true order of its capability point on the test pairs of the "
-                 "domain (pairs tied on the point left out)" if truth else
-                 "expert-alone accuracy against the human label on the test pairs of the domain")
+    def routing(self) -> Callable[[Batch], torch.Tensor]:
+        return lambda batch: self.router_logits(batch).float().softmax(-1).argmax(-1)  # forward's decision
+
+    def fit_report(self) -> dict:
+        """``labeler``: its statistics; ``inner``: per domain the phases' pair counts and validation accuracies;
+        ``experts``: per domain and point the expert's kept label pairs, whether it trained, its validation
+        accuracy; ``cost``: backbone passes a scored response costs (1 router + K experts of its domain)."""
         return {
-            "router": router,
             "labeler": self.report.get("labeler", {}),
-            "inner": {name: {**self.report.get("inner", {}).get(name, {}), **inner.get(name, {})}
-                      for name in self.domains},
+            "inner": self.report.get("inner", {}),
+            "experts": self.report.get("experts", {}),
             "cost": {"backbone_passes_per_response": {name: 1 + len(p) for name, p in
                                                       zip(self.domains, self.points, strict=True)}},
-            # Nested per-expert detail goes under `explain` (kept out of the flat summary table).
-            "explain": {"capability_scores": capability_scores, "capability_scores_basis": basis,
-                        "experts": self.report.get("experts", {})},
         }
 
     def param_counts(self) -> dict[str, int]:
         """total: router + per domain (backbone + K LoRA adapters + K expert heads + the phase-1 head + MLP);
         active: router + the largest domain's backbone, K adapters, K heads and MLP (the phase-1 head is stored
-        but not run when scoring). A response costs 1 + K backbone passes: see extra_metrics["cost"]."""
+        but not run when scoring). A response costs 1 + K backbone passes: see fit_report()["cost"]."""
         counts = super().param_counts()
         per_domain = []
         for d in range(len(self.domains)):

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..data.schema import Batch
 from ..seeds import Stream, derive_seed
-from .base import FitContext, RewardModel, RewardOutput, train_bradley_terry
+from .base import FitContext, RewardModel, RewardOutput, View, train_bradley_terry
 
 AGGREGATORS = ("mean", "wco", "uwo")
 
@@ -58,7 +57,7 @@ class EnsembleRM(RewardModel):
         if aggregator not in AGGREGATORS:
             raise ValueError(f"arch.aggregator={aggregator!r} is not one of {', '.join(AGGREGATORS)}")
         if k < 2:
-            raise ValueError(f"arch.k={k} must be >= 2 (an ensemble of one is arch=single)")
+            raise ValueError(f"arch.k={k} must be >= 2 (an ensemble of one is just its member)")
         if uwo_lambda < 0:
             raise ValueError(f"arch.uwo_lambda={uwo_lambda} must be >= 0 (a negative weight rewards disagreement)")
         self.aggregator, self.k, self.uwo_lambda = aggregator, k, uwo_lambda
@@ -74,8 +73,9 @@ class EnsembleRM(RewardModel):
         """Everything that determines a trained member — and nothing else (no aggregator, λ or k)."""
         return {
             "data": ctx.data_spec,
-            # A content hash of the backbone config for cached backbones; the model path or hub id otherwise.
-            "backbone": str(ctx.backbone.path),
+            # What the backbone's weights are (a content hash), never where they lie: weights replaced in place
+            # retrain the members, a moved cache or model directory reuses them.
+            "backbone": ctx.backbone.content_id(),
             # Truncation of the encoded training pairs: a backbone knob that is not always part of its path.
             "max_length": ctx.backbone.max_length,
             "finetune": ctx.backbone.finetune_spec,
@@ -120,21 +120,11 @@ class EnsembleRM(RewardModel):
     def dense_models(self) -> dict:
         return {f"member{i}": m for i, m in enumerate(self.members)}
 
-    def extra_metrics(self, test, dataset) -> dict:
-        """How the ensemble was made, and each member's own test accuracy (what an aggregator is compared to)."""
-        r_chosen = self.explain(test.chosen)["members"]  # (N, k)
-        r_rejected = self.explain(test.rejected)["members"]
-        accuracy = {"human": ((r_chosen > r_rejected).float().mean(0)).tolist()}  # ties count wrong
-        if "gold_chosen" in dataset.column_names:
-            g_c, g_r = torch.tensor(dataset["gold_chosen"]), torch.tensor(dataset["gold_rejected"])
-            decided = g_c != g_r  # gold ties have no right answer: left out, as in harness.evaluate
-            gold_says_chosen = (g_c > g_r)[decided, None]
-            correct = torch.where(gold_says_chosen, r_chosen[decided] > r_rejected[decided],
-                                  r_rejected[decided] > r_chosen[decided])
-            accuracy["gold"] = correct.float().mean(0).tolist()
-        return {"ensemble": {
-            "k": self.k, "aggregator": self.aggregator, "uwo_lambda": self.uwo_lambda,
-            "members_trained": self.provenance.count("trained"), "members_cached": self.provenance.count("cached"),
-            "member_accuracy": accuracy,
-            "member_accuracy_mean": {name: float(np.mean(v)) for name, v in accuracy.items()},
-        }}
+    def views(self) -> dict[str, View]:
+        """``member_<i>``: each member alone (what an aggregator is compared to)."""
+        return {f"member_{i}": View(lambda batch, member=member: member_reward(member, batch))
+                for i, member in enumerate(self.members)}
+
+    def fit_report(self) -> dict:
+        """How many members were trained in this job and how many came from the artifact cache."""
+        return {"members_trained": self.provenance.count("trained"), "members_cached": self.provenance.count("cached")}

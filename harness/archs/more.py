@@ -107,7 +107,6 @@ class MoRE(RewardModel):
         self.expert_noise, self.router_init_std = expert_noise, router_init_std
         self.aux_loss_coef, self.experts_implementation = aux_loss_coef, experts_implementation
         self.model = None  # built in fit: the backbone is only known then
-        self.val = None  # kept for the expert-load summary of extra_metrics
 
     def build(self, ctx: FitContext, seed: int) -> MoRE:
         model = ctx.backbone.reward_model(derive_seed(seed, Stream.RM_INIT, 0))  # *ForSequenceClassification
@@ -160,10 +159,14 @@ class MoRE(RewardModel):
 
     def fit(self, train, val, ctx: FitContext) -> None:
         self.build(ctx, ctx.seed)
-        self.val = val
         result = train_bradley_terry(self, list(self.model.parameters()), train, val, ctx.train,
                                      derive_seed(ctx.seed, Stream.RM_ORDER, 0), ctx, phase="more")
         ctx.log(result)
+
+    def explain(self, seqs, batch_size: int = 256) -> dict:
+        """The forward's routing per sequence (``expert_tokens``, ``router_prob``: (N, L, E)), and ``moe_layers``:
+        the decoder layer of each of the L entries."""
+        return {**super().explain(seqs, batch_size), "moe_layers": list(self.moe_layers)}
 
     def expert_numel(self) -> int:
         """Parameters of one expert's FFN (the same in every MoE layer: all are copies of one dense shape)."""
@@ -177,24 +180,3 @@ class MoRE(RewardModel):
         counts = super().param_counts()
         skipped = len(self.moe_layers) * (self.E - self.top_k) * self.expert_numel()
         return {**counts, "active": counts["total"] - skipped}
-
-    def extra_metrics(self, test=None, dataset=None) -> dict:
-        """Per-layer expert load on the validation split (the routing the training watched; the test split is
-        not used here): share of routing slots per expert, max/mean imbalance (1 = perfectly even) and the
-        unweighted balance loss (1 = even)."""
-        tokens, probs = 0, 0
-        for seqs in (self.val.chosen, self.val.rejected):
-            info = self.explain(seqs)
-            n_tok = info["expert_tokens"].sum(-1, keepdim=True) / self.top_k  # (N, L, 1) real tokens
-            tokens = tokens + info["expert_tokens"].sum(0)  # (L, E)
-            probs = probs + (info["router_prob"] * n_tok).sum(0)  # (L, E)
-        load = tokens / tokens.sum(-1, keepdim=True)  # (L, E) f_i
-        mean_prob = probs / (tokens.sum(-1, keepdim=True) / self.top_k)  # (L, E) P_i
-        names = [f"layer_{i}" for i in self.moe_layers]
-        return {"expert_load": {
-            "split": "val",
-            "load": {n: [round(x, 4) for x in row.tolist()] for n, row in zip(names, load, strict=True)},
-            "imbalance": {n: float(row.max() * self.E) for n, row in zip(names, load, strict=True)},
-            "balance_loss": {n: float(self.E * (f * p).sum())
-                             for n, f, p in zip(names, load, mean_prob, strict=True)},
-        }}

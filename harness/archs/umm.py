@@ -14,8 +14,8 @@
    else frozen; val stays clean for early stopping of both phases. (D) The paper gives no merge objective.
 4. The result is an ordinary dense *ForSequenceClassification of the backbone's architecture and exact
    parameter count, saved with `save_pretrained` (safetensors + tokenizer) and loadable by
-   `AutoModelForSequenceClassification.from_pretrained` alone. `score` uses it; `extra_metrics` reports the
-   unmerged MoE beside it.
+   `AutoModelForSequenceClassification.from_pretrained` alone. `score` uses it; the view `unmerged` exposes the
+   MoE beside it, which the job evaluates like the merged model.
 
 Experts and router are transformers' `MixtralExperts` / `MixtralTopKRouter` (fused weights); see more.py for why
 not `MixtralSparseMoeBlock`. The MoE code mirrors more.py on purpose (one architecture, one file).
@@ -28,7 +28,6 @@ import dataclasses
 import logging
 import math
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -40,9 +39,8 @@ from transformers.models.mixtral.modeling_mixtral import MixtralExperts, Mixtral
 
 from ..backbones import merge_lora
 from ..data.schema import Batch, EncodedPairs
-from ..evaluate import preference_accuracy
 from ..seeds import Stream, derive_seed
-from .base import FitContext, RewardModel, RewardOutput, train_bradley_terry
+from .base import FitContext, RewardModel, RewardOutput, View, train_bradley_terry
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +150,6 @@ class UMMMoE(RewardModel):
         return [self.model.model.layers[i].mlp for i in self.moe_layers]
 
     def forward(self, batch: Batch) -> RewardOutput:
-        if self.model is None:  # built, not merged yet: the MoE scores
-            return self.moe(batch)
         logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                             use_cache=False).logits  # (B, 1), pooled at the last real token
         B, T = batch.input_ids.shape
@@ -181,6 +177,11 @@ class UMMMoE(RewardModel):
             "shared_gate": torch.stack(shared_gate, dim=1),
         }
         return RewardOutput(reward=logits.squeeze(-1), aux_loss=aux, info=info)
+
+    def explain(self, seqs, batch_size: int = 256) -> dict:
+        """The forward's routing per sequence (``expert_tokens``, ``router_prob``: (N, L, E); ``shared_gate``:
+        (N, L)), and ``moe_layers``: the decoder layer of each of the L entries."""
+        return {**super().explain(seqs, batch_size), "moe_layers": list(self.moe_layers)}
 
     def expert_numel(self) -> int:
         """Parameters of one routed expert's FFN (the same in every MoE layer: copies of one dense shape)."""
@@ -347,7 +348,7 @@ class UMMRM(RewardModel):
     def param_counts(self) -> dict[str, int]:
         """The merged model's: an ordinary dense model, so active = total; and every one of its weights came
         out of training (the MoE phase trained all of them, the merge learned the FFNs), so trainable = total.
-        The MoE and the merge parameters are not stored in it (they are in extra_metrics' `unmerged`)."""
+        The MoE and the merge parameters are not stored in it (the view `unmerged` reports the MoE's)."""
         if self.model is None:  # built, not merged yet: the MoE is the RM
             return self.moe.param_counts()
         total = sum(p.numel() for p in {id(p): p for p in self.model.parameters()}.values())
@@ -357,20 +358,13 @@ class UMMRM(RewardModel):
         """The merged model routes nothing: this is the unmerged MoE's routing, from which the merge began."""
         return self.moe.explain(seqs, batch_size)
 
-    def extra_metrics(self, test: EncodedPairs | None = None, dataset=None) -> dict:
-        """`unmerged`: the MoE before merging (params; with the test split: accuracy and scoring cost, measured
-        as the job measures the merged model's); `merge`: rho and a, learned and at initialisation."""
-        unmerged = {"params": self.moe.param_counts(), **self.report["moe"]}
-        if test is not None:
-            t0 = time.perf_counter()
-            r_chosen, r_rejected = self.moe.score(test.chosen), self.moe.score(test.rejected)
-            unmerged["timing_s"] = {"score_per_1k": (time.perf_counter() - t0) / (2 * len(test)) * 1000}
-            if dataset is not None:
-                gold = "gold_chosen" in dataset.column_names
-                domains = dataset["domain"] if "domain" in dataset.column_names else [""] * len(dataset)
-                unmerged["accuracy"] = preference_accuracy(
-                    r_chosen.numpy(), r_rejected.numpy(), domains,
-                    dataset["gold_chosen"] if gold else None, dataset["gold_rejected"] if gold else None)
+    def views(self) -> dict[str, View]:
+        """``unmerged``: the MoE before the merge, a model of its own (its parameters reported beside it)."""
+        return {"unmerged": View(lambda batch: self.moe(batch).reward, params=self.moe.param_counts())}
+
+    def fit_report(self) -> dict:
+        """``moe``: the MoE's training; ``merge``: rho and a, learned and at initialisation, and where the merged
+        model was saved."""
         merge = {**self.merge_weights(), "init": self.report["init"], **self.report["merge"],
                  "params": self.rho_logit.numel() + self.merge_logits.numel(), "merged_dir": str(self.merged_dir)}
-        return {"unmerged": unmerged, "merge": merge}
+        return {"moe": dict(self.report["moe"]), "merge": merge}

@@ -76,6 +76,10 @@ class EncodedSequences:
             domain=self.domain[idx],
         )
 
+    def subset(self, idx: torch.Tensor) -> EncodedSequences:
+        return EncodedSequences(self.ids[idx], self.lengths[idx], self.prompt_ids[idx], self.prompt_lengths[idx],
+                                self.domain[idx], None if self.truncated is None else self.truncated[idx])
+
     def length_sorted_batches(self, batch_size: int) -> list[torch.Tensor]:
         """Index batches in length order, for scoring (no gradient, so order does not matter)."""
         order = torch.argsort(self.lengths, stable=True)
@@ -107,11 +111,7 @@ class EncodedPairs:
         )
 
     def subset(self, idx: torch.Tensor) -> EncodedPairs:
-        def take(s: EncodedSequences) -> EncodedSequences:
-            return EncodedSequences(s.ids[idx], s.lengths[idx], s.prompt_ids[idx], s.prompt_lengths[idx],
-                                    s.domain[idx], None if s.truncated is None else s.truncated[idx])
-
-        return EncodedPairs(take(self.chosen), take(self.rejected))
+        return EncodedPairs(self.chosen.subset(idx), self.rejected.subset(idx))
 
     def bucketed_batches(self, batch_size: int, generator: torch.Generator, chunk_batches: int) -> list[torch.Tensor]:
         """Shuffle, cut into chunks of ``chunk_batches`` batches, sort each chunk by pair length, split into

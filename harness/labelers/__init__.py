@@ -12,11 +12,38 @@ synthetic world (the oracle's judges); the other labelers ignore it.
 
 Every labeler asks each question twice, once with the responses swapped, and keeps a label only when both
 answers name the same response (DMoERM's position-debiasing rule), so the helpers below are shared.
+
+A labeler that keeps less than its ``min_kept_fraction`` of the labels it was asked for raises ``LabelingError``
+(``require_kept``) saying how many were asked, kept and dropped for which reason: an unreachable server or a judge
+that always answers "the first one" must not end as a job with untrained capability experts and ``status: ok``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+
+from ..errors import UserError
+
+
+class LabelingError(RuntimeError):
+    """A labelling run that cannot give usable labels: too few kept, or a server that stopped answering."""
+
+
+def check_min_kept_fraction(value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise UserError(f"labeler.min_kept_fraction={value!r} must be a number in [0, 1]")
+    return float(value)
+
+
+def require_kept(stats: Mapping, min_kept_fraction: float, who: str, why: str) -> None:
+    """Raise LabelingError when the kept fraction of ``stats`` (from ``summarize``) is below the floor; ``why``
+    says what happened to the questions (answered, failed by reason, ...) and where they went."""
+    if stats["asked"] and stats["kept_fraction"] < min_kept_fraction:
+        raise LabelingError(
+            f"{who} kept {stats['kept']} of {stats['asked']} labels (kept_fraction {stats['kept_fraction']:.3f} < "
+            f"labeler.min_kept_fraction={min_kept_fraction}): {why}. Too few labels to train the capability "
+            f"experts on; fix the judge, or lower labeler.min_kept_fraction to accept it."
+        )
 
 # The paper's question (methods.md §2.4, `prepare_data/main.py`). Reply 1 / reply 2 are the two responses in the
 # order shown. The reference code has 8 stray spaces before 【回复1】 (a backslash continuation inside an

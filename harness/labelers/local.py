@@ -15,7 +15,7 @@ import torch
 
 from ..cache import ArtifactCache
 from ..progress import progress
-from . import columns, questions, resolve_template, summarize, swap_and_agree
+from . import check_min_kept_fraction, columns, questions, require_kept, resolve_template, summarize, swap_and_agree
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ class LocalLabeler:
         answer_tokens: tuple[str, str] = ("1", "2"),
         chat_template: bool = True,
         batch_size: int = 16,
+        min_kept_fraction: float = 0.2,
     ):
         if batch_size < 1:
             raise ValueError(f"labeler.batch_size={batch_size} must be >= 1")
@@ -50,7 +51,13 @@ class LocalLabeler:
         self.answer_tokens = tuple(answer_tokens)
         self.chat_template = chat_template
         self.batch_size = batch_size
+        self.min_kept_fraction = check_min_kept_fraction(min_kept_fraction)
         self.model = None
+
+    def check(self) -> None:
+        """What the job checks before training: the judge model is where the config says (nothing is loaded)."""
+        if callable(getattr(self.backbone, "check", None)):
+            self.backbone.check()
 
     def load(self):
         if self.model is not None:
@@ -120,4 +127,8 @@ class LocalLabeler:
         labels = [[swap_and_agree(answer(i), answer(j)) for i, j in row] for row in slots]
         stats = summarize(labels, cols, questions=len(unique), ties=int((margins == 0).sum()))
         stats["answered_first"] = float((margins > 0).float().mean()) if len(margins) else 0.0
+        require_kept(stats, self.min_kept_fraction, "labeler=local", (
+            f"{len(unique)} questions to the judge {self.backbone.name} ({self.backbone.path}): {stats['ties']} "
+            f"exact ties (no answer), {stats['answered_first']:.0%} answered 'reply 1' (a judge that always names "
+            f"the same position loses every label to swap-and-agree)"))
         return {"labels": labels, "stats": stats}

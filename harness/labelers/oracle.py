@@ -23,7 +23,7 @@ class OracleLabeler:
     def label(self, pairs, seed: int, world=None) -> dict:
         if world is None:
             raise ValueError("labeler=oracle needs the synthetic world (data=synthetic); for other data use "
-                             "labeler=openai or labeler=local")
+                             "arch/labeler=openai or arch/labeler=local")
         cols = columns(pairs)
         rng = np.random.default_rng(derive_seed(seed, Stream.ORACLE_LABELS, self.seed_offset))
         labels, first_answers = [], 0

@@ -281,6 +281,9 @@ class PretrainedPolicy(Policy):
         self.source.prepare(cache, corpus=lambda n: data.corpus(n, seed), seed=seed)
         self.path = self.source.path
         # No training happens: the weights depend on the source only; the data and seed fix the prompts.
-        self._spec = {"policy": self._source_spec, "world": data.world_spec(seed), "seed": seed}
+        # The weights by content, never by path (a moved model or cache keeps its BoN samples).
+        source = {k: v for k, v in self._source_spec.items() if k not in ("path", "package", "subdir")}
+        self._spec = {"policy": {**source, "weights": self.source.content_id()}, "world": data.world_spec(seed),
+                      "seed": seed}
         self._load()
         return self

@@ -140,6 +140,27 @@ def bon_study(cfg: BoNConfig, score, data, policy: Policy, cache: ArtifactCache,
     return block, rows, initial
 
 
+def check_studies(studies: dict, policy_cfg, has_gold: bool, data_name: str) -> tuple[tuple, Policy]:
+    """The studies' settings and the policy, checked without preparing anything (the job calls this before
+    training, so a bad study option costs no trained RM). ``has_gold``: the job will have a gold reward (the
+    world's, or gold=rm's). Returns ((bon, ppo, capability configs or None), the unprepared policy)."""
+    unknown = sorted(set(studies) - set(STUDIES))
+    if unknown:
+        raise ValueError(f"opt: unknown studies {unknown}; valid: {list(STUDIES)} (or opt=none)")
+    if not has_gold:
+        # BoN and PPO are read in gold units (the world's, or gold=rm's).
+        raise ValueError(f"opt={sorted(studies)} needs a gold reward: data=synthetic has one, or give a gold RM "
+                         f"(gold=rm gold.path=...); data={data_name} has none: run it with opt=none")
+    bon_cfg = _config(studies["bon"], BoNConfig, "opt.bon") if "bon" in studies else None
+    ppo_cfg = _config(studies["ppo"], PPOConfig, "opt.ppo") if "ppo" in studies else None
+    cap_cfg = _config(studies["capability"], CapabilityConfig, "opt.capability") if "capability" in studies else None
+    try:
+        policy = instantiate(policy_cfg, _convert_="all")
+    except Exception as e:  # noqa: BLE001 - name the group, as job.build does
+        raise ValueError(f"policy: {e.__cause__ or e}") from e
+    return (bon_cfg, ppo_cfg, cap_cfg), policy
+
+
 def run_studies(studies: dict, arch, data, backbone, policy_cfg, cache: ArtifactCache, seed: int,
                 eval_batch_size: int, metric_logger=None, stages=None) -> tuple[dict, list[dict]]:
     """Run the selected studies (``{"bon": cfg, "ppo": cfg, "capability": cfg}``, any may be absent) against ``arch``.
@@ -148,19 +169,8 @@ def run_studies(studies: dict, arch, data, backbone, policy_cfg, cache: Artifact
 
     Returns ``({"bon": block, "ppo": block, "ppo_log": [...], "capability": block}, curve rows)``.
     """
-    unknown = sorted(set(studies) - set(STUDIES))
-    if unknown:
-        raise ValueError(f"opt: unknown studies {unknown}; valid: {list(STUDIES)} (or opt=none)")
-    if not hasattr(data, "gold"):
-        raise ValueError(f"opt={sorted(studies)} needs a data source with a known gold reward (data=synthetic); "
-                         f"data={getattr(data, 'name', type(data).__name__)} has none: use opt=none")
-    bon_cfg = _config(studies["bon"], BoNConfig, "opt.bon") if "bon" in studies else None
-    ppo_cfg = _config(studies["ppo"], PPOConfig, "opt.ppo") if "ppo" in studies else None
-    cap_cfg = _config(studies["capability"], CapabilityConfig, "opt.capability") if "capability" in studies else None
-    try:
-        policy = instantiate(policy_cfg, _convert_="all")
-    except Exception as e:  # noqa: BLE001 - name the group, as job.build does
-        raise ValueError(f"policy: {e.__cause__ or e}") from e
+    (bon_cfg, ppo_cfg, cap_cfg), policy = check_studies(studies, policy_cfg, hasattr(data, "gold"),
+                                                        getattr(data, "name", type(data).__name__))
     stage = stages.next if stages is not None else (lambda what: None)
     stage(f"policy: {config_name(policy_cfg)} (SFT-trained or loaded once, then cached)")
     policy.prepare(cache, data, seed)
