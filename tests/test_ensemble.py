@@ -186,7 +186,7 @@ def test_member_key_follows_the_backbone_content_not_its_path(tiny, tmp_path):
         backbone = PretrainedBackbone(name="local", path=str(path), max_length=tiny.backbone.max_length,
                                       finetune="full")
         backbone.prepare(tiny.cache, corpus=None, seed=0)
-        spec = EnsembleRM("mean", k=2).member_spec(dataclasses.replace(tiny.ctx(), backbone=backbone), seed=1)
+        spec = EnsembleRM("mean", k=2).member_spec(dataclasses.replace(tiny.ctx(), backbone=backbone), member=1)
         assert str(tmp_path) not in repr(spec)
         return ArtifactCache.key("ens_member", spec)
 

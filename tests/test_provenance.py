@@ -46,9 +46,9 @@ def test_no_git_or_no_checkout_reads_null(tmp_path, monkeypatch):
     assert provenance.git_state() == {"commit": None, "dirty": None}
 
 
-def test_a_failed_job_still_records_versions_and_git(tmp_path):
+def test_a_stopped_job_still_records_versions_and_git(tmp_path):
     metrics = run_job(compose(["threads=0"]), tmp_path, {"arch": "single"}, ["threads=0"])
-    assert metrics["status"] == "failed" and "threads=0" in metrics["error"]
+    assert metrics["status"] == "user_error" and "threads=0" in metrics["error"]  # a bad value, stopped early
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written["versions"] == provenance.package_versions()
     assert set(written["git"]) == {"commit", "dirty"}
