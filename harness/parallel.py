@@ -51,7 +51,8 @@ def world_size() -> int:
 
 
 def rank() -> int:
-    return dist.get_rank() if active() else 0
+    """This process's rank: the process group's, else torchrun's RANK (a process keeps it after the group ends)."""
+    return dist.get_rank() if active() else int(os.environ.get("RANK", "0"))
 
 
 def is_writer() -> bool:
@@ -67,6 +68,8 @@ def init(compute: Compute) -> None:
     if compute.device.type == "cuda":
         torch.cuda.set_device(compute.device)
     dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
+    if rank() != 0:  # one process tells the job's story; the others only warn
+        logging.getLogger("harness").setLevel(logging.WARNING)
     log.info("data parallel: process %d of %d (%s, %s)", rank(), world_size(), backend, compute.describe())
 
 
@@ -95,6 +98,13 @@ def sum_over_processes(value: float) -> float:
     t = torch.tensor([float(value)], dtype=torch.float64, device=_collective_device())
     dist.all_reduce(t)
     return float(t.item())
+
+
+def batch_mean(value: float, weight: float) -> float:
+    """The whole batch's mean loss from each process's mean over its share and that share's ``shard`` weight."""
+    if not active():
+        return value
+    return sum_over_processes(value * weight) / world_size()
 
 
 def _collective_device() -> torch.device:
@@ -129,8 +139,8 @@ class _Call(nn.Module):
 
     def __init__(self, model: nn.Module, forward: Callable):
         super().__init__()
-        self.model = model
-        self._forward = forward
+        self.model = model  # registered: DDP averages the gradients of its parameters
+        self.__dict__["_forward"] = forward  # not registered again when it is the model itself
 
     def forward(self, batch):
         return self._forward(batch)
@@ -141,9 +151,7 @@ def data_parallel(model: nn.Module, forward: Callable) -> Callable:
     ``model``'s trainable parameters across them), else ``forward`` itself.
 
     ``find_unused_parameters``: a phase trains a subset, and routed architectures leave experts unused in a
-    batch. Buffers are not broadcast: the models' buffers (rotary frequencies) are the same on every process."""
+    batch (DDP warns once per process when a phase happens to use every parameter)."""
     if not active():
         return forward
-    wrapped = torch.nn.parallel.DistributedDataParallel(_Call(model, forward), find_unused_parameters=True,
-                                                        broadcast_buffers=False)
-    return wrapped
+    return torch.nn.parallel.DistributedDataParallel(_Call(model, forward), find_unused_parameters=True)
