@@ -232,16 +232,21 @@ class ArtifactCache:
             self._stats["hits"] += 1
             return final
         if parallel.is_writer():
-            self._directory(final, kind, spec, build)
-        else:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}.rank{parallel.rank()}-", dir=final.parent))
-            try:
-                build(scratch)
-            finally:
-                _remove(scratch)
-        parallel.barrier()  # rank 0's entry is complete before anyone reads it
-        return final
+            path = self._directory(final, kind, spec, build)
+            parallel.barrier()  # rank 0's entry is complete before anyone reads it
+            return path
+        scratch = Path(tempfile.mkdtemp(prefix=f"rmharness-{kind}-rank{parallel.rank()}-"))
+        atexit.register(shutil.rmtree, scratch, True)
+        try:
+            build(scratch)
+        except BaseException:
+            _remove(scratch)
+            raise
+        parallel.barrier()
+        if self._problem(final, kind, spec) is None:
+            _remove(scratch)
+            return final
+        return scratch  # a read-only cache: rank 0 could not write the entry either; this process's own build
 
     def _directory(self, final: Path, kind: str, spec: Mapping, build: Callable[[Path], None]) -> Path:
         # Lock-free fast path: safe because entries only appear whole, via rename.

@@ -93,3 +93,14 @@ def test_bf16_on_a_gpu_without_it(two_gpus, monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "Tesla V100")
     with pytest.raises(ValueError, match="precision=bf16: Tesla V100 has no bf16 support; use precision=fp16"):
         resolve_compute("cuda", "bf16")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has a GPU")
+def test_a_job_asking_for_a_missing_gpu_is_a_user_error_before_anything_is_built(tmp_path):
+    from harness.job import run_job
+
+    cfg = compose(["device=cuda:1", "precision=bf16", f"cache_dir={tmp_path / 'cache'}"])
+    metrics = run_job(cfg, tmp_path / "job", {}, ["device=cuda:1"])
+    assert metrics["status"] == "user_error"
+    assert metrics["error"].startswith("device='cuda:1': no CUDA GPU is visible")
+    assert not (tmp_path / "cache").exists()  # no data, no backbone: it failed in validation

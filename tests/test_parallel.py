@@ -68,6 +68,6 @@ def test_two_processes_train_what_one_process_trains(tmp_path):
     w1, w2 = (load_file(str(tmp_path / d / "reward_model" / "model.safetensors")) for d in ("one", "two"))
     assert w1.keys() == w2.keys()
     assert max((w1[k] - w2[k]).abs().max().item() for k in w1) < 1e-4
-    # Rank 0 alone wrote: no scratch build of rank 1 is left in the cache, one results file.
-    assert not list((tmp_path / "cache").rglob("*.rank1-*"))
+    # Rank 0 alone wrote the results; rank 1 only trained.
     assert len(list((tmp_path / "two").rglob("metrics.json"))) == 1
+    assert "data_parallel" not in m2
