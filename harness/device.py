@@ -127,6 +127,14 @@ def _cuda(device: str, where: str, local_rank: int | None) -> torch.device:
     return torch.device("cuda", index)
 
 
+def place(compute: Compute, *parts) -> None:
+    """Give ``compute`` to each part that runs a model (it declares a ``compute`` attribute: reward models, the
+    local labeler, policies); the part moves its modules and batches there itself."""
+    for part in parts:
+        if part is not None and hasattr(part, "compute"):
+            part.compute = compute
+
+
 def compute_of(cfg) -> Compute:
     """The job config's ``device``, ``precision`` and ``packing`` keys, resolved (defaults: auto, fp32, auto)."""
     return resolve_compute(str(cfg.get("device", "auto")), str(cfg.get("precision", "fp32")),

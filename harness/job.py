@@ -33,7 +33,7 @@ from .cache import ArtifactCache
 from .data.hf import HubUnavailableError
 from .data.readers import DataFormatError
 from .data.schema import drop_identical_inputs, encode_pairs, input_report
-from .device import Compute, compute_of
+from .device import Compute, compute_of, place
 from .errors import UserError, full_errors
 from .evaluate import evaluate_architecture, split_accuracy
 from .export import EXPORT_DIR, RewardScorer, export_reward_model, prompt_template_of
@@ -322,7 +322,7 @@ def _run(cfg: DictConfig, job: JobInputs, job_dir: Path, out: dict, metric_logge
     ctx = FitContext(backbone=backbone, train=train_cfg, cache=cache, seed=seed, domains=data.domains,
                      data_spec=data.spec(seed), data=data, artifact_dir=job_dir, metric_logger=metric_logger)
     arch = job.arch
-    arch.compute = job.compute
+    place(job.compute, arch, labeler, getattr(arch, "labeler", None))
 
     set_seed(seed)
     t0 = time.perf_counter()
