@@ -104,3 +104,10 @@ def test_a_job_asking_for_a_missing_gpu_is_a_user_error_before_anything_is_built
     assert metrics["status"] == "user_error"
     assert metrics["error"].startswith("device='cuda:1': no CUDA GPU is visible")
     assert not (tmp_path / "cache").exists()  # no data, no backbone: it failed in validation
+
+
+def test_gpu_profile_composes_with_its_budgets():
+    cfg = compose(["+profile=gpu", "arch=ens_mean"])
+    assert (cfg.device, cfg.precision, cfg.backbone.finetune) == ("cuda", "bf16", "full")
+    assert cfg.data.n_train == 20000 and cfg.opt.bon.n_prompts * cfg.opt.bon.n_samples == 64 * 128
+    assert cfg.opt.ppo.steps == 200 and cfg.arch._target_.endswith("EnsembleRM")
