@@ -322,7 +322,7 @@ def _run(cfg: DictConfig, job: JobInputs, job_dir: Path, out: dict, metric_logge
     ctx = FitContext(backbone=backbone, train=train_cfg, cache=cache, seed=seed, domains=data.domains,
                      data_spec=data.spec(seed), data=data, artifact_dir=job_dir, metric_logger=metric_logger)
     arch = job.arch
-    place(job.compute, arch, labeler, getattr(arch, "labeler", None))
+    place(job.compute, arch, getattr(arch, "labeler", None))
 
     set_seed(seed)
     t0 = time.perf_counter()

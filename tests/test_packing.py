@@ -99,3 +99,25 @@ def test_sequence_logits_packed_on_the_cpu_matches_padded():
         padded = sequence_logits(padded_model, ids, mask)
         packed = sequence_logits(packed_model, ids, mask, resolve_compute("cpu", packing="on"))
     assert torch.allclose(padded, packed, atol=1e-5)
+
+
+def test_padding_free_training_on_the_cpu_follows_padded_training(tiny):
+    """The shared loop with packing=on (sdpa on the CPU) trains a single RM to the weights padded training
+    reaches, up to float summation order; and its scores are the padded scores."""
+    from harness.archs.base import train_bradley_terry
+    from harness.archs.single import SingleRM
+
+    trained = {}
+    for packing in ("off", "on"):
+        rm = SingleRM()
+        ctx = tiny.ctx(epochs=1)
+        rm.build(ctx, 0)
+        rm.compute = resolve_compute("cpu", packing=packing)
+        result = train_bradley_terry(rm, list(rm.model.parameters()), tiny.train, tiny.val, ctx.train, 0)
+        trained[packing] = (rm, result)
+    (padded, r_off), (packed, r_on) = trained["off"], trained["on"]
+    assert use_packing(packed.model, packed.compute) and not use_packing(padded.model, padded.compute)
+    assert r_on["steps"] == r_off["steps"] and r_on["best_val_acc"] == r_off["best_val_acc"]
+    for (name, a), b in zip(padded.model.named_parameters(), packed.model.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-4), name
+    assert torch.allclose(packed.score(tiny.test.chosen), padded.score(tiny.test.chosen), atol=1e-4)
