@@ -41,7 +41,7 @@ def main(cfg: DictConfig) -> None:
     # Log lines go above the progress bars instead of through them.
     with logging_redirect_tqdm(loggers=[logging.getLogger()]):
         metrics = run_job(cfg, hc.runtime.output_dir, choices, list(hc.overrides.task))
-    if metrics["status"] == "ok":
+    if metrics["status"] == "ok" and "data_parallel" not in metrics:  # data-parallel ranks > 0 only trained
         # A sweep's table comes at its end (callbacks.AggregateOnMultirunEnd); each of its jobs gets one line.
         text = job_summary(metrics, hc.runtime.output_dir) if hc.mode != RunMode.MULTIRUN else job_line(metrics)
         logging.getLogger("harness").info(text)

@@ -219,6 +219,37 @@ class ArtifactCache:
 
     def directory(self, kind: str, spec: Mapping, build: Callable[[Path], None]) -> Path:
         final = self.path(kind, spec)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # one of several data-parallel processes (torchrun)
+            return self._directory_data_parallel(final, kind, spec, build)
+        return self._directory(final, kind, spec, build)
+
+    def _directory_data_parallel(self, final: Path, kind: str, spec: Mapping, build: Callable[[Path], None]) -> Path:
+        """The processes of one data-parallel job (harness/parallel.py) ask for the same entries in the same order.
+        They agree whether an entry is there; if not, every one of them builds it (a build may train a model, and
+        training is a collective all processes join), rank 0 alone writes it, and the others use rank 0's."""
+        from . import parallel
+
+        if parallel.all_agree(self._problem(final, kind, spec) is None):
+            self._stats["hits"] += 1
+            return final
+        if parallel.is_writer():
+            path = self._directory(final, kind, spec, build)
+            parallel.barrier()  # rank 0's entry is complete before anyone reads it
+            return path
+        scratch = Path(tempfile.mkdtemp(prefix=f"rmharness-{kind}-rank{parallel.rank()}-"))
+        atexit.register(shutil.rmtree, scratch, True)
+        try:
+            build(scratch)
+        except BaseException:
+            _remove(scratch)
+            raise
+        parallel.barrier()
+        if self._problem(final, kind, spec) is None:
+            _remove(scratch)
+            return final
+        return scratch  # a read-only cache: rank 0 could not write the entry either; this process's own build
+
+    def _directory(self, final: Path, kind: str, spec: Mapping, build: Callable[[Path], None]) -> Path:
         # Lock-free fast path: safe because entries only appear whole, via rename.
         if self._problem(final, kind, spec) is None:
             self._stats["hits"] += 1

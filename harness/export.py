@@ -221,11 +221,16 @@ def read_meta(path: str | os.PathLike) -> dict:
     return meta
 
 
-def load_reward_model(path: str | os.PathLike, batch_size: int | None = None) -> RewardScorer:
-    """The exported RM at ``path`` (a folder written by ``export_reward_model``), ready to ``score``."""
+def load_reward_model(path: str | os.PathLike, batch_size: int | None = None, device: str = "cpu",
+                      precision: str = "fp32") -> RewardScorer:
+    """The exported RM at ``path`` (a folder written by ``export_reward_model``), ready to ``score`` on ``device``
+    in ``precision`` (the job's keys, harness/device.py)."""
     from hydra.utils import instantiate
 
     from .archs.base import FitContext
+    from .device import resolve_compute
+
+    compute = resolve_compute(device, precision)  # a missing device fails before anything is loaded
 
     path = Path(path)
     meta = read_meta(path)
@@ -238,6 +243,7 @@ def load_reward_model(path: str | os.PathLike, batch_size: int | None = None) ->
     with torch.random.fork_rng(devices=[]), no_init_weights():
         rm.restore(ctx, meta["structure"])
     load_model(rm, str(path / WEIGHTS_FILE), strict=True)
+    rm.compute = compute  # score() moves the modules there
     return RewardScorer(rm, backbone.tokenizer, backbone.prompt_template, backbone.max_length,
                         batch_size or meta.get("batch_size", DEFAULT_BATCH_SIZE), info=meta)
 
@@ -249,12 +255,16 @@ class SequenceClassifierScorer:
     (default: the tokenizer's ``model_max_length``); batches in length order, right padding."""
 
     def __init__(self, path: str | os.PathLike, prompt_template: str | None = None, max_length: int | None = None,
-                 batch_size: int = DEFAULT_BATCH_SIZE):
+                 batch_size: int = DEFAULT_BATCH_SIZE, device: str = "cpu", precision: str = "fp32"):
+        from .device import resolve_compute
+
+        self.compute = resolve_compute(device, precision, packing="off")
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "right"
         self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32).eval()
+        self.model.to(self.compute.device)
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
         template = prompt_template or getattr(self.model.config, "rmharness_prompt_template", None)
         if template is None or "{prompt}" not in template or "{response}" not in template:
@@ -276,22 +286,25 @@ class SequenceClassifierScorer:
         for start in range(0, len(order), step):
             idx = order[start : start + step]
             enc = self.tokenizer([texts[i] for i in idx], truncation=True, max_length=self.max_length,
-                                 padding=True, return_tensors="pt")
-            out[idx] = self.model(**enc).logits[:, 0].float()
+                                 padding=True, return_tensors="pt").to(self.compute.device)
+            with self.compute.autocast():
+                out[idx] = self.model(**enc).logits[:, 0].float().cpu()
         return out
 
     __call__ = score
 
 
 def load_any_reward_model(path: str | os.PathLike, prompt_template: str | None = None,
-                          max_length: int | None = None, batch_size: int | None = None):
+                          max_length: int | None = None, batch_size: int | None = None, device: str = "cpu",
+                          precision: str = "fp32"):
     """A harness export (``rmharness.json``) via ``load_reward_model``, else a transformers sequence-classifier
     folder via ``SequenceClassifierScorer``."""
     path = Path(path)
     if (path / META_FILE).is_file():
-        return load_reward_model(path, batch_size)
+        return load_reward_model(path, batch_size, device, precision)
     if (path / "config.json").is_file():
-        return SequenceClassifierScorer(path, prompt_template, max_length, batch_size or DEFAULT_BATCH_SIZE)
+        return SequenceClassifierScorer(path, prompt_template, max_length, batch_size or DEFAULT_BATCH_SIZE, device,
+                                        precision)
     raise FileNotFoundError(f"{path}: neither a reward model exported by rmharness ({META_FILE}) nor a "
                             "transformers model folder (config.json)")
 

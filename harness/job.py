@@ -27,11 +27,13 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from . import parallel
 from .archs.base import FitContext, TrainConfig
 from .cache import ArtifactCache
 from .data.hf import HubUnavailableError
 from .data.readers import DataFormatError
 from .data.schema import drop_identical_inputs, encode_pairs, input_report
+from .device import Compute, compute_of, place
 from .errors import UserError, full_errors
 from .evaluate import evaluate_architecture, split_accuracy
 from .export import EXPORT_DIR, RewardScorer, export_reward_model, prompt_template_of
@@ -104,6 +106,7 @@ class JobInputs:
     arch: object
     studies: dict
     benchmarks: list
+    compute: Compute  # device and precision (harness/device.py)
 
 
 def run_job(cfg: DictConfig, job_dir: Path, choices: dict, overrides: list[str]) -> dict:
@@ -119,7 +122,8 @@ def run_job(cfg: DictConfig, job_dir: Path, choices: dict, overrides: list[str])
         previous = finished_result(job_dir, job.config, job.data_fingerprint)
         if previous is not None:
             return previous
-        metric_logger = build(cfg.logger, "logger", job_dir=str(job_dir))
+        if parallel.rank() == 0:  # one set of live curves per job, not one per data-parallel process
+            metric_logger = build(cfg.logger, "logger", job_dir=str(job_dir))
         metric_logger.log_config(job.config)
         _run(cfg, job, job_dir, metrics, metric_logger)
         metrics["status"] = "ok"
@@ -134,7 +138,8 @@ def run_job(cfg: DictConfig, job_dir: Path, choices: dict, overrides: list[str])
     metric_logger.final(metrics)
     metric_logger.close()
     try:
-        write_metrics(job_dir, metrics)
+        if parallel.rank() == 0:  # data-parallel processes other than rank 0 only train (harness/parallel.py)
+            write_metrics(job_dir, metrics)
     except OSError as e:  # e.g. metrics.json is a directory: the error above already says so
         log.error("could not write %s: %s", job_dir / METRICS_FILE, e)
     return metrics
@@ -247,6 +252,7 @@ def validate(cfg: DictConfig, job_dir: Path) -> JobInputs:
             raise UserError(f"threads={cfg.threads!r} must be an integer >= 1 or null")
         train_cfg = TrainConfig(**cfg.train)
         train_cfg.validate()
+        compute = compute_of(cfg)  # a device that is not there: named here, before anything is built
         check_eval(cfg.eval)
         check_outputs(job_dir)
         data = build(cfg.data, "data")
@@ -270,7 +276,7 @@ def validate(cfg: DictConfig, job_dir: Path) -> JobInputs:
                     "gold": gold.identity() if callable(getattr(gold, "identity", None)) else None}
         fingerprint = ArtifactCache.key("data", identity)
     return JobInputs(seed=seed, config=config, data_fingerprint=fingerprint, train=train_cfg, data=data, gold=gold,
-                     backbone=backbone, arch=arch, studies=studies, benchmarks=benchmarks)
+                     backbone=backbone, arch=arch, studies=studies, benchmarks=benchmarks, compute=compute)
 
 
 # ------------------------------------------------------------------------------------------------ run
@@ -279,6 +285,7 @@ def _run(cfg: DictConfig, job: JobInputs, job_dir: Path, out: dict, metric_logge
     failure keeps it."""
     if cfg.threads is not None:
         torch.set_num_threads(int(cfg.threads))
+    parallel.init(job.compute)  # several processes under torchrun; nothing otherwise
     seed = job.seed
     set_seed(seed)
     cache = ArtifactCache(cfg.cache_dir)
@@ -317,12 +324,21 @@ def _run(cfg: DictConfig, job: JobInputs, job_dir: Path, out: dict, metric_logge
     ctx = FitContext(backbone=backbone, train=train_cfg, cache=cache, seed=seed, domains=data.domains,
                      data_spec=data.spec(seed), data=data, artifact_dir=job_dir, metric_logger=metric_logger)
     arch = job.arch
+    place(job.compute, arch, getattr(arch, "labeler", None))
 
     set_seed(seed)
     t0 = time.perf_counter()
     stages.next(f"reward model: training {type(arch).__name__} on {len(train)} pairs")
     arch.fit(train, val, ctx)
     timing["train"] = time.perf_counter() - t0
+    out["compute"] = {"device": str(job.compute.device), "precision": job.compute.precision,
+                      "processes": parallel.world_size()}
+    if parallel.world_size() > 1:  # training was data-parallel; rank 0 alone goes on (evaluation, export, studies)
+        parallel.barrier()
+        parallel.shutdown()
+        if parallel.rank() != 0:
+            out["data_parallel"] = {"rank": parallel.rank()}
+            return
 
     t0 = time.perf_counter()
     stages.next(f"reward model: evaluating on {len(test)} test pairs")

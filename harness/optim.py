@@ -39,16 +39,26 @@ class UpdateRule:
             raise ValueError(f"{where}.{prefix}max_grad_norm={self.max_grad_norm} must be > 0")
 
 
-def make_optimizer_step(params: list[nn.Parameter], rule: UpdateRule, total_steps: int) -> Callable:
+def make_optimizer_step(params: list[nn.Parameter], rule: UpdateRule, total_steps: int,
+                        scaler: torch.amp.GradScaler | None = None) -> Callable:
     """AdamW, linear warm-up over ``rule.warmup * total_steps`` steps then decay to 0 at ``total_steps``,
-    gradient-norm clipping. Returns ``step(loss)``: backward, clip, update, advance the schedule, clear gradients."""
+    gradient-norm clipping. Returns ``step(loss)``: backward, clip, update, advance the schedule, clear gradients.
+    With an fp16 ``scaler`` (device.Compute.grad_scaler) the loss is scaled before the backward and the gradients
+    unscaled before clipping; a step whose gradients overflowed is skipped and the scale lowered."""
     opt = torch.optim.AdamW(params, lr=rule.lr, weight_decay=rule.weight_decay)
     sched = get_linear_schedule_with_warmup(opt, int(rule.warmup * total_steps), total_steps)
 
     def step(loss: torch.Tensor) -> None:
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, rule.max_grad_norm)
-        opt.step()
+        if scaler is None:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, rule.max_grad_norm)
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, rule.max_grad_norm)
+            scaler.step(opt)
+            scaler.update()
         sched.step()
         opt.zero_grad(set_to_none=True)
 

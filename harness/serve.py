@@ -1,4 +1,5 @@
-"""``python -m harness.serve PATH [--host 127.0.0.1] [--port 5000] [--batch-size N]``: an exported reward model
+"""``python -m harness.serve PATH [--host 127.0.0.1] [--port 5000] [--batch-size N] [--device auto] [--precision
+fp32]``: an exported reward model
 (``<job_dir>/reward_model/``) behind HTTP, speaking OpenRLHF's remote reward-model protocol (FastAPI + uvicorn).
 
 ``POST /get_reward`` with JSON ``{"query": [...], "prompts": [...]}`` answers ``{"rewards": [...], "scores":
@@ -136,11 +137,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="sequences per forward pass (default: the job's eval.batch_size)")
+    parser.add_argument("--device", default="auto",
+                        help="auto (a CUDA GPU when there is one) | cpu | cuda | cuda:N | mps (default auto)")
+    parser.add_argument("--precision", default="fp32", help="fp32 | bf16 | fp16 (default fp32)")
     args = parser.parse_args(argv)
     import uvicorn
 
     logging.basicConfig(level=logging.INFO)
-    scorer = load_reward_model(args.path, args.batch_size)
+    try:
+        scorer = load_reward_model(args.path, args.batch_size, args.device, args.precision)
+    except ValueError as e:  # a device that is not there, an unknown precision: the flag is named
+        parser.error(str(e).replace("device=", "--device ").replace("precision=", "--precision "))
     uvicorn.run(make_app(scorer, str(args.path)), host=args.host, port=args.port, log_level="info")
 
 

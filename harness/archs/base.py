@@ -22,7 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import parallel
 from ..data.schema import Batch, EncodedPairs, EncodedSequences
+from ..device import CPU, Compute
 from ..evaluate import pair_correct
 from ..optim import UpdateRule, make_optimizer_step
 from ..progress import progress
@@ -107,6 +109,10 @@ class RewardModel(nn.Module):
     """Interface. Subclasses implement ``forward`` and ``fit``; override ``param_counts``/``explain`` where the
     default (every parameter active, ``info`` of the forward) is not what the architecture does."""
 
+    # Where the RM runs and in what precision (harness/device.py). The job sets it before ``fit``; the shared loops,
+    # ``score`` and ``explain`` move the modules and every batch there and autocast by it.
+    compute: Compute = CPU
+
     def __init__(self):
         super().__init__()
         self._trained: dict[int, int] = {}  # id(param) -> numel, for "trainable = updated in any phase"
@@ -155,14 +161,18 @@ class RewardModel(nn.Module):
     @torch.inference_mode()
     def score(self, seqs: EncodedSequences, batch_size: int = 256,
               scorer: Callable[[Batch], torch.Tensor] | None = None) -> torch.Tensor:
-        """Rewards (N,) for encoded sequences, batched in length order under inference_mode; ``scorer`` (a view,
-        the router) instead of the RM's own reward."""
+        """Rewards (N,) for encoded sequences, batched in length order under inference_mode, on the RM's device,
+        returned on the CPU; ``scorer`` (a view, the router) instead of the RM's own reward."""
         self.eval()
+        compute = self.compute
+        self.to(compute.device)
         scorer = scorer or (lambda batch: self(batch).reward)
         out = torch.empty(len(seqs))
         with progress(total=len(seqs), desc="reward model: scoring", unit="seq") as bar:
             for idx in seqs.length_sorted_batches(batch_size):
-                out[idx] = scorer(seqs.batch(idx)).float()
+                with compute.autocast():
+                    reward = scorer(seqs.batch(idx).to(compute.device))
+                out[idx] = reward.float().cpu()
                 bar.update(len(idx))
         return out
 
@@ -170,14 +180,17 @@ class RewardModel(nn.Module):
     def explain(self, seqs: EncodedSequences, batch_size: int = 256) -> dict:
         """The ``info`` of the forward (per-expert rewards, routing) for each sequence, concatenated."""
         self.eval()
+        compute = self.compute
+        self.to(compute.device)
         parts: dict[str, list] = {}
         order = []
         for idx in seqs.length_sorted_batches(batch_size):
-            info = self(seqs.batch(idx)).info
+            with compute.autocast():
+                info = self(seqs.batch(idx).to(compute.device)).info
             order.append(idx)
             for k, v in info.items():
                 if torch.is_tensor(v) and v.dim() >= 1 and v.shape[0] == len(idx):
-                    parts.setdefault(k, []).append(v)
+                    parts.setdefault(k, []).append(v.cpu())
         inverse = torch.argsort(torch.cat(order)) if order else None
         return {k: torch.cat(v)[inverse] for k, v in parts.items()}
 
@@ -249,10 +262,14 @@ def train_bradley_terry(
     if not params:
         raise ValueError(f"{phase}: nothing to train (no parameter requires grad)")
     model.mark_trained(params)
+    compute = model.compute
+    model.to(compute.device)
     gen = torch.Generator().manual_seed(seed)
     steps_per_epoch = -(-len(train) // cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
-    optimizer_step = make_optimizer_step(params, cfg, total_steps)
+    optimizer_step = make_optimizer_step(params, cfg, total_steps, compute.grad_scaler())
+    # Several processes (torchrun): each runs its share of every batch, DDP averages the gradients.
+    train_forward = parallel.data_parallel(model, forward)
     eval_every = max(1, steps_per_epoch // cfg.evals_per_epoch)
     best_acc, best_state, since_best, step = -1.0, None, 0, 0
     t0 = time.perf_counter()
@@ -261,22 +278,25 @@ def train_bradley_terry(
     for epoch in range(cfg.epochs):
         model.train()
         for idx in train.bucketed_batches(cfg.batch_size, gen, cfg.bucket_chunks):
-            out = forward(train.batch(idx))
-            r_chosen, r_rejected = out.reward.chunk(2)
-            loss = bradley_terry_loss(r_chosen, r_rejected)
-            if out.aux_loss is not None:
-                loss = loss + out.aux_loss
-            if not torch.isfinite(loss):
+            share, weight = parallel.shard(idx)  # the whole batch, weight 1, in one process
+            with compute.autocast():
+                out = train_forward(train.batch(share).to(compute.device))
+                r_chosen, r_rejected = out.reward.float().chunk(2)
+                loss = bradley_terry_loss(r_chosen, r_rejected)
+                if out.aux_loss is not None:
+                    loss = loss + out.aux_loss
+            if not parallel.all_agree(bool(torch.isfinite(loss))):
                 raise FloatingPointError(f"{phase}: loss is {loss.item()} at step {step} (epoch {epoch}); "
                                          f"try a lower learning rate")
-            optimizer_step(loss)
+            optimizer_step(loss if weight == 1.0 else loss * weight)
             step += 1
             bar.update()
             if val is not None and (step % eval_every == 0 or step == total_steps):
                 acc = evaluate_pairs(forward, val, model)
-                bar.set_postfix(loss=f"{loss.item():.3f}", val_acc=f"{acc:.3f}", refresh=False)
+                batch_loss = parallel.batch_mean(loss.item(), weight)
+                bar.set_postfix(loss=f"{batch_loss:.3f}", val_acc=f"{acc:.3f}", refresh=False)
                 if ctx is not None:
-                    ctx.log({"phase": phase, "step": step, "loss": loss.item(), "val_acc": acc})
+                    ctx.log({"phase": phase, "step": step, "loss": batch_loss, "val_acc": acc})
                 if acc > best_acc:
                     best_acc, since_best = acc, 0
                     best_state = [p.detach().clone() for p in params]
@@ -289,6 +309,7 @@ def train_bradley_terry(
         if stop:
             break
     bar.close()
+    del train_forward  # DDP's gradient hooks go with it: a later phase's loop must not sync through them
     if best_state is not None:
         with torch.no_grad():
             for p, best in zip(params, best_state, strict=True):
@@ -301,13 +322,16 @@ def train_bradley_terry(
 
 @torch.inference_mode()
 def evaluate_pairs(forward, pairs: EncodedPairs, model: nn.Module, batch_size: int = 256) -> float:
-    """Accuracy of ``forward`` on encoded pairs against their chosen/rejected labels (the one rule: ties wrong)."""
+    """Accuracy of ``forward`` on encoded pairs against their chosen/rejected labels (the one rule: ties wrong).
+    With several processes each scores its share and the counts are summed: every process gets the same accuracy."""
     model.eval()
+    compute = getattr(model, "compute", CPU)
     correct = 0
-    for idx in torch.arange(len(pairs)).split(batch_size):
-        r_chosen, r_rejected = forward(pairs.batch(idx)).reward.chunk(2)
+    for idx in parallel.share_of(torch.arange(len(pairs))).split(batch_size):
+        with compute.autocast():
+            r_chosen, r_rejected = forward(pairs.batch(idx).to(compute.device)).reward.float().chunk(2)
         correct += int(pair_correct(r_chosen, r_rejected)[0].sum())
-    return correct / max(1, len(pairs))
+    return parallel.sum_over_processes(correct) / max(1, len(pairs))
 
 
 def train_classifier(
@@ -328,29 +352,35 @@ def train_classifier(
         raise ValueError(f"{phase}: training a router needs a domain label on every example "
                          f"({int((train.domain < 0).sum())} of {len(train)} have none)")
     model.mark_trained(params)
+    compute = model.compute
+    model.to(compute.device)
     gen = torch.Generator().manual_seed(seed)
     steps_per_epoch = -(-len(train) // cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
-    optimizer_step = make_optimizer_step(params, cfg, total_steps)
+    optimizer_step = make_optimizer_step(params, cfg, total_steps, compute.grad_scaler())
+    train_logits = parallel.data_parallel(model, logits_fn)
     best_acc, best_state, step = -1.0, None, 0
     t0 = time.perf_counter()
     bar = progress(total=total_steps, desc=f"reward model: training {phase}", unit="step")
     for _ in range(cfg.epochs):
         model.train()
         for idx in torch.randperm(len(train), generator=gen).split(cfg.batch_size):
-            batch = train.batch(idx)
-            loss = F.cross_entropy(logits_fn(batch), batch.domain)
-            if not torch.isfinite(loss):
+            share, weight = parallel.shard(idx)
+            batch = train.batch(share).to(compute.device)
+            with compute.autocast():
+                loss = F.cross_entropy(train_logits(batch).float(), batch.domain)
+            if not parallel.all_agree(bool(torch.isfinite(loss))):
                 raise FloatingPointError(f"{phase}: loss is {loss.item()} at step {step}")
-            optimizer_step(loss)
+            optimizer_step(loss if weight == 1.0 else loss * weight)
             step += 1
             bar.update()
         acc = classifier_accuracy(logits_fn, val if val is not None else train, model)
         if ctx is not None:
-            ctx.log({"phase": phase, "step": step, "loss": loss.item(), "val_acc": acc})
+            ctx.log({"phase": phase, "step": step, "loss": parallel.batch_mean(loss.item(), weight), "val_acc": acc})
         if acc > best_acc:
             best_acc, best_state = acc, [p.detach().clone() for p in params]
     bar.close()
+    del train_logits
     with torch.no_grad():
         for p, best in zip(params, best_state, strict=True):
             p.copy_(best)
@@ -361,8 +391,10 @@ def train_classifier(
 @torch.inference_mode()
 def classifier_accuracy(logits_fn, seqs: EncodedSequences, model: nn.Module, batch_size: int = 256) -> float:
     model.eval()
+    compute = getattr(model, "compute", CPU)
     correct = 0
-    for idx in torch.arange(len(seqs)).split(batch_size):
-        batch = seqs.batch(idx)
-        correct += int((logits_fn(batch).argmax(-1) == batch.domain).sum())
-    return correct / max(1, len(seqs))
+    for idx in parallel.share_of(torch.arange(len(seqs))).split(batch_size):
+        batch = seqs.batch(idx).to(compute.device)
+        with compute.autocast():
+            correct += int((logits_fn(batch).argmax(-1) == batch.domain).sum())
+    return parallel.sum_over_processes(correct) / max(1, len(seqs))

@@ -62,7 +62,7 @@ def expert_name(k: int) -> str:
 
 def last_token(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """(b, T, H) -> (b, H): the state at each row's last real token (right padding)."""
-    return hidden[torch.arange(hidden.shape[0]), attention_mask.sum(1) - 1]
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), attention_mask.sum(1) - 1]
 
 
 def cat_sequences(a: EncodedSequences, b: EncodedSequences) -> EncodedSequences:
@@ -220,7 +220,7 @@ class DMoERM(RewardModel):
             keys = [ids_cpu[i, : lengths_cpu[i]].numpy().tobytes() for i in range(len(lengths))]
             todo = [i for i, key in enumerate(keys) if key not in memo]
         if todo:
-            rows = torch.tensor(todo)
+            rows = torch.tensor(todo, device=input_ids.device)
             T = int(lengths[rows].max())  # rows of one domain may be shorter than the batch: trim padding
             ids, mask = input_ids[rows, :T], attention_mask[rows, :T]
             model = self.inner[str(d)]

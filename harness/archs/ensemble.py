@@ -22,6 +22,8 @@ import torch
 from torch import nn
 
 from ..data.schema import Batch
+from ..device import CPU, Compute
+from ..packing import sequence_logits
 from ..seeds import Stream, derive_seed
 from .base import FitContext, RewardModel, RewardOutput, View, train_bradley_terry
 
@@ -45,10 +47,9 @@ def member_seeds(job_seed: int, member: int) -> tuple[int, int]:
     return derive_seed(job_seed, Stream.RM_INIT, member), derive_seed(job_seed, Stream.RM_ORDER, member)
 
 
-def member_reward(member: nn.Module, batch: Batch) -> torch.Tensor:
-    logits = member(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                    use_cache=False).logits  # (B, 1), pooled at the last real token
-    return logits.squeeze(-1)
+def member_reward(member: nn.Module, batch: Batch, compute: Compute = CPU) -> torch.Tensor:
+    # (B, 1) at the last real token; padding-free where compute.packing allows (harness/packing.py)
+    return sequence_logits(member, batch.input_ids, batch.attention_mask, compute).squeeze(-1)
 
 
 class EnsembleRM(RewardModel):
@@ -65,7 +66,7 @@ class EnsembleRM(RewardModel):
         self.provenance: list[str] = []  # per member: "trained" here or "cached" from an earlier job
 
     def forward(self, batch: Batch) -> RewardOutput:
-        rewards = torch.stack([member_reward(m, batch) for m in self.members], dim=-1)  # (B, k)
+        rewards = torch.stack([member_reward(m, batch, self.compute) for m in self.members], dim=-1)  # (B, k)
         reward = aggregate(rewards, self.aggregator, self.uwo_lambda)  # (B,)
         return RewardOutput(reward=reward, info={"members": rewards, "aggregate": reward})
 
@@ -99,7 +100,8 @@ class EnsembleRM(RewardModel):
                 # The shared loop on this member alone, in its own data order.
                 result = train_bradley_terry(self, list(member.parameters()), train, val, ctx.train, seeds[1], ctx,
                                              phase=f"member{i}",
-                                             forward=lambda batch: RewardOutput(member_reward(member, batch)))
+                                             forward=lambda batch: RewardOutput(member_reward(member, batch,
+                                                                                              self.compute)))
                 state = {name: t.detach().clone() for name, t in member.state_dict().items()}
                 return state, {"member": i, "seeds": list(seeds), "result": result, "log": ctx.logs[first_row:]}
 
@@ -122,7 +124,7 @@ class EnsembleRM(RewardModel):
 
     def views(self) -> dict[str, View]:
         """``member_<i>``: each member alone (what an aggregator is compared to)."""
-        return {f"member_{i}": View(lambda batch, member=member: member_reward(member, batch))
+        return {f"member_{i}": View(lambda batch, member=member: member_reward(member, batch, self.compute))
                 for i, member in enumerate(self.members)}
 
     def fit_report(self) -> dict:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..data.schema import Batch, EncodedPairs
+from ..packing import sequence_logits
 from ..seeds import Stream, derive_seed
 from .base import (
     FitContext,
@@ -48,11 +49,11 @@ class RODOS(RewardModel):
     # -- the two passes -----------------------------------------------------------------------------
     def router_logits(self, batch: Batch) -> torch.Tensor:
         """(B, n_domains) domain logits from the prompt alone, pooled at its last real token."""
-        return self.router(input_ids=batch.prompt_ids, attention_mask=batch.prompt_mask, use_cache=False).logits
+        return sequence_logits(self.router, batch.prompt_ids, batch.prompt_mask, self.compute)
 
     def expert_reward(self, d: int, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(b,) rewards of domain d's RM."""
-        return self.experts[d](input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits.squeeze(-1)
+        return sequence_logits(self.experts[d], input_ids, attention_mask, self.compute).squeeze(-1)
 
     def forward(self, batch: Batch) -> RewardOutput:
         probs = self.router_logits(batch).float().softmax(-1)  # (B, n)

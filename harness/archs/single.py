@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..data.schema import Batch
+from ..packing import sequence_logits
 from ..seeds import Stream, derive_seed
 from .base import FitContext, RewardModel, RewardOutput, train_bradley_terry
 
@@ -17,8 +18,8 @@ class SingleRM(RewardModel):
         return self
 
     def forward(self, batch: Batch) -> RewardOutput:
-        logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                            use_cache=False).logits  # (B, 1), pooled at the last real token
+        # (B, 1) at the last real token; padding-free where compute.packing allows (harness/packing.py)
+        logits = sequence_logits(self.model, batch.input_ids, batch.attention_mask, self.compute)
         return RewardOutput(reward=logits.squeeze(-1))
 
     def fit(self, train, val, ctx: FitContext) -> None:

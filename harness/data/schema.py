@@ -14,6 +14,7 @@ counts such pairs per split, reports them, and leaves them out of training (``in
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +47,10 @@ class Batch:
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
+
+    def to(self, device: torch.device | str) -> Batch:
+        """The batch on ``device`` (the job's ``device`` key); tensors already there are not copied."""
+        return Batch(**{f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self)})
 
 
 @dataclass

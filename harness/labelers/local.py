@@ -14,6 +14,7 @@ import logging
 import torch
 
 from ..cache import ArtifactCache
+from ..device import CPU, Compute
 from ..progress import progress
 from . import check_min_kept_fraction, columns, questions, require_kept, resolve_template, summarize, swap_and_agree
 
@@ -27,6 +28,8 @@ def _no_corpus(n: int):
 
 class LocalLabeler:
     name = "local"
+    # Where the judge model runs (harness/device.py); the job gives it its own.
+    compute: Compute = CPU
 
     def __init__(
         self,
@@ -73,7 +76,7 @@ class LocalLabeler:
                                  f"(encodes to {enc}); choose a judge model that has it or other answer_tokens")
             ids.append(enc[0])
         self.answer_ids = ids
-        self.model = self.backbone.causal_lm().eval()
+        self.model = self.backbone.causal_lm().eval().to(self.compute.device)
 
     def render(self, question: str) -> str:
         """The text the model continues: the chat template's user turn + assistant prefix, if it has one."""
@@ -101,8 +104,11 @@ class LocalLabeler:
             for j, i in enumerate(rows):
                 ids[j, : len(enc[i])] = torch.tensor(enc[i])
             mask = (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).long()  # right padding
-            logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits  # (b, T, V)
-            last = logits[torch.arange(len(rows)), lengths - 1].float().log_softmax(-1)  # (b, V)
+            with self.compute.autocast():
+                logits = self.model(input_ids=ids.to(self.compute.device), attention_mask=mask.to(self.compute.device),
+                                    use_cache=False).logits  # (b, T, V)
+            ends = (lengths - 1).to(logits.device)
+            last = logits[torch.arange(len(rows), device=logits.device), ends].float().log_softmax(-1).cpu()  # (b, V)
             margins[rows] = last[:, self.answer_ids[0]] - last[:, self.answer_ids[1]]
         return margins
 
