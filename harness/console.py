@@ -29,9 +29,11 @@ UNITS = {
            "(0.5 = chance)",
     "params": "params: total = stored; active = used to score one response (fewer when the arch routes)",
     "d": "d = √KL(optimized policy ‖ initial policy), in nats^½ (best-of-n: KL = log n − (n−1)/n)",
-    "bon": "BoN R*: peak of the fitted gold curve R = d(α − βd), in s.d. of the initial policy's gold (0 = its mean)",
-    "ppo": "PPO max gold: highest gold seen during PPO, same unit; PPO final gap = proxy − gold at the last step "
-           "(> 0: the proxy over-states gold)",
+    "bon": "BoN R*: peak of the fitted gold curve R = d(α − βd), in s.d. of the initial policy's gold (0 = its mean; "
+           "within-prompt s.d. unless opt.*.reward_scale=total); 'extrapolated': the peak lies beyond the data",
+    "ppo": "PPO max gold: highest gold measured during PPO (± its s.e. over prompts; a maximum of noisy points, "
+           "biased up), same unit; PPO final gap = proxy − gold at the common d of opt.ppo.common_sqrt_kl, the same "
+           "for every arch (> 0: the proxy over-states gold; blank: the run never got that far)",
 }
 
 
@@ -74,24 +76,44 @@ def _seconds(s: float) -> str:
     return f"{s:.0f} s" if s < 60 else f"{int(s // 60)} min {s % 60:.0f} s"
 
 
+def _sd_unit(block: Mapping) -> str:
+    # The unit in words: which s.d. of the initial policy's samples (harness.optimize.bon.reward_units).
+    kind = ((block.get("units") or {}).get("gold") or {}).get("scale_kind", "")
+    return {"within_prompt": "within-prompt s.d.", "total": "total s.d."}.get(kind, "s.d.")
+
+
+def _fit_note(block: Mapping) -> str:
+    notes = [f"R² {block['r2']:.2f}"] if block.get("r2") is not None else []
+    if block.get("peak_extrapolated") and block.get("gold_peak") is not None:
+        notes.append("extrapolated")
+    return f" ({', '.join(notes)})" if notes else ""
+
+
 def _study_rows(metrics: Mapping) -> list[list[str]]:
     rows = []
     bon = metrics.get("bon")
     if bon:
+        unit = _sd_unit(bon)
         if bon.get("gold_peak") is not None:
-            rows.append(["BoN R* (fitted peak gold)", f"{bon['gold_peak']:.3f} at d = {bon['d_peak']:.2f}",
-                         "gold s.d. of the initial policy"])
+            rows.append(["BoN R* (fitted peak gold)",
+                         f"{bon['gold_peak']:.3f} at d = {bon['d_peak']:.2f}{_fit_note(bon)}",
+                         f"gold {unit} of the initial policy"])
         else:
             # beta <= 0: the fitted parabola never turns down within reach (gold still rising, or never rose).
             rows.append(["BoN R* (fitted peak gold)", "no peak in reach", "fitted gold still rising at the largest n"])
-        rows.append(["BoN gold / proxy at largest n",
+        at = f"d = {bon['common_sqrt_kl']:.2f}" if bon.get("common_sqrt_kl") is not None else "largest n"
+        rows.append([f"BoN gold / proxy at {at}",
                      f"{_num(bon.get('final_gold'))} / {_num(bon.get('final_proxy'))}",
-                     "gold s.d. / proxy s.d. of the initial policy"])
+                     f"gold {unit} / proxy {unit} of the initial policy"])
     ppo = metrics.get("ppo")
     if ppo:
-        rows.append(["PPO max gold", f"{_num(ppo.get('observed_gold_peak'))} at d = "
-                     f"{_num(ppo.get('observed_d_peak'), '{:.2f}')}", "gold s.d. of the initial policy"])
-        rows.append(["PPO final proxy − gold gap", _num(ppo.get("final_gap")), "s.d.; > 0: proxy over-states gold"])
+        unit = _sd_unit(ppo)
+        se = f" ± {ppo['observed_gold_peak_se']:.3f}" if ppo.get("observed_gold_peak_se") is not None else ""
+        rows.append(["PPO max gold", f"{_num(ppo.get('observed_gold_peak'))}{se} at d = "
+                     f"{_num(ppo.get('observed_d_peak'), '{:.2f}')}", f"gold {unit} of the initial policy"])
+        at = f" at d = {ppo['common_sqrt_kl']:.2f}" if ppo.get("common_sqrt_kl") is not None else ""
+        gap = _num(ppo.get("final_gap")) or "not reached"
+        rows.append([f"PPO final proxy − gold gap{at}", gap, f"{unit}; > 0: proxy over-states gold"])
     return rows
 
 

@@ -3,8 +3,10 @@ and (for the capability heatmap) the `explain` block of the jobs' `metrics.json`
 
 `make_figures(sweep_dir)` writes whichever of these apply, as PNG (150 dpi) and PDF, to `sweep_dir/figures/`:
 
-- `bon`: gold (points, error bars +-1 s.d. over seeds) with its Gao et al. fit R = d(alpha - beta d) (solid line)
-  and proxy (dashed, +-1 s.d. band) reward vs sqrt(KL) under best-of-n, per arch, mean over seeds;
+- `bon`: gold (points, error bars +-1 s.d. over seeds) with its Gao et al. fit R = d(alpha - beta d) (solid line;
+  dotted where the fit explains little, R^2 < MIN_FIT_R2; a star at the fitted peak when it lies inside the
+  measured range) and proxy (dashed, +-1 s.d. band) reward vs sqrt(KL) under best-of-n, per arch, mean over
+  seeds; a grey vertical line at the common sqrt(KL) where final gold / gap and the area under gold are read;
 - `ppo`: the same for PPO eval steps, fit R = d(alpha - beta log d);
 - `bon_per_arch`, `ppo_per_arch`: the same curves as small multiples, one panel per arch (sweeps of 4+ archs);
 - `accuracy_per_domain`: grouped bars, one group per domain plus "overall", one bar per arch;
@@ -47,6 +49,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
+from harness.optimize.fits import bon_peak, ppo_peak  # noqa: E402
 from harness.results import (  # noqa: E402
     SUMMARY_FILE,
     read_curves,
@@ -66,6 +69,12 @@ VIEW_SEP = ":"
 # Summary columns a view's row takes from `views.<name>.*` (the rest of the job's row is kept as it is).
 METRIC_PREFIXES = ("accuracy.", "params.", "timing_s.", "bon.", "ppo.")
 REWARD_LABEL = "reward (s.d. of initial policy; 0 = its mean)"
+# The unit in words, per harness.optimize.bon.reward_units scale (metrics.json <opt>.units.gold.scale_kind).
+REWARD_LABELS = {"within_prompt": "reward (within-prompt s.d. of initial policy;\n0 = its mean)",
+                 "total": "reward (total s.d. of initial policy; 0 = its mean)"}
+# A Gao fit whose R^2 (mean over seeds) is below this is drawn dotted: the form does not describe the points,
+# so its line and peak are not to be read as the curve's shape.
+MIN_FIT_R2 = 0.5
 SQRT_KL_LABEL = r"$\sqrt{\mathrm{KL}}$ (nats$^{1/2}$)"
 BAND_LABEL = r"band / bars: $\pm$1 s.d. over seeds"
 
@@ -335,6 +344,9 @@ def curves_figure(sweep_dir: Path, series: list[Series], opt: str, by_arch: bool
     if not curves:
         return None
     panels = list(dict.fromkeys(s.panel for s, _ in curves)) if by_arch else _panels([s for s, _ in curves])
+    all_rows = pd.concat([s.rows for s, _ in curves])
+    common = _one_value(all_rows.get(f"{opt}.common_sqrt_kl"))
+    reward_label = REWARD_LABELS.get(_one_value(all_rows.get(f"{opt}.units.gold.scale_kind")), REWARD_LABEL)
     fig, axes = _figure(len(panels), (4.6, 3.4), legend_width=1.9)
     for ax, panel in zip(axes, panels, strict=True):
         for s, st in curves:
@@ -350,6 +362,8 @@ def curves_figure(sweep_dir: Path, series: list[Series], opt: str, by_arch: bool
             alpha = _mean_sd(s.rows.get(f"{opt}.alpha", pd.Series(dtype=float)))[0]
             beta = _mean_sd(s.rows.get(f"{opt}.beta", pd.Series(dtype=float)))[0]
             has_fit = bool(np.isfinite(alpha) and np.isfinite(beta) and np.nanmax(x) > 0)
+            r2 = _mean_sd(s.rows.get(f"{opt}.r2", pd.Series(dtype=float)))[0]
+            good_fit = bool(np.isfinite(r2) and r2 >= MIN_FIT_R2)
             # Gold: the measured points (error bars over seeds), and the fit as the line through them -- so the
             # fit is seen beside the data instead of hidden under a line joining the points.
             y, sd = st["gold"].to_numpy(), st["gold_sd"].to_numpy()
@@ -359,24 +373,46 @@ def curves_figure(sweep_dir: Path, series: list[Series], opt: str, by_arch: bool
                 # Both fits are linear in (alpha, beta), so the fit of the seed-mean parameters is the mean
                 # of the seeds' fitted curves. PPO's d log d -> 0, so starting just above 0 is exact enough.
                 d = np.linspace(1e-3, np.nanmax(x), 200)
-                ax.plot(d, fit(d, alpha, beta), "-", color=s.color, linewidth=1.4)
+                ax.plot(d, fit(d, alpha, beta), "-" if good_fit else ":", color=s.color,
+                        linewidth=1.4 if good_fit else 1.0)
+                # The fitted peak, only where the data reach: beyond them it is the formula's, not the data's.
+                d_star = (bon_peak if opt == "bon" else ppo_peak)(alpha, beta)[0]
+                if good_fit and 0 < d_star <= np.nanmax(x):
+                    ax.plot([d_star], [fit(d_star, alpha, beta)], "*", color=s.color, markersize=8,
+                            markeredgecolor="white", markeredgewidth=0.5, zorder=4)
             else:
                 ax.plot(x, y, "-", color=s.color, linewidth=0.6, alpha=0.5)  # no fit: a faint guide
         ax.axhline(0.0, color="0.6", linewidth=0.6, zorder=0)
+        if common is not None:
+            ax.axvline(common, color="0.45", linestyle=(0, (4, 2)), linewidth=0.8, zorder=0)
         ax.set_xlabel(SQRT_KL_LABEL)
         if ax.get_subplotspec().is_first_col():
-            ax.set_ylabel(REWARD_LABEL)
+            ax.set_ylabel(reward_label)
         ax.set_title(panel or title)
     if len(panels) > 1:
         fig.suptitle(title)
     key_handles = [
         Line2D([], [], color="0.2", linestyle="none", marker="o", markersize=3.5, label="gold (measured)"),
         Line2D([], [], color="0.2", linestyle="-", linewidth=1.4, label=f"gold, {fit_label}"),
+        Line2D([], [], color="0.2", linestyle=":", linewidth=1.0, label=f"fit with $R^2$ < {MIN_FIT_R2:g}"),
+        Line2D([], [], color="0.2", linestyle="none", marker="*", markersize=8, label="fitted peak (in range)"),
         Line2D([], [], color="0.2", linestyle="--", linewidth=1.2, label="proxy (measured)"),
-    ] + _spread_key(Line2D([], [], color="0.2", linewidth=0.8, marker="_", markersize=4,
-                           label=BAND_LABEL), [s for s, _ in curves])
+    ]
+    if common is not None:
+        key_handles.append(Line2D([], [], color="0.45", linestyle=(0, (4, 2)), linewidth=0.8,
+                                  label="final gap, AUC read at\n" + rf"$\sqrt{{\mathrm{{KL}}}}$ = {common:g}"))
+    key_handles += _spread_key(Line2D([], [], color="0.2", linewidth=0.8, marker="_", markersize=4,
+                                          label=BAND_LABEL), [s for s, _ in curves])
     _legend(fig, [s for s, _ in curves], key_handles)
     return fig
+
+
+def _one_value(column: pd.Series | None):
+    """The value every row shares in ``column`` (a summary column), None when absent or when rows differ."""
+    if column is None:
+        return None
+    values = column.dropna().unique()
+    return values[0] if len(values) == 1 else None
 
 
 def _domains(summary: pd.DataFrame, label: str) -> list[str]:

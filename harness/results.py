@@ -5,7 +5,8 @@ aggregate CLI, the end-of-sweep callback, figures, regression checks), so their 
 
 - `metrics.json` (SPEC §8): nested dict; `write_metrics` turns NaN/inf into null so the file is strict JSON.
 - `curves.csv`: one row per BoN n or PPO eval step, columns `CURVE_COLUMNS`; `n` is set on BoN rows,
-  `step` on PPO rows, the other is left empty.
+  `step` on PPO rows, the other is left empty; `proxy_se` / `gold_se` are standard errors over prompts (files
+  written before they existed read back with them empty).
 - `summary.csv`: one row per job found under a sweep directory (at any depth), flattened to dotted
   columns (`accuracy.gold.overall`, `choices.arch`, `bon.alpha`, ...). A job that failed -- or died
   before writing `metrics.json` at all -- is still a row, with `status=failed` and its `error`. A job stopped by
@@ -34,7 +35,9 @@ from harness.cache import atomic_write_json, atomic_write_text
 METRICS_FILE = "metrics.json"
 CURVES_FILE = "curves.csv"
 SUMMARY_FILE = "summary.csv"
-CURVE_COLUMNS = ("opt", "n", "step", "kl", "sqrt_kl", "proxy", "gold")
+CURVE_COLUMNS = ("opt", "n", "step", "kl", "sqrt_kl", "proxy", "gold", "proxy_se", "gold_se")
+# Columns a curves.csv of an older harness lacks: read back empty rather than refused.
+_LATER_CURVE_COLUMNS = ("proxy_se", "gold_se")
 
 # Blocks too big or too nested for a table row (a key at any depth, or a dotted path): the resolved config is
 # already in each job's `.hydra/config.yaml`, `explain` is read straight from metrics.json by the figures that need
@@ -108,6 +111,9 @@ def read_curves(job_dir: str | os.PathLike) -> pd.DataFrame:
     if not path.is_file():
         return pd.DataFrame(columns=list(CURVE_COLUMNS))
     df = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    for c in _LATER_CURVE_COLUMNS:
+        if c not in df.columns:
+            df[c] = np.nan
     for c in CURVE_COLUMNS[1:]:
         df[c] = pd.to_numeric(df[c], errors="coerce")
     df["opt"] = df["opt"].astype(str)

@@ -9,7 +9,8 @@ from harness.optimize.bon import (
     bon_curve,
     bon_expectation,
     kl_bon,
-    standardize_to_initial,
+    reward_units,
+    standardize,
 )
 
 
@@ -119,13 +120,53 @@ def test_shape_mismatch_and_nan_rejected():
         bon_expectation(np.array([[np.nan, 1.0]]), np.zeros((1, 2)), 2)
 
 
-def test_standardize_to_initial():
+def test_reward_units_within_prompt_and_total():
     rng = np.random.default_rng(2)
-    initial = rng.normal(3.0, 2.0, size=500)
-    z = standardize_to_initial(initial, initial)
+    offsets = rng.normal(0.0, 5.0, size=(40, 1))  # large between-prompt offsets
+    initial = 3.0 + offsets + rng.normal(0.0, 2.0, size=(40, 50))
+    within = reward_units(initial)
+    assert within["scale_kind"] == "within_prompt" and within["scale"] == within["sd_within"]
+    deviations = initial - initial.mean(1, keepdims=True)
+    assert within["sd_within"] == pytest.approx(np.sqrt((deviations**2).sum() / (40 * 49)))
+    assert within["sd_within"] == pytest.approx(2.0, rel=0.05)  # offsets left out
+    total = reward_units(initial, "total")
+    assert total["scale"] == pytest.approx(initial.std()) and total["scale"] > 2 * within["scale"]
+    assert within["within_share"] == pytest.approx((deviations**2).sum() / ((initial - initial.mean())**2).sum())
+    z = standardize(initial, within)
     assert z.mean() == pytest.approx(0.0, abs=1e-12)
-    assert z.std() == pytest.approx(1.0)
-    one_sd = np.array([initial.mean() + initial.std()])
-    assert standardize_to_initial(one_sd, initial)[0] == pytest.approx(1.0)
-    with pytest.raises(ValueError, match="std"):
-        standardize_to_initial(np.ones(3), np.ones(5))
+    assert np.sqrt(((z - z.mean(1, keepdims=True)) ** 2).sum() / (40 * 49)) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="s.d."):
+        reward_units(np.ones((3, 5)))
+    with pytest.raises(ValueError, match="N >= 2"):
+        reward_units(rng.normal(size=(5, 1)))
+    with pytest.raises(ValueError, match="median"):
+        reward_units(initial, "median")
+
+
+def test_per_prompt_constants_leave_the_within_prompt_bon_curve_unchanged():
+    """BT identifies a proxy only up to a constant per prompt: adding one must not move its BoN curve in
+    within-prompt units (selection is unchanged, re-centring and the pooled within-prompt s.d. absorb it);
+    in total-s.d. units it does move (the offsets inflate the scale)."""
+    rng = np.random.default_rng(7)
+    proxy = rng.normal(size=(30, 32))
+    gold = 0.6 * proxy + rng.normal(size=(30, 32))
+    shifted = proxy + rng.normal(0.0, 4.0, size=(30, 1))
+    ns = [1, 2, 4, 8, 16, 32]
+
+    def curve(p, scale):
+        return bon_curve(standardize(p, reward_units(p, scale)), standardize(gold, reward_units(gold, scale)), ns)
+
+    for a, b in zip(curve(proxy, "within_prompt"), curve(shifted, "within_prompt"), strict=True):
+        # (proxy_se does move: it measures the spread of per-prompt values, the constants included.)
+        assert (b["proxy"], b["gold"], b["gold_se"]) == pytest.approx((a["proxy"], a["gold"], a["gold_se"]),
+                                                                      abs=1e-12)
+    assert curve(shifted, "total")[-1]["proxy"] < 0.5 * curve(proxy, "total")[-1]["proxy"]
+
+
+def test_bon_curve_standard_errors_over_prompts():
+    rng = np.random.default_rng(4)
+    proxy, gold = rng.normal(size=(6, 8)), rng.normal(size=(6, 8))
+    row = bon_curve(proxy, gold, [8])[0]
+    top = gold[np.arange(6), proxy.argmax(1)]  # at n = N each prompt's estimate is its top-proxy sample's gold
+    assert row["gold_se"] == pytest.approx(top.std(ddof=1) / np.sqrt(6))
+    assert math.isnan(bon_curve(proxy[:1], gold[:1], [8])[0]["gold_se"])  # one prompt: no spread to measure

@@ -21,8 +21,10 @@ METRICS = {
     "status": "ok", "job_dir": "/r/job",
     "accuracy": {"gold": {"overall": 0.7312, "n": 1200}, "human": {"overall": 0.6221, "n": 1200}},
     "params": {"total": 1_492_746, "trainable": 1_492_746, "active": 429_122},
-    "bon": {"gold_peak": 0.5712, "d_peak": 1.83, "final_gold": 0.55, "final_proxy": 1.6},
-    "ppo": {"observed_gold_peak": 0.45, "observed_d_peak": 7.1, "final_gap": 0.7},
+    "bon": {"gold_peak": 0.5712, "d_peak": 1.83, "final_gold": 0.55, "final_proxy": 1.6, "r2": 0.97,
+            "peak_extrapolated": True, "units": {"gold": {"scale_kind": "within_prompt"}}},
+    "ppo": {"observed_gold_peak": 0.45, "observed_gold_peak_se": 0.056, "observed_d_peak": 7.1, "final_gap": 0.7,
+            "common_sqrt_kl": 4.0},
     "timing_s": {"prepare": 12.0, "train": 140.5, "optimize": 61.0, "total": 214.2},
 }
 
@@ -36,8 +38,10 @@ def test_job_summary_has_numbers_units_and_files(tmp_path):
     row = {ln.split("  ")[0].strip(): ln for ln in lines if "  " in ln}
     assert "0.731" in row["gold accuracy"] and "1200 test pairs" in row["gold accuracy"]
     assert "1,492,746 / 429,122" in row["params total / active"]
-    assert "0.571 at d = 1.83" in row["BoN R* (fitted peak gold)"]
-    assert "0.450 at d = 7.10" in row["PPO max gold"] and "0.700" in row["PPO final proxy − gold gap"]
+    assert "0.571 at d = 1.83 (R² 0.97, extrapolated)" in row["BoN R* (fitted peak gold)"]
+    assert "within-prompt s.d." in row["BoN R* (fitted peak gold)"]
+    assert "0.450 ± 0.056 at d = 7.10" in row["PPO max gold"]
+    assert "0.700" in row["PPO final proxy − gold gap at d = 4.00"]
     assert "3 min 34 s" in row["time"] and "train 2 min 20 s" in row["time"]
     # Each headline number's unit in one line; d explained; where the files are.
     assert any(ln.strip().startswith("BoN R*: peak of the fitted gold curve") for ln in lines)
@@ -54,6 +58,8 @@ def test_job_summary_without_studies_or_gold_and_with_an_unbounded_fit(tmp_path)
     assert "BoN" not in text and "√KL" not in text and "results:" not in text  # no files there yet
     unbounded = {**METRICS, "bon": {**METRICS["bon"], "gold_peak": None, "d_peak": None}}
     assert "no peak in reach" in job_summary(unbounded, tmp_path)
+    unreached = {**METRICS, "ppo": {**METRICS["ppo"], "final_gap": None}}
+    assert "not reached" in job_summary(unreached, tmp_path)
     assert job_line(METRICS) == "job done: arch=dmoerm seed=1 acc=0.731 BoN R*=0.571 3 min 34 s -> /r/job"
 
 

@@ -88,5 +88,5 @@ def test_gold_rm_job_trains_on_gold_labels_and_reads_bon_against_the_gold_rm(exp
     gold = load_reward_model(gold_dir)
     raw = [gold.score([p] * len(rs), rs).double() for p, rs in zip(samples["prompts"], samples["responses"],
                                                                    strict=True)]
-    assert out["bon"]["initial"]["gold_mean"] == pytest.approx(float(torch.stack(raw).mean()), abs=1e-6)
+    assert out["bon"]["units"]["gold"]["mean"] == pytest.approx(float(torch.stack(raw).mean()), abs=1e-6)
     assert (tmp_path / "job" / "curves.csv").read_text().count("bon,") == 4

@@ -93,6 +93,27 @@ def test_bon_points_are_seed_means_with_error_bars_and_the_fit_a_line(sweep):
     assert to_rgb(fit_line.get_color()) == to_rgb(gold_points.get_color()) == plots.arch_colors(["single"])["single"]
 
 
+def test_common_sqrt_kl_marked_poor_fits_dotted_and_in_range_peaks_starred(sweep):
+    summary = results.read_summary(sweep / "summary.csv")
+    ok = summary[(summary["status"] == "ok") & (summary["choices.arch"] == "single")]
+    [series] = plots._series(ok, plots.arch_colors(["single"]))
+    rows = series.rows.assign(**{"bon.common_sqrt_kl": 1.5, "bon.units.gold.scale_kind": "within_prompt"})
+    ax = plots.curves_figure(sweep, [plots.replace(series, rows=rows)], "bon").axes[0]
+    [vline] = [ln for ln in ax.lines if list(ln.get_xdata()) == [1.5, 1.5]]  # where final gap / AUC are read
+    assert "within-prompt" in ax.get_ylabel()
+    [fit] = [ln for ln in ax.lines if len(ln.get_xdata()) == 200]
+    assert fit.get_linestyle() == "-"
+    alpha, beta = rows["bon.alpha"].mean(), rows["bon.beta"].mean()
+    assert alpha / (2 * beta) < fit.get_xdata().max()  # the fake fit peaks inside the data: starred there
+    [star] = [ln for ln in ax.lines if ln.get_marker() == "*"]
+    assert star.get_xdata()[0] == pytest.approx(alpha / (2 * beta))
+    poor = rows.assign(**{"bon.r2": 0.1})
+    ax = plots.curves_figure(sweep, [plots.replace(series, rows=poor)], "bon").axes[0]
+    [fit] = [ln for ln in ax.lines if len(ln.get_xdata()) == 200]
+    assert fit.get_linestyle() == ":" and not [ln for ln in ax.lines if ln.get_marker() == "*"]
+    assert "0 = its mean" in ax.get_ylabel()
+
+
 def test_one_seed_has_no_error_bars(sweep):
     summary = results.read_summary(sweep / "summary.csv")
     ok = summary[(summary["status"] == "ok") & (summary["choices.arch"] == "more")]  # its seed 1 failed

@@ -8,7 +8,7 @@ from conftest import make_policy
 
 from harness.optimize.ppo import PPOConfig, gae, k2_kl, masked_whiten, run_ppo
 
-UNIT = {"proxy_mean": 0.0, "proxy_std": 1.0, "gold_mean": 0.0, "gold_std": 1.0}
+UNIT = {"proxy": {"mean": 0.0, "scale": 1.0}, "gold": {"mean": 0.0, "scale": 1.0}}
 
 
 def config(**overrides) -> PPOConfig:
@@ -66,6 +66,47 @@ def test_kl_is_zero_at_step_0_and_grows(tiny):
     assert out["log"][0]["ppo/kl_to_ref"] >= 0
 
 
+def test_models_in_eval_mode_for_rollouts_and_log_probs_train_mode_for_updates(tiny, monkeypatch):
+    """Dropout must not act while sampling or computing the rollout's log-probs and values (hf policies have it)."""
+    import harness.optimize.ppo as ppo
+
+    seen = []
+    for name in ("token_logprobs", "token_values"):
+        real = getattr(ppo, name)
+
+        def spy(model, *args, real=real, name=name):
+            seen.append((name, model.training, torch.is_grad_enabled()))
+            return real(model, *args)
+
+        monkeypatch.setattr(ppo, name, spy)
+    policy = make_policy(tiny)
+    generate = policy.generate
+
+    def spy_generate(model, *args, **kwargs):
+        seen.append(("generate", model.training, torch.is_grad_enabled()))
+        return generate(model, *args, **kwargs)
+
+    monkeypatch.setattr(policy, "generate", spy_generate)
+    prompts = tiny.data.eval_prompts(20, seed=0)
+    length = lambda p, r, d: np.array([len(x.split()) for x in r], dtype=float)  # noqa: E731
+    run_ppo(config(steps=1, rollout_batch=8, ppo_epochs=1, eval_prompts=2, eval_samples=2), policy, length, length,
+            train_prompts=prompts[4:], eval_prompts=prompts[:4], seed=0, units=UNIT)
+    no_grad = [(name, training) for name, training, grad in seen if not grad]
+    with_grad = [(name, training) for name, training, grad in seen if grad]
+    assert {name for name, _ in no_grad} == {"generate", "token_logprobs", "token_values"}
+    assert not any(training for _, training in no_grad)
+    assert {name for name, _ in with_grad} == {"token_logprobs", "token_values"} and all(t for _, t in with_grad)
+
+
+def test_units_from_step0_samples_need_two_per_prompt(tiny):
+    policy = make_policy(tiny)
+    prompts = tiny.data.eval_prompts(12, seed=0)
+    length = lambda p, r, d: np.array([len(x.split()) for x in r], dtype=float)  # noqa: E731
+    with pytest.raises(ValueError, match="eval_samples=1"):
+        run_ppo(config(steps=1, rollout_batch=4, eval_prompts=2, eval_samples=1), policy, length, length,
+                train_prompts=prompts[2:], eval_prompts=prompts[:2], seed=0)
+
+
 def bandit(tiny, steps: int, seed: int = 0):
     """One-token responses at a low temperature (so the arms are not ~300 near-uniform ones); reward 1 for the
     initial policy's most likely first word, 0 for any other. Returns (run, P(target) before, after)."""
@@ -90,7 +131,7 @@ def bandit(tiny, steps: int, seed: int = 0):
     cfg = config(steps=steps, rollout_batch=64, ppo_epochs=4, minibatches=2, lr=3e-3, eval_every=steps,
                  eval_prompts=16, eval_samples=8, train_prompts=64)
     out = run_ppo(cfg, policy, reward, reward, train_prompts=prompts[16:], eval_prompts=prompts[:16], seed=seed,
-                  initial=UNIT)
+                  units=UNIT)
     return out, before[target_id].item(), p_first(out["model"])[target_id].item()
 
 

@@ -40,7 +40,7 @@ def test_curves_round_trip_and_reject_unknown_columns(tmp_path):
     rows = [{"opt": "bon", "n": 4, "kl": 0.636, "sqrt_kl": 0.797, "proxy": 0.5, "gold": 0.3},
             {"opt": "ppo", "step": 100, "kl": 1.0, "sqrt_kl": 1.0, "proxy": 0.9, "gold": float("nan")}]
     results.write_curves(tmp_path, rows)
-    assert (tmp_path / "curves.csv").read_text().splitlines()[0] == "opt,n,step,kl,sqrt_kl,proxy,gold"
+    assert (tmp_path / "curves.csv").read_text().splitlines()[0] == "opt,n,step,kl,sqrt_kl,proxy,gold,proxy_se,gold_se"
     df = results.read_curves(tmp_path)
     assert list(df["opt"]) == ["bon", "ppo"]
     assert df.loc[0, "n"] == 4 and pd.isna(df.loc[0, "step"])

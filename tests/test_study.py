@@ -48,9 +48,13 @@ def test_bon_study_end_to_end_and_cached(tiny, proxy, monkeypatch):
     proxies = [r["proxy"] for r in curves]
     assert all(b >= a - 1e-12 for a, b in zip(proxies, proxies[1:], strict=False))
     block = results["bon"]
-    for key in ("alpha", "beta", "d_peak", "gold_peak", "final_gap", "initial"):
+    for key in ("alpha", "beta", "d_peak", "gold_peak", "final_gap", "units", "r2", "peak_extrapolated",
+                "observed_gold_peak_se", "gold_auc"):
         assert key in block
+    # BoN's common sqrt(KL) defaults to the largest n's, which every arch shares.
     assert block["final_gap"] == pytest.approx(curves[-1]["proxy"] - curves[-1]["gold"])
+    assert block["common_sqrt_kl"] == pytest.approx(curves[-1]["sqrt_kl"])
+    assert block["units"]["proxy"]["scale_kind"] == "within_prompt"
 
     hits = tiny.cache.stats["hits"]
     again, curves_again = run(tiny, proxy, {"bon": BON}, temperature=0.9)
@@ -60,7 +64,8 @@ def test_bon_study_end_to_end_and_cached(tiny, proxy, monkeypatch):
 
 
 def test_bon_top_n_is_the_top_proxy_samples_gold(tiny, proxy):
-    """At n = N the curve is each prompt's top-proxy sample's gold, in units of all samples' gold."""
+    """At n = N the curve is each prompt's top-proxy sample's gold, re-centred on all samples' gold and divided
+    by its pooled within-prompt s.d."""
     results, curves = run(tiny, proxy, {"bon": BON})
     policy = instantiate(tiny_policy_cfg()).prepare(tiny.cache, tiny.data, 0)
     s = study.bon_samples(policy, tiny.data, tiny.cache, 0, BON["n_prompts"], BON["n_samples"])
@@ -68,8 +73,15 @@ def test_bon_top_n_is_the_top_proxy_samples_gold(tiny, proxy):
                     for p, d, rs in zip(s["prompts"], s["domains"], s["responses"], strict=True)])
     gold = np.asarray(s["gold"])
     top = gold[np.arange(len(gold)), raw.argmax(1)]
-    assert curves[-1]["gold"] == pytest.approx((top.mean() - gold.mean()) / gold.std(), rel=1e-6)
-    assert results["bon"]["initial"]["gold_std"] == pytest.approx(gold.std())
+    P, N = gold.shape
+    sd_within = np.sqrt(((gold - gold.mean(1, keepdims=True)) ** 2).sum() / (P * (N - 1)))
+    assert curves[-1]["gold"] == pytest.approx((top.mean() - gold.mean()) / sd_within, rel=1e-6)
+    units = results["bon"]["units"]["gold"]
+    assert units["scale"] == pytest.approx(sd_within) and units["sd_total"] == pytest.approx(gold.std())
+    assert units["within_share"] == pytest.approx((N - 1) * sd_within**2 / (N * gold.std() ** 2))
+    # The total-s.d. variant, kept as an option, divides by the total s.d.
+    total, curves_total = run(tiny, proxy, {"bon": {**BON, "reward_scale": "total"}})
+    assert curves_total[-1]["gold"] == pytest.approx((top.mean() - gold.mean()) / gold.std(), rel=1e-6)
 
 
 def test_ppo_study_uses_bon_units_and_writes_rows(tiny, proxy):
@@ -77,9 +89,11 @@ def test_ppo_study_uses_bon_units_and_writes_rows(tiny, proxy):
     ppo_rows = [r for r in curves if r["opt"] == "ppo"]
     assert [r["step"] for r in ppo_rows] == [0, 1, 2]
     assert ppo_rows[0]["kl"] == pytest.approx(0, abs=1e-6)
-    assert results["ppo"]["initial_from"] == "bon"
-    assert results["ppo"]["initial"] == results["bon"]["initial"]
-    assert {"alpha", "beta", "d_peak", "gold_peak", "final_gap"} <= set(results["ppo"])
+    assert results["ppo"]["units_from"] == "bon"
+    assert results["ppo"]["units"] == results["bon"]["units"]
+    assert results["ppo"]["kl_coef"] == PPO["kl_coef"]
+    assert {"alpha", "beta", "d_peak", "gold_peak", "final_gap", "r2", "peak_extrapolated"} <= set(results["ppo"])
+    assert all(r["gold_se"] >= 0 for r in ppo_rows)
     assert [r["step"] for r in results["ppo_log"]] == [1, 2]
 
 
@@ -88,6 +102,9 @@ def test_ppo_study_uses_bon_units_and_writes_rows(tiny, proxy):
     ({"bon": {**BON, "ns": [1, 16]}}, "opt.bon.ns"),
     ({"bon": {**BON, "n": 3}}, "opt.bon"),
     ({"ppo": {**PPO, "lr": 0.0}}, "opt.ppo.lr"),
+    ({"bon": {**BON, "reward_scale": "iqr"}}, "opt.bon.reward_scale"),
+    ({"ppo": {**PPO, "sqrt_kl_grid": [0.0, 1.0]}}, "opt.ppo.sqrt_kl_grid"),
+    ({"ppo": {**PPO, "common_sqrt_kl": -1.0}}, "opt.ppo.common_sqrt_kl"),
 ])
 def test_bad_study_configs_fail_clearly(tiny, proxy, studies, match):
     with pytest.raises(ValueError, match=match):

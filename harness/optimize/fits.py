@@ -94,14 +94,74 @@ def _json_float(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def summarize(kind: str, rows: list[dict]) -> dict:
-    """Fit the gold curve of ``rows`` (keys ``sqrt_kl``, ``proxy``, ``gold``) and summarise it.
+def r_squared(observed, predicted) -> float:
+    """Coefficient of determination ``1 − SS_res / SS_tot``; NaN when the observations are all equal."""
+    y, f = np.asarray(observed, dtype=float), np.asarray(predicted, dtype=float)
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    return 1.0 - float(np.sum((y - f) ** 2)) / ss_tot if ss_tot > 0 else math.nan
 
-    ``kind`` is ``"bon"`` or ``"ppo"`` and picks the functional form. Returns plain python floats;
-    values that are not finite (an unbounded peak, an undefined r2) are given as None.
-    ``final_*`` refer to the row with the largest ``sqrt_kl`` (the last such row on ties, i.e. the most
-    optimised one); ``observed_*`` to the row with the largest gold; ``r2`` is the coefficient of
-    determination on the points the fit used.
+
+# ----------------------------------------------------------------------------- matched-KL comparisons
+# Two runs are only comparable at the same distance from the initial policy: PPO runs against different
+# RMs reach different KLs in the same number of steps, so a value "at the last point" compares different
+# distances. These read a curve at given sqrt(KL) values instead, in the order the run visited them.
+
+
+def value_at(d, y, x: float) -> float:
+    """``y`` of the curve (``d`` = sqrt(KL) in run order) at distance ``x``: linear interpolation between the
+    first point with ``d >= x`` and the point before it; NaN when the run never reached ``x``."""
+    d, y = np.asarray(d, dtype=float), np.asarray(y, dtype=float)
+    reached = np.flatnonzero(d >= x)
+    if reached.size == 0:
+        return math.nan
+    i = int(reached[0])
+    if i == 0 or d[i] == d[i - 1]:
+        return float(y[i])
+    w = (x - d[i - 1]) / (d[i] - d[i - 1])
+    return float(y[i - 1] + w * (y[i] - y[i - 1]))
+
+
+def area_to(d, y, x: float) -> float:
+    """Area under the curve from d = 0 to its first crossing of ``x`` (trapezoids along the run's order; a curve
+    that does not start at d = 0 starts from (0, 0), Gao et al.'s R(0) := 0); NaN when ``x`` was never reached."""
+    d, y = np.asarray(d, dtype=float), np.asarray(y, dtype=float)
+    end = value_at(d, y, x)
+    if not math.isfinite(end):
+        return math.nan
+    i = int(np.flatnonzero(d >= x)[0])
+    xs, ys = list(d[:i]), list(y[:i])
+    if not xs or xs[0] > 0:
+        xs, ys = [0.0, *xs], [0.0, *ys]
+    xs, ys = np.array([*xs, x]), np.array([*ys, end])
+    return float(np.sum(np.diff(xs) * (ys[1:] + ys[:-1]) / 2))
+
+
+def sqrt_kl_key(x: float) -> str:
+    """How a grid distance is spelled in metrics.json keys: ``gold@sqrt_kl=1.5`` (summary column
+    ``ppo.gold@sqrt_kl=1.5``)."""
+    return f"{float(x):g}"
+
+
+def summarize(kind: str, rows: list[dict], sqrt_kl_grid=(), common_sqrt_kl: float | None = None) -> dict:
+    """Fit the gold curve of ``rows`` (keys ``sqrt_kl``, ``proxy``, ``gold``, optionally ``gold_se``; in run
+    order) and summarise it. ``kind`` is ``"bon"`` or ``"ppo"`` and picks the functional form.
+
+    Matched comparisons (the same for every architecture of a sweep, since they come from the study config):
+
+    - ``gold@sqrt_kl=x`` / ``proxy@sqrt_kl=x`` for each ``x`` of ``sqrt_kl_grid``, interpolated (``value_at``);
+      null where the run did not reach ``x``;
+    - ``common_sqrt_kl``: the distance ``final_*`` are read at -- ``final_gold``, ``final_proxy`` and
+      ``final_gap`` (proxy − gold) -- and ``gold_auc`` is integrated to (``area_to``); all null when the run did
+      not reach it. None means the curve's own largest sqrt(KL): common to all archs for best-of-n, whose KL
+      depends on n only, but not for PPO. ``last_*`` are the values at the curve's largest sqrt(KL) (the last
+      such row on ties), not comparable across PPO runs.
+
+    The fit: ``alpha``, ``beta``, its peak ``d_peak`` / ``gold_peak``, ``r2`` (coefficient of determination on
+    the points the fit used) and ``peak_extrapolated`` (true when the fitted peak lies beyond the largest
+    observed sqrt(KL), or does not exist: a number read off the formula, not the data). Beside it the observed
+    peak: ``observed_gold_peak`` (the largest measured gold; the maximum of noisy points, so biased upwards),
+    ``observed_d_peak`` and ``observed_gold_peak_se`` (that point's standard error, when rows carry one).
+    Values that are not finite are given as None.
     """
     if kind not in ("bon", "ppo"):
         raise ValueError(f"kind must be 'bon' or 'ppo', got {kind!r}")
@@ -110,6 +170,7 @@ def summarize(kind: str, rows: list[dict]) -> dict:
     d = np.array([r["sqrt_kl"] for r in rows], dtype=float)
     proxy = np.array([r["proxy"] for r in rows], dtype=float)
     gold = np.array([r["gold"] for r in rows], dtype=float)
+    gold_se = np.array([r.get("gold_se", math.nan) for r in rows], dtype=float)
 
     if kind == "bon":
         alpha, beta = fit_bon(d, gold)
@@ -122,21 +183,31 @@ def summarize(kind: str, rows: list[dict]) -> dict:
         pred = d_fit * (alpha - beta * np.log(d_fit))
         d_peak, gold_peak = ppo_peak(alpha, beta)
 
-    ss_res = float(np.sum((g_fit - pred) ** 2))
-    ss_tot = float(np.sum((g_fit - g_fit.mean()) ** 2))
-    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else math.nan
-
     last = len(d) - 1 - int(np.argmax(d[::-1]))
     best = int(np.argmax(gold))
-    return {
+    common = float(d[last]) if common_sqrt_kl is None else float(common_sqrt_kl)
+    final_gold, final_proxy = value_at(d, gold, common), value_at(d, proxy, common)
+    out = {
         "alpha": _json_float(alpha),
         "beta": _json_float(beta),
         "d_peak": _json_float(d_peak),
         "gold_peak": _json_float(gold_peak),
-        "final_gap": _json_float(proxy[last] - gold[last]),
-        "r2": _json_float(r2),
+        "r2": _json_float(r_squared(g_fit, pred)),
+        "peak_extrapolated": bool(not math.isfinite(d_peak) or d_peak > float(d.max())),
         "observed_gold_peak": _json_float(gold[best]),
+        "observed_gold_peak_se": _json_float(gold_se[best]),
         "observed_d_peak": _json_float(d[best]),
-        "final_proxy": _json_float(proxy[last]),
-        "final_gold": _json_float(gold[last]),
+        "common_sqrt_kl": _json_float(common),
+        "final_gold": _json_float(final_gold),
+        "final_proxy": _json_float(final_proxy),
+        "final_gap": _json_float(final_proxy - final_gold),
+        "gold_auc": _json_float(area_to(d, gold, common)),
+        "last_sqrt_kl": _json_float(d[last]),
+        "last_gold": _json_float(gold[last]),
+        "last_proxy": _json_float(proxy[last]),
+        "last_gap": _json_float(proxy[last] - gold[last]),
     }
+    for x in sqrt_kl_grid:
+        out[f"gold@sqrt_kl={sqrt_kl_key(x)}"] = _json_float(value_at(d, gold, x))
+        out[f"proxy@sqrt_kl={sqrt_kl_key(x)}"] = _json_float(value_at(d, proxy, x))
+    return out

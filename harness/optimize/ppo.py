@@ -8,10 +8,13 @@ TRL 1.13+ ships no PPO, so this is our own, in the single-file style of cleanrl'
   policy's trunk: a shared trunk lets value-regression gradients move the policy's representation and adds a
   value-loss coefficient to tune; on the tiny policy the extra forward pass costs little;
 - per token, reward ``r_t = -β (log π(a_t) - log π_ref(a_t))``, plus the standardised proxy score at the
-  response's last token (its EOS, or the last token when it was cut off); β is fixed (0 by default, as in
-  Gao et al.; Coste et al. use 0.01 / 0.1);
+  response's last token (its EOS, or the last token when it was cut off); β (``opt.ppo.kl_coef``) is fixed
+  and recorded in metrics.json (0 by default, as in Gao et al.; Coste et al.'s ensemble results are at 0.01,
+  with 0.1 for mean under label noise and 0.2 for a single RM);
 - GAE(γ, λ) over response tokens, advantages whitened over the batch's response tokens; clipped surrogate
   objective (0.2) and clipped value loss (0.2); AdamW for each model;
+- policy and value model in eval mode (no dropout) while sampling and computing the rollout's log-probabilities
+  and values, in train mode only for the update; the reference is always in eval mode;
 - KL measured with the k2 estimator ``½ (log π/π_ref)²`` summed over response tokens, averaged over samples
   (Coste App. C), on fresh samples of held-out prompts at every eval step, with proxy and gold there.
 
@@ -26,7 +29,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -34,6 +37,7 @@ import torch.nn.functional as F
 
 from ..progress import progress
 from ..seeds import Stream, derive_seed
+from .bon import REWARD_SCALES, reward_units, standardize
 from .policy import Policy, response_mask
 
 log = logging.getLogger(__name__)
@@ -60,6 +64,12 @@ class PPOConfig:
     eval_prompts: int
     eval_samples: int
     train_prompts: int
+    # Reward units (harness.optimize.bon.reward_units): "within_prompt" (default) or "total".
+    reward_scale: str = "within_prompt"
+    # sqrt(KL) values at which every run's gold and proxy are read (metrics.json ppo.gold@sqrt_kl=x).
+    sqrt_kl_grid: list[float] = field(default_factory=list)
+    # The one sqrt(KL) of final_gold / final_gap / gold_auc; None: the run's own last point (not comparable).
+    common_sqrt_kl: float | None = None
 
     def validate(self) -> None:
         for key in ("steps", "rollout_batch", "ppo_epochs", "minibatches", "eval_every", "eval_prompts",
@@ -76,6 +86,17 @@ class PPOConfig:
         for key in ("gamma", "lam"):
             if not 0 <= getattr(self, key) <= 1:
                 raise ValueError(f"opt.ppo.{key}={getattr(self, key)} must be in [0, 1]")
+        check_matched("opt.ppo", self.reward_scale, self.sqrt_kl_grid, self.common_sqrt_kl)
+
+
+def check_matched(where: str, reward_scale: str, grid: list[float], common: float | None) -> None:
+    """The unit and matched-KL settings every study shares (opt.bon, opt.ppo)."""
+    if reward_scale not in REWARD_SCALES:
+        raise ValueError(f"{where}.reward_scale={reward_scale!r} is not one of {', '.join(REWARD_SCALES)}")
+    if any(not x > 0 for x in grid):
+        raise ValueError(f"{where}.sqrt_kl_grid={grid}: every sqrt(KL) must be > 0")
+    if common is not None and not common > 0:
+        raise ValueError(f"{where}.common_sqrt_kl={common} must be > 0 (or null)")
 
 
 # ------------------------------------------------------------------------------------------ pieces
@@ -140,21 +161,23 @@ def k2_kl(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> tor
 
 def run_ppo(cfg: PPOConfig, policy: Policy, score: ScoreFn, gold: ScoreFn | None,
             train_prompts: list[tuple[str, str]], eval_prompts: list[tuple[str, str]], seed: int,
-            initial: dict | None = None, on_eval: Callable[[dict, dict], None] | None = None) -> dict:
+            units: dict | None = None, on_eval: Callable[[dict, dict], None] | None = None) -> dict:
     """Optimise a copy of ``policy`` against ``score`` (raw proxy reward) with PPO.
 
-    ``initial`` holds ``proxy_mean/proxy_std/gold_mean/gold_std`` of initial-policy samples (Gao units);
-    without it they are taken from the step-0 eval samples. ``gold`` may be None (no gold curve).
+    ``units`` is ``{"proxy": reward_units(...), "gold": reward_units(...)}`` of initial-policy samples (the
+    study passes BoN's when BoN ran); without it they come from the step-0 eval samples, grouped by prompt,
+    in ``cfg.reward_scale``. ``gold`` may be None (no gold curve).
     ``on_eval(row, diagnostics)`` sees each evaluation step as it happens (live curves).
-    Returns ``{"rows": [{step, kl, sqrt_kl, proxy, gold}], "log": [diagnostics], "initial", "seconds",
-    "model"}``, the last being the optimised policy (for samples or capability evals after optimisation).
+    Returns ``{"rows": [{step, kl, sqrt_kl, proxy, gold, proxy_se, gold_se}], "log": [diagnostics], "units",
+    "seconds", "model"}``, the last being the optimised policy (for samples or capability evals after
+    optimisation). ``*_se``: standard errors over the eval prompts.
     """
     t_start = time.perf_counter()
-    model = policy.trainable(policy.causal_lm()).train()
+    model = policy.trainable(policy.causal_lm())
     reference = policy.causal_lm().eval()
     for p in reference.parameters():
         p.requires_grad_(False)
-    value_model = policy.trainable(policy.value_model(derive_seed(seed, Stream.PPO_VALUE_INIT))).train()
+    value_model = policy.trainable(policy.value_model(derive_seed(seed, Stream.PPO_VALUE_INIT)))
     # With policy.finetune=lora only the adapters (and the value head) train.
     policy_params = [p for p in model.parameters() if p.requires_grad]
     value_params = [p for p in value_model.parameters() if p.requires_grad]
@@ -173,6 +196,7 @@ def run_ppo(cfg: PPOConfig, policy: Policy, score: ScoreFn, gold: ScoreFn | None
     @torch.no_grad()
     def evaluate(step: int) -> dict:
         """Fresh samples of the held-out prompts: raw proxy and gold, and k2 KL to the reference."""
+        model.eval()
         prompts = [p for p, _ in eval_prompts for _ in range(cfg.eval_samples)]
         domains = [d for _, d in eval_prompts for _ in range(cfg.eval_samples)]
         texts, kl = [], []
@@ -187,20 +211,29 @@ def run_ppo(cfg: PPOConfig, policy: Policy, score: ScoreFn, gold: ScoreFn | None
         gold_raw = gold(prompts, texts, domains) if gold is not None else np.full(len(texts), np.nan)
         # One sample, to read what the policy has learnt to write (over-optimization is visible in text).
         log.debug("ppo step %d sample: %s => %s", step, prompts[0], texts[0])
-        return {"proxy_raw": proxy_raw, "gold_raw": gold_raw, "kl": float(torch.cat(kl).mean())}
+        # (P, S): the samples are prompt-major, S per eval prompt.
+        shape = (len(eval_prompts), cfg.eval_samples)
+        return {"proxy_raw": proxy_raw.reshape(shape), "gold_raw": gold_raw.reshape(shape),
+                "kl": float(torch.cat(kl).mean())}
 
     def row(step: int, ev: dict) -> dict:
-        std = {k: (ev[f"{k}_raw"].mean() - initial[f"{k}_mean"]) / initial[f"{k}_std"] for k in ("proxy", "gold")}
-        return {"step": step, "kl": ev["kl"], "sqrt_kl": math.sqrt(max(ev["kl"], 0.0)),
-                "proxy": float(std["proxy"]), "gold": float(std["gold"])}
+        out = {"step": step, "kl": ev["kl"], "sqrt_kl": math.sqrt(max(ev["kl"], 0.0))}
+        for k in ("proxy", "gold"):
+            per_prompt = standardize(ev[f"{k}_raw"], units[k]).mean(1) if k in units else np.full(shape[0], np.nan)
+            out[k] = float(per_prompt.mean())
+            # Prompts are the independent units of an eval (its S samples of a prompt share the prompt).
+            out[f"{k}_se"] = float(per_prompt.std(ddof=1) / math.sqrt(shape[0])) if shape[0] > 1 else math.nan
+        return out
 
+    shape = (len(eval_prompts), cfg.eval_samples)
     ev = evaluate(0)
-    if initial is None:
-        initial = {"proxy_mean": float(ev["proxy_raw"].mean()), "proxy_std": float(ev["proxy_raw"].std()),
-                   "gold_mean": float(np.mean(ev["gold_raw"])), "gold_std": float(np.std(ev["gold_raw"]))}
-    for k in ("proxy", "gold") if gold is not None else ("proxy",):
-        if not initial[f"{k}_std"] > 0:
-            raise ValueError(f"ppo: initial-policy {k} scores have std {initial[f'{k}_std']}; cannot standardise")
+    if units is None:
+        try:
+            units = {k: reward_units(ev[f"{k}_raw"], cfg.reward_scale)
+                     for k in (("proxy", "gold") if gold is not None else ("proxy",))}
+        except ValueError as e:
+            raise ValueError(f"ppo: units from the step-0 samples (opt.ppo.eval_samples={cfg.eval_samples} per "
+                             f"prompt): {e}") from e
     rows, logs, window = [row(0, ev)], [], []
     log.info("ppo step 0: kl=%.3f proxy=%.3f gold=%.3f", rows[0]["kl"], rows[0]["proxy"], rows[0]["gold"])
     if on_eval is not None:
@@ -215,12 +248,14 @@ def run_ppo(cfg: PPOConfig, policy: Policy, score: ScoreFn, gold: ScoreFn | None
                                  replace=cfg.rollout_batch > len(train_prompts))
         prompts = [train_prompts[i][0] for i in pick]
         domains = [train_prompts[i][1] for i in pick]
+        model.eval()
+        value_model.eval()
         with torch.no_grad():
             seq, att, pos, rmask, P, texts = rollout(prompts, derive_seed(seed, Stream.PPO_ROLLOUT, step))
             old_logp = token_logprobs(model, seq, att, pos, P, T)
             ref_logp = token_logprobs(reference, seq, att, pos, P, T)
             old_values = token_values(value_model, seq, att, pos, P) * rmask
-        proxy = (score(prompts, texts, domains) - initial["proxy_mean"]) / initial["proxy_std"]
+        proxy = standardize(score(prompts, texts, domains), units["proxy"])
         proxy = torch.as_tensor(proxy, dtype=torch.float32)  # (B,)
 
         # ---- rewards: -β·(log π − log π_ref) per token, the proxy score added at the last response token
@@ -231,6 +266,8 @@ def run_ppo(cfg: PPOConfig, policy: Policy, score: ScoreFn, gold: ScoreFn | None
         advantages = masked_whiten(advantages, rmask)
 
         t_update = time.perf_counter()
+        model.train()
+        value_model.train()
         # ---- PPO epochs over minibatches of the rollout
         stats = {"ppo/approx_kl": [], "ppo/clipfrac": [], "ppo/policy_loss": [], "ppo/value_loss": []}
         for _ in range(cfg.ppo_epochs):
@@ -281,4 +318,5 @@ def run_ppo(cfg: PPOConfig, policy: Policy, score: ScoreFn, gold: ScoreFn | None
             log.info("ppo step %d/%d: kl=%.3f proxy=%.3f gold=%.3f", step, cfg.steps, rows[-1]["kl"],
                      rows[-1]["proxy"], rows[-1]["gold"])
             log.debug("ppo step %d diagnostics: %s", step, " ".join(f"{k}={v:.4g}" for k, v in diag.items()))
-    return {"rows": rows, "log": logs, "initial": initial, "seconds": time.perf_counter() - t_start, "model": model}
+    model.eval()
+    return {"rows": rows, "log": logs, "units": units, "seconds": time.perf_counter() - t_start, "model": model}

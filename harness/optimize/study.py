@@ -1,10 +1,15 @@
 """The over-optimization studies of one job (SPEC §7): Best-of-N and PPO against the job's fitted proxy RM,
 both read in Gao et al. units and both scored by the world's gold reward.
 
-``run_studies`` is what ``harness.job`` calls. Units (Gao §2.2, methods.md §1.3): proxy and gold are each
-re-centred and scaled by their own mean and std over initial-policy samples — BoN's N samples per prompt
-(that is the n=1 distribution) — so the initial policy sits at 0 with unit spread on both axes. PPO reuses
-those statistics when BoN ran in the same job; otherwise it takes them from its own step-0 samples.
+``run_studies`` is what ``harness.job`` calls. Units (``bon.reward_units``, which cites what Gao et al. and
+Coste et al. did): proxy and gold are each re-centred on their mean over initial-policy samples -- BoN's N
+samples per prompt, the n=1 distribution -- and divided by their pooled within-prompt s.d. there (the part of
+a reward that selection acts on; ``reward_scale: total`` divides by the total s.d. instead). PPO takes its units
+from BoN's samples when BoN ran in the same job, otherwise from its own step-0 samples. The units go into
+metrics.json (``bon.units``, ``ppo.units``), with both s.d.s and the within-prompt share of the variance.
+
+Matched comparisons (``fits.summarize``): every run's gold and proxy at the study's ``sqrt_kl_grid``, and
+final gold / gap and the area under the gold curve at one ``common_sqrt_kl`` shared by all archs.
 
 BoN samples depend on the policy only, so they are generated once per (policy, data, seed, prompts, N) and
 cached with their gold scores; every architecture of a sweep then only scores them.
@@ -26,11 +31,11 @@ from ..cache import ArtifactCache
 from ..data.schema import encode_sequences
 from ..progress import config_name
 from ..seeds import Stream
-from .bon import bon_curve, standardize_to_initial
+from .bon import bon_curve, reward_units, standardize
 from .capability import CapabilityConfig, capability_study
 from .fits import summarize
 from .policy import Policy
-from .ppo import PPOConfig, run_ppo
+from .ppo import PPOConfig, check_matched, run_ppo
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +48,12 @@ class BoNConfig:
     n_prompts: int
     n_samples: int
     ns: list[int] = field(default_factory=list)
+    # Reward units (bon.reward_units): "within_prompt" (default) or "total".
+    reward_scale: str = "within_prompt"
+    # sqrt(KL) values at which gold and proxy are read (metrics.json bon.gold@sqrt_kl=x).
+    sqrt_kl_grid: list[float] = field(default_factory=list)
+    # The sqrt(KL) of final_gold / final_gap / gold_auc; None: the largest n's (the same for every arch).
+    common_sqrt_kl: float | None = None
 
     def validate(self) -> None:
         if self.n_prompts < 1 or self.n_samples < 1:
@@ -54,6 +65,7 @@ class BoNConfig:
                              f"{self.n_samples}]")
         if len(set(self.ns)) < 2:
             raise ValueError(f"opt.bon.ns={self.ns}: the Gao fit needs at least 2 distinct n > 1")
+        check_matched("opt.bon", self.reward_scale, self.sqrt_kl_grid, self.common_sqrt_kl)
 
 
 def _config(node, cls, where: str):
@@ -108,7 +120,8 @@ def bon_samples(policy: Policy, data, cache: ArtifactCache, seed: int, n_prompts
 def bon_study(cfg: BoNConfig, score, data, policy: Policy, cache: ArtifactCache, seed: int):
     """Best-of-N curve and fit. ``score(prompts, responses, domains)`` gives raw proxy rewards.
 
-    Returns (metrics block, curve rows, initial-policy statistics for PPO).
+    Returns (metrics block, curve rows, the raw initial-policy scores ``{"proxy": (P, N), "gold": (P, N)}``
+    from which PPO takes its units).
     """
     t0 = time.perf_counter()
     samples = bon_samples(policy, data, cache, seed, cfg.n_prompts, cfg.n_samples)
@@ -122,22 +135,21 @@ def bon_study(cfg: BoNConfig, score, data, policy: Policy, cache: ArtifactCache,
     t_score = time.perf_counter() - t0
     gold_raw = np.asarray(samples["gold"], dtype=float)  # (P, N)
     # All P x N samples are the initial policy's (the n=1 distribution): each RM in its own units.
-    proxy = standardize_to_initial(proxy_raw, proxy_raw)
-    gold = standardize_to_initial(gold_raw, gold_raw)
+    units = {"proxy": reward_units(proxy_raw, cfg.reward_scale), "gold": reward_units(gold_raw, cfg.reward_scale)}
+    proxy, gold = standardize(proxy_raw, units["proxy"]), standardize(gold_raw, units["gold"])
     rows = [{"opt": "bon", **r} for r in bon_curve(proxy, gold, cfg.ns)]
-    initial = {"proxy_mean": float(proxy_raw.mean()), "proxy_std": float(proxy_raw.std()),
-               "gold_mean": float(gold_raw.mean()), "gold_std": float(gold_raw.std())}
     # How well the proxy ranks samples of one prompt, on average: what BoN selection acts on.
     corr = np.nanmean([np.corrcoef(p, g)[0, 1] if p.std() > 0 and g.std() > 0 else np.nan
                        for p, g in zip(proxy_raw, gold_raw, strict=True)])
-    block = {**summarize("bon", rows), "n_prompts": P, "n_samples": N, "initial": initial,
+    block = {**summarize("bon", rows, cfg.sqrt_kl_grid, cfg.common_sqrt_kl), "n_prompts": P, "n_samples": N,
+             "units": units,
              "within_prompt_corr": float(corr), "seconds_samples": t_samples, "seconds_score": t_score}
     for r in rows:
         log.debug("bon n=%d d=%.3f proxy=%.3f gold=%.3f", r["n"], r["sqrt_kl"], r["proxy"], r["gold"])
     last = rows[-1]
-    log.info("best-of-n: at n=%d (d=√KL %.2f) gold %.3f, proxy %.3f (s.d. of the initial policy); %d x %d samples",
-             last["n"], last["sqrt_kl"], last["gold"], last["proxy"], P, N)
-    return block, rows, initial
+    log.info("best-of-n: at n=%d (d=√KL %.2f) gold %.3f, proxy %.3f (%s s.d. of the initial policy); %d x %d "
+             "samples", last["n"], last["sqrt_kl"], last["gold"], last["proxy"], cfg.reward_scale, P, N)
+    return block, rows, {"proxy": proxy_raw, "gold": gold_raw}
 
 
 def check_studies(studies: dict, policy_cfg, has_gold: bool, data_name: str) -> tuple[tuple, Policy]:
@@ -183,7 +195,7 @@ def run_studies(studies: dict, arch, data, backbone, policy_cfg, cache: Artifact
 
     results: dict = {}
     curves: list[dict] = []
-    initial = None
+    initial = None  # BoN's raw initial-policy scores, when it ran
     ppo_model = None
     if bon_cfg is not None:  # first: its samples give PPO its units
         stage(f"best-of-n: {bon_cfg.n_samples} samples for each of {bon_cfg.n_prompts} prompts (sampled once, cached), "
@@ -196,11 +208,13 @@ def run_studies(studies: dict, arch, data, backbone, policy_cfg, cache: Artifact
         # The first prompts of the held-out stream are PPO's eval prompts (also BoN's first ones); the
         # rest are its training prompts, never evaluated on.
         stage(f"PPO against the reward model: {ppo_cfg.steps} steps x {ppo_cfg.rollout_batch} rollouts")
+        units = None if initial is None else {k: reward_units(v, ppo_cfg.reward_scale) for k, v in initial.items()}
         out = run_ppo(ppo_cfg, policy, score, gold, train_prompts=prompts[n_eval:], eval_prompts=prompts[:n_eval],
-                      seed=seed, initial=initial, on_eval=metric_logger.ppo_eval if metric_logger else None)
+                      seed=seed, units=units, on_eval=metric_logger.ppo_eval if metric_logger else None)
         rows = [{"opt": "ppo", **r} for r in out["rows"]]
-        results["ppo"] = {**summarize("ppo", rows), "initial": out["initial"],
-                          "initial_from": "bon" if initial is not None else "ppo_step0",
+        results["ppo"] = {**summarize("ppo", rows, ppo_cfg.sqrt_kl_grid, ppo_cfg.common_sqrt_kl),
+                          "kl_coef": ppo_cfg.kl_coef, "units": out["units"],
+                          "units_from": "bon" if initial is not None else "ppo_step0",
                           "seconds": out["seconds"]}
         results["ppo_log"] = out["log"]
         ppo_model = out["model"]
