@@ -189,7 +189,8 @@ def test_backbone_pretraining_corpus_is_cut_before_tokenizing(tmp_path, monkeypa
     monkeypatch.setattr("harness.backbones.pretrain_causal_lm", capture)
     huge = "w1 " * 500_000
     spec = dict(hidden_size=32, num_layers=1, num_heads=4, intermediate_size=64, max_length=96, pretrain_steps=1,
-                pretrain_batch_size=4, pretrain_lr=1e-3, pretrain_sequences=8, lora_targets=["q_proj"])
+                pretrain_batch_size=4, pretrain_lr=1e-3, pretrain_sequences=8, lora_targets=["q_proj"],
+                pretrain_weight_decay=0.0, pretrain_warmup=0.05, pretrain_max_grad_norm=1.0, pretrain_log_every=200)
     with pytest.raises(Stop):
         TinyBackbone(**spec).prepare(ArtifactCache(tmp_path), lambda n: ([huge] * n, ["w2 " * 10] * n), 0, {})
     assert max(map(len, seen["texts"])) <= 2 * 96 * MAX_CHARS_PER_TOKEN + len(" => ")

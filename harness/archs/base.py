@@ -243,6 +243,18 @@ def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torc
     return -F.logsigmoid(r_chosen - r_rejected).mean()
 
 
+def _loop_setup(model: RewardModel, params: list[nn.Parameter], cfg: TrainConfig, n_train: int, seed: int):
+    """What both loops do first: record the trained parameters, move the model to its device, seed the data order,
+    count the steps and build the one update rule. Returns (generator, steps per epoch, total steps, step(loss))."""
+    model.mark_trained(params)
+    model.to(model.compute.device)
+    gen = torch.Generator().manual_seed(seed)
+    steps_per_epoch = -(-n_train // cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    return gen, steps_per_epoch, total_steps, make_optimizer_step(params, cfg, total_steps,
+                                                                  model.compute.grad_scaler())
+
+
 def train_bradley_terry(
     model: RewardModel,
     params: list[nn.Parameter],
@@ -261,13 +273,8 @@ def train_bradley_terry(
     params = [p for p in params if p.requires_grad]
     if not params:
         raise ValueError(f"{phase}: nothing to train (no parameter requires grad)")
-    model.mark_trained(params)
+    gen, steps_per_epoch, total_steps, optimizer_step = _loop_setup(model, params, cfg, len(train), seed)
     compute = model.compute
-    model.to(compute.device)
-    gen = torch.Generator().manual_seed(seed)
-    steps_per_epoch = -(-len(train) // cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
-    optimizer_step = make_optimizer_step(params, cfg, total_steps, compute.grad_scaler())
     # Several processes (torchrun): each runs its share of every batch, DDP averages the gradients.
     train_forward = parallel.data_parallel(model, forward)
     eval_every = max(1, steps_per_epoch // cfg.evals_per_epoch)
@@ -351,13 +358,8 @@ def train_classifier(
     if (train.domain < 0).any():
         raise ValueError(f"{phase}: training a router needs a domain label on every example "
                          f"({int((train.domain < 0).sum())} of {len(train)} have none)")
-    model.mark_trained(params)
+    gen, steps_per_epoch, total_steps, optimizer_step = _loop_setup(model, params, cfg, len(train), seed)
     compute = model.compute
-    model.to(compute.device)
-    gen = torch.Generator().manual_seed(seed)
-    steps_per_epoch = -(-len(train) // cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
-    optimizer_step = make_optimizer_step(params, cfg, total_steps, compute.grad_scaler())
     train_logits = parallel.data_parallel(model, logits_fn)
     best_acc, best_state, step = -1.0, None, 0
     t0 = time.perf_counter()
