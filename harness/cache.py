@@ -62,7 +62,7 @@ def _canonical(kind: str, spec: Mapping) -> str:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -96,7 +96,7 @@ def content_fingerprint(path: str | os.PathLike) -> str:
         h = hashlib.sha256()
         for f in files:
             rel = "" if f == root else f.relative_to(root).as_posix()  # a single file: its content alone
-            h.update(f"{rel}\0{_sha256_file(f)}\n".encode())
+            h.update(f"{rel}\0{sha256_file(f)}\n".encode())
         _FINGERPRINTS[stats] = h.hexdigest()
     return _FINGERPRINTS[stats]
 
@@ -133,6 +133,18 @@ def default_cache_dir() -> Path:
         return Path(os.environ["RMHARNESS_CACHE_DIR"]).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "rmharness"
+
+
+def _build_in_temp(build: Callable[[Path], None], prefix: str) -> Path:
+    """Run ``build`` into a new temporary directory, removed at exit (or at once when the build fails)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, tmp, True)
+    try:
+        build(tmp)
+    except BaseException:
+        _remove(tmp)
+        raise
+    return tmp
 
 
 class ArtifactCache:
@@ -177,7 +189,7 @@ class ArtifactCache:
                 return f"missing file {rec['path']}"
             if f.stat().st_size != rec["size"]:
                 return f"size mismatch for {rec['path']}: {f.stat().st_size} != {rec['size']}"
-            if check_sha and _sha256_file(f) != rec["sha256"]:
+            if check_sha and sha256_file(f) != rec["sha256"]:
                 return f"sha256 mismatch for {rec['path']}"
         _VERIFIED.add((str(entry), st.st_ino, st.st_mtime_ns))
         return None
@@ -195,13 +207,7 @@ class ArtifactCache:
     def _build_uncached(self, kind: str, build: Callable[[Path], None], why: OSError) -> Path:
         """A read-only cache that lacks an entry: build it in a temporary directory (removed at exit)."""
         log.warning("cache %s cannot be written (%s): building %s without caching it", self.root, why, kind)
-        tmp = Path(tempfile.mkdtemp(prefix=f"rmharness-{kind}-"))
-        atexit.register(shutil.rmtree, tmp, True)
-        try:
-            build(tmp)
-        except BaseException:
-            _remove(tmp)
-            raise
+        tmp = _build_in_temp(build, prefix=f"rmharness-{kind}-")
         self._stats["builds"] += 1
         return tmp
 
@@ -212,7 +218,7 @@ class ArtifactCache:
                 f = Path(dirpath) / name
                 rel = f.relative_to(tmp).as_posix()
                 if rel != MANIFEST:
-                    files.append({"path": rel, "size": f.stat().st_size, "sha256": _sha256_file(f)})
+                    files.append({"path": rel, "size": f.stat().st_size, "sha256": sha256_file(f)})
         manifest = {"kind": kind, "spec": _plain(spec), "version": CACHE_FORMAT_VERSION,
                     "created": time.time(), "files": sorted(files, key=lambda r: r["path"])}
         atomic_write_json(tmp / MANIFEST, manifest)
@@ -236,13 +242,7 @@ class ArtifactCache:
             path = self._directory(final, kind, spec, build)
             parallel.barrier()  # rank 0's entry is complete before anyone reads it
             return path
-        scratch = Path(tempfile.mkdtemp(prefix=f"rmharness-{kind}-rank{parallel.rank()}-"))
-        atexit.register(shutil.rmtree, scratch, True)
-        try:
-            build(scratch)
-        except BaseException:
-            _remove(scratch)
-            raise
+        scratch = _build_in_temp(build, prefix=f"rmharness-{kind}-rank{parallel.rank()}-")
         parallel.barrier()
         if self._problem(final, kind, spec) is None:
             _remove(scratch)

@@ -22,7 +22,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -32,7 +31,7 @@ import datasets
 import numpy as np
 from hydra.utils import instantiate
 
-from .cache import ArtifactCache
+from .cache import ArtifactCache, sha256_file
 from .seeds import Stream, derive_seed
 
 log = logging.getLogger(__name__)
@@ -60,13 +59,6 @@ def label_pairs(r_a: np.ndarray, r_b: np.ndarray, temperature: float, label_nois
         a_wins = np.where(r_a == r_b, u_order < 0.5, r_a > r_b)
     return a_wins ^ (u_flip < label_noise)
 
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class RMGold:
@@ -104,13 +96,13 @@ class RMGold:
         return self._identity
 
     def _hash_identity(self) -> dict:
-        files = {p.relative_to(self.path).as_posix(): file_digest(p) for p in sorted(self.path.rglob("*"))
+        files = {p.relative_to(self.path).as_posix(): sha256_file(p) for p in sorted(self.path.rglob("*"))
                  if p.is_file() and p.suffix in (".json", ".safetensors")}
         out = {"gold_files": files, "label_noise": self.label_noise, "temperature": self.temperature,
                "pairs_per_prompt": self.pairs_per_prompt, "prompt_template": self.prompt_template,
                "max_length": self.max_length}
         if self.responses != "policy":
-            out["responses_file"] = file_digest(Path(self.responses))
+            out["responses_file"] = sha256_file(Path(self.responses))
         return out
 
     def apply(self, data, policy_cfg, cache: ArtifactCache, seed: int) -> GoldRMData:
@@ -191,7 +183,7 @@ class RMGold:
             if not isinstance(domain, str):
                 raise DataFormatError(where, f"domain must be a string, got {domain!r:.40}")
             by_prompt.setdefault(row["prompt"], (domain, []))[1].append(row["response"])
-        spec = {"file": file_digest(Path(self.responses)), "fractions": self.fractions, "seed": seed}
+        spec = {"file": sha256_file(Path(self.responses)), "fractions": self.fractions, "seed": seed}
         order = np.random.default_rng(derive_seed(seed, Stream.GOLD_FILE_SPLIT)).permutation(len(by_prompt))
         items = list(by_prompt.items())
         total = sum(self.fractions.values())

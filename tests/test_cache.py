@@ -110,8 +110,8 @@ def test_sha_checked_once_per_process(tmp_path, monkeypatch):
     c = ArtifactCache(tmp_path)
     c.directory("world", SPEC, CountingBuild())
     calls = []
-    real = cache_mod._sha256_file
-    monkeypatch.setattr(cache_mod, "_sha256_file", lambda p: calls.append(p) or real(p))
+    real = cache_mod.sha256_file
+    monkeypatch.setattr(cache_mod, "sha256_file", lambda p: calls.append(p) or real(p))
     for _ in range(5):
         c.directory("world", SPEC, CountingBuild())
     assert calls == []

@@ -10,20 +10,12 @@ and what is wrong; nothing is skipped silently (a blank line is not a row).
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
+from ..cache import sha256_file
 from .options import FormatOptions
 from .readers import READERS, read_rows
 from .source import SPLITS, PreferenceData
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class JsonlData(PreferenceData):
@@ -62,7 +54,7 @@ class JsonlData(PreferenceData):
 
     def identity(self) -> dict:
         if self._identity is None:
-            self._identity = {split: _sha256(p) for split, p in self.files.items()}
+            self._identity = {split: sha256_file(p) for split, p in self.files.items()}
         return self._identity
 
     def sources(self) -> dict:
