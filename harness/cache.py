@@ -233,17 +233,17 @@ class ArtifactCache:
         """The processes of one data-parallel job (harness/parallel.py) ask for the same entries in the same order.
         They agree whether an entry is there; if not, every one of them builds it (a build may train a model, and
         training is a collective all processes join), rank 0 alone writes it, and the others use rank 0's."""
-        from . import parallel
+        from .parallel import all_agree, barrier, is_writer, rank  # torch: only for data-parallel jobs
 
-        if parallel.all_agree(self._problem(final, kind, spec) is None):
+        if all_agree(self._problem(final, kind, spec) is None):
             self._stats["hits"] += 1
             return final
-        if parallel.is_writer():
+        if is_writer():
             path = self._directory(final, kind, spec, build)
-            parallel.barrier()  # rank 0's entry is complete before anyone reads it
+            barrier()  # rank 0's entry is complete before anyone reads it
             return path
-        scratch = _build_in_temp(build, prefix=f"rmharness-{kind}-rank{parallel.rank()}-")
-        parallel.barrier()
+        scratch = _build_in_temp(build, prefix=f"rmharness-{kind}-rank{rank()}-")
+        barrier()
         if self._problem(final, kind, spec) is None:
             _remove(scratch)
             return final

@@ -43,7 +43,9 @@ def import_graph() -> dict[str, set[str]]:
                 if node.level:
                     anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
                     base = ".".join(anchor + ([base] if base else []))
-                candidates = [f"{base}.{a.name}" for a in node.names] + [base]
+                # `from pkg import mod` imports the submodule (the package is already loaded by then); only a
+                # name that is not a submodule is read from the package itself.
+                candidates = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
             for target in candidates:
                 while target and target not in modules:  # `from pkg.mod import name` -> pkg.mod
                     target = target.rpartition(".")[0]
