@@ -362,9 +362,10 @@ def bench_scoring(args, shape, compute) -> dict:
 class _BenchPolicy(Policy):
     """The harness's sampling code (``Policy.generate``) around a random-init model: no files to prepare."""
 
-    def __init__(self, tokenizer, max_new_tokens: int, batch: int):
+    def __init__(self, tokenizer, max_new_tokens: int, batch: int, compute):
         super().__init__(temperature=1.0, max_new_tokens=max_new_tokens, generation_batch_size=batch)
         self.tokenizer = tokenizer
+        self.compute = compute  # generate() autocasts by its precision
 
 
 def bench_generation(args, shape, compute) -> dict:
@@ -377,18 +378,17 @@ def bench_generation(args, shape, compute) -> dict:
     prompt_tokens = min(32, args.max_tokens)
     rows = []
     for batch in [int(b) for b in str(args.gen_batches).split(",") if b.strip()]:
-        policy = _BenchPolicy(tok, args.gen_tokens, batch)
+        policy = _BenchPolicy(tok, args.gen_tokens, batch, compute)
         ids = torch.randint(FIRST_TOKEN_ID, config.vocab_size, (batch, prompt_tokens),
                             generator=torch.Generator().manual_seed(args.seed)).to(compute.device)
         mask = torch.ones_like(ids)
-        with compute.autocast():
-            policy.generate(model, ids[:, :4], mask[:, :4], args.seed)  # warm-up
-            out: dict = {}
-            with peak_memory(compute.device, out):
-                t0 = time.perf_counter()
-                response = policy.generate(model, ids, mask, args.seed)
-                sync(compute.device)
-                seconds = time.perf_counter() - t0
+        policy.generate(model, ids[:, :4], mask[:, :4], args.seed)  # warm-up
+        out: dict = {}
+        with peak_memory(compute.device, out):
+            t0 = time.perf_counter()
+            response = policy.generate(model, ids, mask, args.seed)
+            sync(compute.device)
+            seconds = time.perf_counter() - t0
         new_tokens = int(response_mask(response.cpu(), policy.eos_id).sum())
         rows.append({"batch": batch, "new_tokens": new_tokens, "new_tokens_per_s": round(new_tokens / seconds),
                      "seconds": round(seconds, 3), "peak_gib": out["peak_gib"]})

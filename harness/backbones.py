@@ -32,6 +32,7 @@ from transformers.utils import logging as hf_logging
 
 from .cache import ArtifactCache, content_fingerprint
 from .data.schema import bounded
+from .device import CPU, Compute
 from .optim import UpdateRule, make_optimizer_step
 from .progress import progress
 from .seeds import Stream, derive_seed
@@ -58,6 +59,8 @@ class Backbone:
     """A pretrained model directory plus how to feed it (prompt, response) text."""
 
     name = "backbone"
+    # Where a backbone that trains itself (tiny's pre-training) runs; the job gives it its own (harness/device.py).
+    compute: Compute = CPU
 
     def __init__(self, max_length: int, lora_targets: list[str], trust_remote_code: bool = False,
                  finetune: str = "full", lora_r: int = 8, lora_alpha: float = 16.0):
@@ -221,7 +224,7 @@ class TinyBackbone(Backbone):
                 tok, texts, self.spec, self.update_rule, steps=self.spec["pretrain_steps"],
                 batch_size=self.spec["pretrain_batch_size"], log_every=self.log_every,
                 init_seed=derive_seed(seed, Stream.BACKBONE_INIT),
-                batch_seed=derive_seed(seed, Stream.BACKBONE_BATCHES),
+                batch_seed=derive_seed(seed, Stream.BACKBONE_BATCHES), compute=self.compute,
             )
             model.save_pretrained(out)
             tok.save_pretrained(out)
@@ -263,16 +266,17 @@ def tiny_llama_config(tok: PreTrainedTokenizerBase, spec: dict) -> LlamaConfig:
 def pretrain_causal_lm(
     tok: PreTrainedTokenizerBase, texts: list[str], spec: dict, rule: UpdateRule, steps: int, batch_size: int,
     log_every: int, init_seed: int, batch_seed: int, loss_from: list[int] | None = None,
-    what: str = "backbone pre-training",
+    what: str = "backbone pre-training", compute: Compute = CPU,
 ) -> LlamaForCausalLM:
     """Train a tiny Llama causal LM (sized by ``spec``) from scratch on ``texts`` (each ends with EOS) with the
     one update rule; batches are drawn with replacement.
 
     ``loss_from[i]`` is the first token position of text i that counts in the loss (SFT: the response only).
-    ``what`` names the model in progress and log lines ("backbone pre-training", "policy SFT").
+    ``what`` names the model in progress and log lines ("backbone pre-training", "policy SFT"). The model trains
+    on ``compute``'s device in its precision (initialised on the CPU: the same seed, the same initial weights).
     """
     torch.manual_seed(init_seed)
-    model = LlamaForCausalLM(tiny_llama_config(tok, spec))
+    model = LlamaForCausalLM(tiny_llama_config(tok, spec)).to(compute.device)
     enc = tok([t + " [EOS]" for t in texts], truncation=True, max_length=spec["max_length"],
               padding="max_length", return_tensors="pt")
     ids, mask = enc["input_ids"], enc["attention_mask"]
@@ -281,8 +285,9 @@ def pretrain_causal_lm(
         positions = torch.arange(ids.shape[1])
         labels = labels.masked_fill(positions[None, :] < torch.tensor(loss_from)[:, None], -100)
     lengths = mask.sum(1)
+    ids, mask, labels = ids.to(compute.device), mask.to(compute.device), labels.to(compute.device)
     gen = torch.Generator().manual_seed(batch_seed)
-    optimizer_step = make_optimizer_step(list(model.parameters()), rule, steps)
+    optimizer_step = make_optimizer_step(list(model.parameters()), rule, steps, compute.grad_scaler())
     model.train()
     t0 = time.perf_counter()
     first_loss = None
@@ -290,7 +295,10 @@ def pretrain_causal_lm(
     for step in bar:
         idx = torch.randint(0, len(texts), (batch_size,), generator=gen)
         T = int(lengths[idx].max())
-        out = model(input_ids=ids[idx, :T], attention_mask=mask[idx, :T], labels=labels[idx, :T], use_cache=False)
+        rows = idx.to(compute.device)
+        with compute.autocast():
+            out = model(input_ids=ids[rows, :T], attention_mask=mask[rows, :T], labels=labels[rows, :T],
+                        use_cache=False)
         if not torch.isfinite(out.loss):
             raise FloatingPointError(f"causal-LM pre-training loss is {out.loss.item()} at step {step}")
         optimizer_step(out.loss)

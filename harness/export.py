@@ -41,6 +41,7 @@ from transformers.initialization import no_init_weights
 
 from .backbones import Backbone, add_lora, merge_lora, quiet_loading
 from .data.schema import encode_sequences
+from .device import Compute, resolve_compute
 
 log = logging.getLogger(__name__)
 
@@ -222,15 +223,14 @@ def read_meta(path: str | os.PathLike) -> dict:
 
 
 def load_reward_model(path: str | os.PathLike, batch_size: int | None = None, device: str = "cpu",
-                      precision: str = "fp32") -> RewardScorer:
+                      precision: str = "fp32", compute: Compute | None = None) -> RewardScorer:
     """The exported RM at ``path`` (a folder written by ``export_reward_model``), ready to ``score`` on ``device``
-    in ``precision`` (the job's keys, harness/device.py)."""
+    in ``precision`` (the job's keys, harness/device.py), or on an already resolved ``compute`` (a job's)."""
     from hydra.utils import instantiate
 
     from .archs.base import FitContext
-    from .device import resolve_compute
 
-    compute = resolve_compute(device, precision)  # a missing device fails before anything is loaded
+    compute = compute or resolve_compute(device, precision)  # a missing device fails before anything is loaded
 
     path = Path(path)
     meta = read_meta(path)
@@ -255,10 +255,9 @@ class SequenceClassifierScorer:
     (default: the tokenizer's ``model_max_length``); batches in length order, right padding."""
 
     def __init__(self, path: str | os.PathLike, prompt_template: str | None = None, max_length: int | None = None,
-                 batch_size: int = DEFAULT_BATCH_SIZE, device: str = "cpu", precision: str = "fp32"):
-        from .device import resolve_compute
-
-        self.compute = resolve_compute(device, precision, packing="off")
+                 batch_size: int = DEFAULT_BATCH_SIZE, device: str = "cpu", precision: str = "fp32",
+                 compute: Compute | None = None):
+        self.compute = compute or resolve_compute(device, precision, packing="off")
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -296,15 +295,15 @@ class SequenceClassifierScorer:
 
 def load_any_reward_model(path: str | os.PathLike, prompt_template: str | None = None,
                           max_length: int | None = None, batch_size: int | None = None, device: str = "cpu",
-                          precision: str = "fp32"):
+                          precision: str = "fp32", compute: Compute | None = None):
     """A harness export (``rmharness.json``) via ``load_reward_model``, else a transformers sequence-classifier
     folder via ``SequenceClassifierScorer``."""
     path = Path(path)
     if (path / META_FILE).is_file():
-        return load_reward_model(path, batch_size, device, precision)
+        return load_reward_model(path, batch_size, device, precision, compute)
     if (path / "config.json").is_file():
         return SequenceClassifierScorer(path, prompt_template, max_length, batch_size or DEFAULT_BATCH_SIZE, device,
-                                        precision)
+                                        precision, compute)
     raise FileNotFoundError(f"{path}: neither a reward model exported by rmharness ({META_FILE}) nor a "
                             "transformers model folder (config.json)")
 

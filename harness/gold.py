@@ -32,6 +32,7 @@ import numpy as np
 from hydra.utils import instantiate
 
 from .cache import ArtifactCache, sha256_file
+from .device import CPU, Compute, place
 from .seeds import Stream, derive_seed
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,8 @@ class RMGold:
     """gold=rm (module docstring)."""
 
     name = "rm"
+    # Where the gold RM scores and the policy samples (harness/device.py); the job gives it its own.
+    compute: Compute = CPU
 
     def __init__(self, path: str, label_noise: float, temperature: float, pairs_per_prompt: int,
                  responses: str, fractions: dict, prompt_template: str | None = None, max_length: int | None = None,
@@ -108,7 +111,8 @@ class RMGold:
     def apply(self, data, policy_cfg, cache: ArtifactCache, seed: int) -> GoldRMData:
         from .export import load_any_reward_model
 
-        scorer = load_any_reward_model(self.path, self.prompt_template, self.max_length, self.batch_size)
+        scorer = load_any_reward_model(self.path, self.prompt_template, self.max_length, self.batch_size,
+                                       compute=self.compute)
         if self.responses == "policy":
             groups, responses_spec = self.policy_groups(data, policy_cfg, cache, seed)
         else:
@@ -145,6 +149,7 @@ class RMGold:
             policy = instantiate(policy_cfg, _convert_="all")
         except Exception as e:  # noqa: BLE001 - name the group, as job.build does
             raise ValueError(f"policy: {e.__cause__ or e}") from e
+        place(self.compute, policy)
         policy.prepare(cache, data, seed)
         prompts = {}
         for split in SPLITS:

@@ -286,6 +286,8 @@ def _run(cfg: DictConfig, job: JobInputs, job_dir: Path, out: dict, metric_logge
     if cfg.threads is not None:
         torch.set_num_threads(int(cfg.threads))
     parallel.init(job.compute)  # several processes under torchrun; nothing otherwise
+    # Everything that runs a model runs it there: the gold RM, tiny's pre-training, the RM, the RM's labeler.
+    place(job.compute, job.gold, job.backbone, job.arch, getattr(job.arch, "labeler", None))
     seed = job.seed
     set_seed(seed)
     cache = ArtifactCache(cfg.cache_dir)
@@ -324,7 +326,6 @@ def _run(cfg: DictConfig, job: JobInputs, job_dir: Path, out: dict, metric_logge
     ctx = FitContext(backbone=backbone, train=train_cfg, cache=cache, seed=seed, domains=data.domains,
                      data_spec=data.spec(seed), data=data, artifact_dir=job_dir, metric_logger=metric_logger)
     arch = job.arch
-    place(job.compute, arch, getattr(arch, "labeler", None))
 
     set_seed(seed)
     t0 = time.perf_counter()
@@ -377,7 +378,7 @@ def _run(cfg: DictConfig, job: JobInputs, job_dir: Path, out: dict, metric_logge
         t0 = time.perf_counter()
         results, curves = run_studies(studies, arch=arch, data=data, backbone=backbone, policy_cfg=cfg.policy,
                                       cache=cache, seed=seed, eval_batch_size=cfg.eval.batch_size,
-                                      metric_logger=metric_logger, stages=stages)
+                                      metric_logger=metric_logger, stages=stages, compute=job.compute)
         metric_logger.curve_rows(curves)
         out.update(results)
         timing["optimize"] = time.perf_counter() - t0

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONF_DIR, compose, make_policy
+from conftest import CONF_DIR, EXPORT_SHRINK, compose, tiny_policy_cfg
+from hydra.utils import instantiate
 
 from harness.device import place, resolve_compute
 from harness.job import build
@@ -18,9 +19,6 @@ pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 ARCHS = sorted(path.stem for path in (Path(CONF_DIR) / "arch").glob("*.yaml"))
-# Smaller ensembles and shorter DMoERM phases: a few steps each is what this checks.
-SHRINK = {"ens_mean": ["arch.k=2"], "ens_wco": ["arch.k=2"], "ens_uwo": ["arch.k=2"],
-          "dmoerm": ["arch.phase1.epochs=1", "arch.phase2.epochs=1", "arch.phase3.epochs=1", "arch.r=4"]}
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +32,10 @@ def on_cuda(module: torch.nn.Module) -> bool:
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_every_arch_fits_and_scores_on_cuda_in_bf16(tiny, bf16, arch):
-    cfg = compose([f"arch={arch}", *SHRINK.get(arch, [])])
+    cfg = compose([f"arch={arch}", *EXPORT_SHRINK.get(arch, [])])  # a few steps each
     rm = build(cfg.arch, "arch")
     ctx = tiny.ctx()
-    place(bf16, rm, ctx.labeler, getattr(rm, "labeler", None))
+    place(bf16, rm, getattr(rm, "labeler", None))
     rm.fit(tiny.train, tiny.val, ctx)
     assert on_cuda(rm)
     assert all(p.dtype == torch.float32 for p in rm.parameters())  # bf16 autocast, fp32 master weights
@@ -96,12 +94,15 @@ def test_packed_training_on_cuda(tiny):
 def test_bon_and_one_ppo_step_on_cuda(tiny, bf16):
     from harness.optimize.ppo import PPOConfig, run_ppo
     from harness.optimize.study import bon_samples
+    from harness.seeds import Stream
 
-    policy = make_policy(tiny)
-    place(bf16, policy)
+    policy = instantiate(tiny_policy_cfg())
+    place(bf16, policy)  # before prepare: its models load onto the GPU
+    policy.prepare(tiny.cache, tiny.data, seed=0)
+    texts = policy.sample(["tell me about the dragon ."] * 16, 0, Stream.BON_SAMPLES)  # sampled on the GPU
+    assert len(texts) == 16 and on_cuda(policy.model)
     samples = bon_samples(policy, tiny.data, tiny.cache, seed=3, n_prompts=4, n_samples=8)
     assert len(samples["responses"]) == 4 and all(len(r) == 8 for r in samples["responses"])
-    assert on_cuda(policy.model)
     cfg = PPOConfig(steps=1, rollout_batch=8, ppo_epochs=1, minibatches=2, lr=1e-4, value_lr=1e-4, kl_coef=0.05,
                     gamma=1.0, lam=0.95, clip_range=0.2, value_clip_range=0.2, max_grad_norm=1.0, eval_every=1,
                     eval_prompts=4, eval_samples=2, train_prompts=16)

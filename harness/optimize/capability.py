@@ -114,8 +114,10 @@ def capability_study(cfg: CapabilityConfig, policy, data, cache: ArtifactCache, 
         models["after_ppo"] = after_ppo
     block: dict = {}
     for when, model in models.items():
-        block[when] = policy_capability(model, policy.tokenizer, list(cfg.tasks), local=local, limit=cfg.limit,
-                                        batch_size=cfg.batch_size, seed=seed)
+        # lm-eval's HFLM runs the model where it is (the policy's device); the forwards autocast by its precision.
+        with policy.compute.autocast():
+            block[when] = policy_capability(model, policy.tokenizer, list(cfg.tasks), local=local,
+                                            limit=cfg.limit, batch_size=cfg.batch_size, seed=seed)
         for task, metrics in block[when].items():
             log.info("capability %s %s: %s", when, task, " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     block["seconds"] = time.perf_counter() - t0

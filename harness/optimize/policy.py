@@ -28,6 +28,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from ..backbones import PretrainedBackbone, add_lora, check_finetune, quiet_loading
 from ..cache import ArtifactCache
+from ..device import CPU, Compute
 from ..optim import UpdateRule
 from ..progress import progress
 from ..seeds import Stream, derive_seed
@@ -41,7 +42,7 @@ def response_mask(response_ids: torch.Tensor, eos_id: int) -> torch.Tensor:
     R = response_ids.shape[1]
     is_eos = response_ids == eos_id
     first = torch.where(is_eos.any(1), is_eos.int().argmax(1), R - 1)  # first EOS, else the last token
-    return (torch.arange(R)[None, :] <= first[:, None]).long()
+    return (torch.arange(R, device=response_ids.device)[None, :] <= first[:, None]).long()
 
 
 class Policy:
@@ -49,6 +50,9 @@ class Policy:
     prompt is laid out for generation."""
 
     name = "policy"
+    # Where the policy's models and batches live and in what precision (harness/device.py); the job gives it its
+    # own. Its models are made on the CPU and moved there; prompts are encoded there.
+    compute: Compute = CPU
 
     def __init__(self, temperature: float, max_new_tokens: int, generation_batch_size: int,
                  finetune: str = "full", lora_r: int = 8, lora_alpha: float = 16.0,
@@ -105,7 +109,7 @@ class Policy:
 
     def causal_lm(self) -> torch.nn.Module:
         """A fresh copy of the initial weights (PPO trains one and freezes another as the reference)."""
-        return AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32)
+        return AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32).to(self.compute.device)
 
     def trainable(self, model: torch.nn.Module) -> torch.nn.Module:
         """What PPO trains of a fresh copy (policy or value model): every weight, or with ``finetune: lora``
@@ -122,23 +126,24 @@ class Policy:
             model = AutoModelForSequenceClassification.from_pretrained(self.path, num_labels=1,
                                                                        dtype=torch.float32)
         model.config.pad_token_id = self.pad_id
-        return model
+        return model.to(self.compute.device)
 
     def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         enc = self.tokenizer([self.prompt_text(p) for p in prompts], padding=True, return_tensors="pt",
                              add_special_tokens=False)
-        return enc["input_ids"], enc["attention_mask"]
+        return enc["input_ids"].to(self.compute.device), enc["attention_mask"].to(self.compute.device)
 
     @torch.no_grad()
     def generate(self, model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
                  seed: int) -> torch.Tensor:
         """(B, R) sampled response ids (pure ancestral sampling at ``temperature``, KV cache), pad after EOS."""
-        torch.manual_seed(seed)  # generate() takes no Generator: the global RNG is the only handle
-        seq = model.generate(
-            input_ids=prompt_ids, attention_mask=prompt_mask, do_sample=True, temperature=self.temperature,
-            top_k=0, top_p=1.0, max_new_tokens=self.max_new_tokens, pad_token_id=self.pad_id,
-            eos_token_id=self.eos_id, use_cache=True,
-        )
+        torch.manual_seed(seed)  # generate() takes no Generator: the global RNG is the only handle (every device's)
+        with self.compute.autocast():
+            seq = model.generate(
+                input_ids=prompt_ids, attention_mask=prompt_mask, do_sample=True, temperature=self.temperature,
+                top_k=0, top_p=1.0, max_new_tokens=self.max_new_tokens, pad_token_id=self.pad_id,
+                eos_token_id=self.eos_id, use_cache=True,
+            )
         return seq[:, prompt_ids.shape[1]:]
 
     def decode(self, response_ids: torch.Tensor) -> list[str]:
@@ -153,6 +158,7 @@ class Policy:
         chunk i is seeded by ``(seed, stream, i)`` (``seed``: the job seed; ``stream``: whose samples they are)."""
         out: list[str] = []
         t0 = time.perf_counter()
+        self.model.to(self.compute.device)  # a no-op unless the policy was placed after it was prepared
         bar = progress(total=len(prompts), desc="policy: sampling", unit="resp")
         for chunk, start in enumerate(range(0, len(prompts), self.generation_batch_size)):
             part = prompts[start : start + self.generation_batch_size]
@@ -230,7 +236,7 @@ class TinyPolicy(Policy):
             model = supervised_finetune(tok, [self.prompt_text(p) for p in prompts], responses, self.sft,
                                         self.update_rule, steps=self.sft["sft_steps"],
                                         batch_size=self.sft["sft_batch_size"], log_every=self.log_every,
-                                        seed=seed)
+                                        seed=seed, compute=self.compute)
             model.save_pretrained(out)
             tok.save_pretrained(out)
 

@@ -186,6 +186,10 @@ def run_ppo(cfg: PPOConfig, policy: Policy, score: ScoreFn, gold: ScoreFn | None
     prompt_rng = np.random.default_rng(derive_seed(seed, Stream.PPO_PROMPTS))
     minibatch_gen = torch.Generator().manual_seed(derive_seed(seed, Stream.PPO_MINIBATCHES))
     T = policy.temperature
+    # The policy's device and precision (harness/device.py): its models are there, forwards autocast by it, and
+    # fp16 scales the loss of the one backward for both optimisers.
+    compute = policy.compute
+    scaler = compute.grad_scaler()
 
     def rollout(prompts: list[str], model_seed: int):
         ids, mask = policy.encode_prompts(prompts)
@@ -203,8 +207,9 @@ def run_ppo(cfg: PPOConfig, policy: Policy, score: ScoreFn, gold: ScoreFn | None
         for chunk, start in enumerate(range(0, len(prompts), policy.generation_batch_size)):
             part = prompts[start : start + policy.generation_batch_size]
             seq, att, pos, rmask, P, out = rollout(part, derive_seed(seed, Stream.PPO_EVAL, step, chunk))
-            logp = token_logprobs(model, seq, att, pos, P, T)
-            ref_logp = token_logprobs(reference, seq, att, pos, P, T)
+            with compute.autocast():
+                logp = token_logprobs(model, seq, att, pos, P, T)
+                ref_logp = token_logprobs(reference, seq, att, pos, P, T)
             kl.append(k2_kl(logp, ref_logp, rmask))
             texts += out
         proxy_raw = score(prompts, texts, domains)
@@ -250,18 +255,18 @@ def run_ppo(cfg: PPOConfig, policy: Policy, score: ScoreFn, gold: ScoreFn | None
         domains = [train_prompts[i][1] for i in pick]
         model.eval()
         value_model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), compute.autocast():
             seq, att, pos, rmask, P, texts = rollout(prompts, derive_seed(seed, Stream.PPO_ROLLOUT, step))
             old_logp = token_logprobs(model, seq, att, pos, P, T)
             ref_logp = token_logprobs(reference, seq, att, pos, P, T)
             old_values = token_values(value_model, seq, att, pos, P) * rmask
         proxy = standardize(score(prompts, texts, domains), units["proxy"])
-        proxy = torch.as_tensor(proxy, dtype=torch.float32)  # (B,)
+        proxy = torch.as_tensor(proxy, dtype=torch.float32, device=rmask.device)  # (B,)
 
         # ---- rewards: -β·(log π − log π_ref) per token, the proxy score added at the last response token
         rewards = -cfg.kl_coef * (old_logp - ref_logp) * rmask
         last = rmask.sum(1).long() - 1
-        rewards[torch.arange(len(prompts)), last] += proxy
+        rewards[torch.arange(len(prompts), device=rmask.device), last] += proxy
         advantages, returns = gae(rewards, old_values, rmask, cfg.gamma, cfg.lam)
         advantages = masked_whiten(advantages, rmask)
 
@@ -272,29 +277,41 @@ def run_ppo(cfg: PPOConfig, policy: Policy, score: ScoreFn, gold: ScoreFn | None
         stats = {"ppo/approx_kl": [], "ppo/clipfrac": [], "ppo/policy_loss": [], "ppo/value_loss": []}
         for _ in range(cfg.ppo_epochs):
             for mb in torch.randperm(len(prompts), generator=minibatch_gen).chunk(cfg.minibatches):
+                mb = mb.to(rmask.device)
                 m = rmask[mb]
-                logp = token_logprobs(model, seq[mb], att[mb], pos[mb], P, T)
-                log_ratio = logp - old_logp[mb]
-                ratio = log_ratio.exp()
-                pg_losses = torch.maximum(-advantages[mb] * ratio,
-                                          -advantages[mb] * ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range))
-                policy_loss = masked_mean(pg_losses, m)
-                values = token_values(value_model, seq[mb], att[mb], pos[mb], P)
-                values_clipped = old_values[mb] + (values - old_values[mb]).clamp(-cfg.value_clip_range,
-                                                                                   cfg.value_clip_range)
-                value_loss = 0.5 * masked_mean(torch.maximum((values - returns[mb]) ** 2,
-                                                             (values_clipped - returns[mb]) ** 2), m)
+                with compute.autocast():
+                    logp = token_logprobs(model, seq[mb], att[mb], pos[mb], P, T)
+                    log_ratio = logp - old_logp[mb]
+                    ratio = log_ratio.exp()
+                    pg_losses = torch.maximum(-advantages[mb] * ratio,
+                                              -advantages[mb] * ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range))
+                    policy_loss = masked_mean(pg_losses, m)
+                    values = token_values(value_model, seq[mb], att[mb], pos[mb], P)
+                    values_clipped = old_values[mb] + (values - old_values[mb]).clamp(-cfg.value_clip_range,
+                                                                                       cfg.value_clip_range)
+                    value_loss = 0.5 * masked_mean(torch.maximum((values - returns[mb]) ** 2,
+                                                                 (values_clipped - returns[mb]) ** 2), m)
                 if not (torch.isfinite(policy_loss) and torch.isfinite(value_loss)):
                     raise FloatingPointError(f"ppo: non-finite loss at step {step} (policy {policy_loss.item()}, "
                                              f"value {value_loss.item()}); try a lower opt.ppo.lr")
                 policy_opt.zero_grad(set_to_none=True)
                 value_opt.zero_grad(set_to_none=True)
                 # The two models share no parameter: one backward fills both, each optimiser steps its own.
-                (policy_loss + value_loss).backward()
+                if scaler is None:
+                    (policy_loss + value_loss).backward()
+                else:
+                    scaler.scale(policy_loss + value_loss).backward()
+                    scaler.unscale_(policy_opt)
+                    scaler.unscale_(value_opt)
                 torch.nn.utils.clip_grad_norm_(policy_params, cfg.max_grad_norm)
                 torch.nn.utils.clip_grad_norm_(value_params, cfg.max_grad_norm)
-                policy_opt.step()
-                value_opt.step()
+                if scaler is None:
+                    policy_opt.step()
+                    value_opt.step()
+                else:  # a step whose gradients overflowed is skipped, and the scale lowered
+                    scaler.step(policy_opt)
+                    scaler.step(value_opt)
+                    scaler.update()
                 with torch.no_grad():
                     stats["ppo/approx_kl"].append(masked_mean((ratio - 1) - log_ratio, m).item())
                     stats["ppo/clipfrac"].append(masked_mean(((ratio - 1).abs() > cfg.clip_range).float(), m).item())

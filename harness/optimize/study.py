@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..cache import ArtifactCache
 from ..data.schema import encode_sequences
+from ..device import CPU, Compute, place
 from ..progress import config_name
 from ..seeds import Stream
 from .bon import bon_curve, reward_units, standardize
@@ -174,10 +175,12 @@ def check_studies(studies: dict, policy_cfg, has_gold: bool, data_name: str) -> 
 
 
 def run_studies(studies: dict, arch, data, backbone, policy_cfg, cache: ArtifactCache, seed: int,
-                eval_batch_size: int, metric_logger=None, stages=None) -> tuple[dict, list[dict]]:
+                eval_batch_size: int, metric_logger=None, stages=None,
+                compute: Compute = CPU) -> tuple[dict, list[dict]]:
     """Run the selected studies (``{"bon": cfg, "ppo": cfg, "capability": cfg}``, any may be absent) against ``arch``.
     ``metric_logger`` (harness.loggers) receives each PPO evaluation step as it happens; ``stages``
-    (harness.progress.Stages) names the policy and each study as it starts.
+    (harness.progress.Stages) names the policy and each study as it starts; ``compute`` is where the policy runs
+    (SFT, sampling, PPO, lm-eval).
 
     Returns ``({"bon": block, "ppo": block, "ppo_log": [...], "capability": block}, curve rows)``.
     """
@@ -185,6 +188,7 @@ def run_studies(studies: dict, arch, data, backbone, policy_cfg, cache: Artifact
                                                         getattr(data, "name", type(data).__name__))
     stage = stages.next if stages is not None else (lambda what: None)
     stage(f"policy: {config_name(policy_cfg)} (SFT-trained or loaded once, then cached)")
+    place(compute, policy)
     policy.prepare(cache, data, seed)
 
     def score(prompts, responses, domains):
