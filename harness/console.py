@@ -27,7 +27,8 @@ RENDER_WIDTH = 400
 UNITS = {
     "acc": "accuracy: fraction of test pairs ordered as the gold reward / the noisy human label orders them "
            "(0.5 = chance)",
-    "params": "params: total = stored; active = used to score one response (fewer when the arch routes)",
+    "params": "params: total = stored; active = used to score one response, mean over the test responses (fewer "
+              "when the arch routes; a token-routed MoE: the experts any of its tokens used); per token: one token's",
     "d": "d = √KL(optimized policy ‖ initial policy), in nats^½ (best-of-n: KL = log n − (n−1)/n)",
     "bon": "BoN R*: peak of the fitted gold curve R = d(α − βd), in s.d. of the initial policy's gold (0 = its mean; "
            "within-prompt s.d. unless opt.*.reward_scale=total); 'extrapolated': the peak lies beyond the data",
@@ -129,7 +130,12 @@ def job_summary(metrics: Mapping, job_dir: str | Path) -> str:
             rows.append([name, _num(acc[label].get("overall")), f"fraction of {acc[label].get('n', '?')} test pairs"])
     params = metrics.get("params") or {}
     if params:
-        rows.append(["params total / active", f"{params.get('total', 0):,} / {params.get('active', 0):,}",
+        per_token = params.get("active_per_token")
+        detail = f" ({per_token:,} per token)" if per_token is not None and per_token != params.get("active") else ""
+        lora = ((metrics.get("fit") or {}).get("lora") or {})
+        if lora:
+            detail += f"; LoRA r={lora['r']} = {lora['r_fraction_of_hidden']:.1%} of hidden {lora['hidden_size']}"
+        rows.append(["params total / active", f"{params.get('total', 0):,} / {params.get('active', 0):,}{detail}",
                      f"count ({params.get('trainable', 0):,} trained)"])
     rows += _study_rows(metrics)
     timing = metrics.get("timing_s") or {}
@@ -175,6 +181,7 @@ TABLE_COLUMNS = (
     ("accuracy.human.overall", "human acc"),
     ("params.total", "params"),
     ("params.active", "active"),
+    ("fit.lora.r", "LoRA r"),
     ("bon.gold_peak", "BoN R*"),
     ("ppo.gold_peak", "PPO R*"),
     ("timing_s.total", "time (s)"),
@@ -203,7 +210,7 @@ def short_table_frame(df: pd.DataFrame) -> pd.DataFrame:
     if "error" in table.columns:
         # First line only: a traceback would wreck the table; the full text is in summary.csv.
         table["error"] = [_first_line(e) for e in table["error"]]
-    for c in ("seed", "params", "active"):
+    for c in ("seed", "params", "active", "LoRA r"):
         if c in table.columns:
             table[c] = [f"{int(v):,}" if pd.notna(v) else "" for v in table[c]]
     return table
@@ -216,8 +223,11 @@ SEED_COLUMNS = (
     ("params.total", "params"),
     ("params.active", "active"),
     ("bon.gold_peak", "BoN R*"),
+    ("bon.final_gap", "BoN final gap"),
     ("ppo.observed_gold_peak", "PPO max gold"),
-    ("ppo.final_gap", "PPO final gap"),
+    # At the study's common sqrt(KL), the same for every arch (opt.ppo.common_sqrt_kl).
+    ("ppo.gold_auc", "PPO gold AUC"),
+    ("ppo.final_gap", "PPO gap at common d"),
     ("timing_s.total", "time (s)"),
 )
 

@@ -137,6 +137,8 @@ def evaluate_views(arch, test: EncodedPairs, dataset, batch_size: int) -> dict:
                  "timing_s": {"score_per_1k": (time.perf_counter() - t0) / (2 * len(pairs)) * 1000}}
         if view.params is not None:
             block["params"] = dict(view.params)
+            if view.active_params is not None:
+                block["params"].update(active_per_response(view.active_params, test, batch_size))
         views[name] = block
     out = {"views": views} if views else {}
     if capability:
@@ -188,10 +190,29 @@ def expert_load(arch, val: EncodedPairs, batch_size: int) -> dict | None:
     }
 
 
+def active_per_response(active_params, test: EncodedPairs, batch_size: int) -> dict:
+    """SPEC §6's active parameters per scored response, over the test responses (chosen and rejected): ``active``
+    their mean (rounded) and ``active_max`` the most any one used. ``active_params(seqs, batch_size)``: (N,)."""
+    used = torch.cat([active_params(test.chosen, batch_size), active_params(test.rejected, batch_size)])
+    return {"active": round(float(used.mean())), "active_max": int(used.max())}
+
+
+def member_minimum(arch, test: EncodedPairs, batch_size: int) -> dict | None:
+    """For an architecture whose ``explain`` reports the ``members`` it aggregates ((N, k), as aggregated): on the
+    test responses (chosen and rejected), the share where each member is the lowest (what worst-case optimization
+    takes) and each member's mean. None otherwise."""
+    if not len(test) or "members" not in arch.explain(test.chosen.subset(torch.arange(1)), batch_size):
+        return None
+    members = torch.cat([arch.explain(seqs, batch_size)["members"] for seqs in (test.chosen, test.rejected)]).double()
+    lowest = torch.bincount(members.argmin(-1), minlength=members.shape[-1]) / len(members)
+    return {"split": "test", "min_share": [round(x, 4) for x in lowest.tolist()],
+            "mean": [round(x, 4) for x in members.mean(0).tolist()]}
+
+
 def evaluate_architecture(arch, val: EncodedPairs, test: EncodedPairs, dataset, domain_names: list[str],
                           batch_size: int) -> dict:
     """The metrics.json blocks the job adds beside the RM's own accuracy: ``views``, ``explain`` (capability scores),
-    ``routing`` (val and test) and ``expert_load``, each only when the architecture has it."""
+    ``routing`` (val and test), ``expert_load`` and ``members``, each only when the architecture has it."""
     out = evaluate_views(arch, test, dataset, batch_size)
     routing = {split: acc for split, seqs in (("val", val.chosen), ("test", test.chosen))
                if (acc := routing_accuracy(arch, seqs, domain_names, batch_size)) is not None}
@@ -200,4 +221,7 @@ def evaluate_architecture(arch, val: EncodedPairs, test: EncodedPairs, dataset, 
     load = expert_load(arch, val, batch_size)
     if load is not None:
         out["expert_load"] = load
+    members = member_minimum(arch, test, batch_size)
+    if members is not None:
+        out["members"] = members
     return out

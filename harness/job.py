@@ -35,7 +35,7 @@ from .data.readers import DataFormatError
 from .data.schema import drop_identical_inputs, encode_pairs, input_report
 from .device import Compute, compute_of, place
 from .errors import UserError, full_errors
-from .evaluate import evaluate_architecture, split_accuracy
+from .evaluate import active_per_response, evaluate_architecture, split_accuracy
 from .export import EXPORT_DIR, RewardScorer, export_reward_model, prompt_template_of
 from .loggers import MetricLogger
 from .progress import Stages, config_name
@@ -348,7 +348,8 @@ def _run(cfg: DictConfig, job: JobInputs, job_dir: Path, out: dict, metric_logge
     timing["score_per_1k"] = (time.perf_counter() - t0) / (2 * len(test)) * 1000
     ds = data.splits["test"]
     out["accuracy"] = split_accuracy(r_chosen.numpy(), r_rejected.numpy(), ds)
-    out["params"] = arch.param_counts()
+    # Active parameters per scored response (SPEC §6), measured on the test responses where they depend on them.
+    out["params"] = {**arch.param_counts(), **active_per_response(arch.active_params, test, cfg.eval.batch_size)}
     out["train_log"] = [r for r in ctx.logs if "best_val_acc" in r]
     # Everything else the architecture exposes (views, routing, MoE load), evaluated with the same rule.
     out.update(evaluate_architecture(arch, val, test, ds, data.domains, cfg.eval.batch_size))

@@ -1,13 +1,15 @@
 import pytest
 import torch
+from conftest import compose
 from peft.tuners.lora import LoraLayer
 from peft.utils import ModulesToSaveWrapper
 
 from harness.archs.arliss import ARLISS, ROUTER, adapter_of, reward_adapter
 from harness.evaluate import evaluate_architecture, routing_accuracy
+from harness.job import build
 from harness.seeds import Stream, derive_seed
 
-LORA = dict(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=None, lr=3e-3)
+LORA = dict(r=4, r_fraction=0.015625, lora_scaling=2.0, lora_dropout=0.0, target_modules=None, lr=3e-3)
 
 
 def without_domains(pairs):
@@ -150,6 +152,23 @@ def test_domainless_data_is_a_clear_error(tiny):
 def test_bad_knobs_are_errors():
     with pytest.raises(ValueError, match="arch.r=0"):
         ARLISS(**{**LORA, "r": 0})
+    with pytest.raises(ValueError, match="arch.r_fraction=0"):
+        ARLISS(**{**LORA, "r_fraction": 0.0})
+
+
+def test_default_rank_is_a_share_of_the_hidden_size(tiny):
+    rm = build(compose(["arch=arliss"]).arch, "arch")
+    assert rm.r is None and rm.r_fraction == 1 / 64
+    rm.build(tiny.ctx(), 0)
+    H = tiny.backbone.hidden_size
+    ranks = {m.r[ROUTER] for m in rm.peft.modules() if isinstance(m, LoraLayer)}
+    assert ranks == {max(1, round(H / 64))}  # 1/64 of the hidden size, at least 1
+    assert rm.fit_report()["lora"] == {"r": max(1, round(H / 64)), "hidden_size": H,
+                                       "r_fraction_of_hidden": max(1, round(H / 64)) / H, "set_by": "arch.r_fraction"}
+    absolute = ARLISS(**LORA)
+    absolute.build(tiny.ctx(), 0)
+    assert absolute.fit_report()["lora"] == {"r": 4, "hidden_size": H, "r_fraction_of_hidden": 4 / H,
+                                             "set_by": "arch.r"}
 
 
 def test_oracle_routing_is_scoring_with_the_true_domain(tiny, fitted):

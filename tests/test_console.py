@@ -20,7 +20,8 @@ METRICS = {
     "choices": {"arch": "dmoerm", "data": "synthetic", "backbone": "tiny", "policy": "tiny"}, "seed": 1,
     "status": "ok", "job_dir": "/r/job",
     "accuracy": {"gold": {"overall": 0.7312, "n": 1200}, "human": {"overall": 0.6221, "n": 1200}},
-    "params": {"total": 1_492_746, "trainable": 1_492_746, "active": 429_122},
+    "params": {"total": 1_492_746, "trainable": 1_492_746, "active": 429_122, "active_per_token": 429_122},
+    "fit": {"lora": {"r": 1, "hidden_size": 64, "r_fraction_of_hidden": 1 / 64, "set_by": "arch.r_fraction"}},
     "bon": {"gold_peak": 0.5712, "d_peak": 1.83, "final_gold": 0.55, "final_proxy": 1.6, "r2": 0.97,
             "peak_extrapolated": True, "units": {"gold": {"scale_kind": "within_prompt"}}},
     "ppo": {"observed_gold_peak": 0.45, "observed_gold_peak_se": 0.056, "observed_d_peak": 7.1, "final_gap": 0.7,
@@ -37,7 +38,7 @@ def test_job_summary_has_numbers_units_and_files(tmp_path):
     assert lines[0] == "job done: arch=dmoerm data=synthetic backbone=tiny policy=tiny seed=1"
     row = {ln.split("  ")[0].strip(): ln for ln in lines if "  " in ln}
     assert "0.731" in row["gold accuracy"] and "1200 test pairs" in row["gold accuracy"]
-    assert "1,492,746 / 429,122" in row["params total / active"]
+    assert "1,492,746 / 429,122; LoRA r=1 = 1.6% of hidden 64" in row["params total / active"]
     assert "0.571 at d = 1.83 (R² 0.97, extrapolated)" in row["BoN R* (fitted peak gold)"]
     assert "within-prompt s.d." in row["BoN R* (fitted peak gold)"]
     assert "0.450 ± 0.056 at d = 7.10" in row["PPO max gold"]

@@ -15,7 +15,8 @@ the stable interface only (forward -> RewardOutput, fit, score, param_counts, vi
 - the loss falls: the Bradley-Terry loss of the fitted RM on the learnable training pairs is below that of the
   same RM as built, copied when its first training phase starts;
 - param_counts are ints and honest: every parameter scoring runs is counted in ``total``, ``total`` counts no
-  more than the module's unique parameters, and ``trainable`` and ``active`` lie in (0, total].
+  more than the module's unique parameters, ``trainable`` and ``active`` lie in (0, total], and each scored
+  response's ``active_params`` lies between ``active_per_token`` and ``active``.
 """
 
 from __future__ import annotations
@@ -182,7 +183,8 @@ def test_loss_falls_on_the_learnable_set(fitted, learnable):
 def test_param_counts_match_the_parameters(fitted, learnable):
     arch, rm, _ = fitted
     counts = rm.param_counts()
-    assert set(counts) == {"total", "trainable", "active"} and all(type(v) is int for v in counts.values())
+    assert set(counts) == {"total", "trainable", "active", "active_per_token"}
+    assert all(type(v) is int for v in counts.values())
     stored = sum(p.numel() for p in rm.parameters())  # each parameter once, however often it is shared
     # The parameters scoring runs: those of every module whose forward it calls, below the RewardModels (an RM's
     # forward only dispatches, and its own parameters need not score: umm keeps its merge weights there).
@@ -201,3 +203,8 @@ def test_param_counts_match_the_parameters(fitted, learnable):
     assert scored <= counts["total"] <= stored, f"arch={arch}: {counts}, scoring runs {scored}, {stored} stored"
     assert 0 < counts["trainable"] <= counts["total"] and 0 < counts["active"] <= counts["total"], \
         f"arch={arch}: {counts}"
+    # Per response at least what one token uses; each scored response's count within (0, active].
+    assert 0 < counts["active_per_token"] <= counts["active"], f"arch={arch}: {counts}"
+    per_response = rm.active_params(learnable.test.chosen)
+    assert per_response.shape == (len(learnable.test),)
+    assert ((counts["active_per_token"] <= per_response) & (per_response <= counts["active"])).all(), arch

@@ -17,8 +17,8 @@ from harness.labelers.oracle import OracleLabeler
 
 
 def make(**overrides) -> DMoERM:
-    cfg = dict(router={}, phase1={}, phase2={}, phase3={}, phase1_fraction=0.6, r=8, lora_alpha=8,
-               lora_dropout=0.0, target_modules=None, expert_val_fraction=0.1, min_expert_pairs=8,
+    cfg = dict(router={}, phase1={}, phase2={}, phase3={}, phase1_fraction=0.6, r=8, r_fraction=0.015625,
+               lora_scaling=1.0, lora_dropout=0.0, target_modules=None, expert_val_fraction=0.1, min_expert_pairs=8,
                label_pairs_per_domain=None, capabilities=None, labeler=OracleLabeler())
     return DMoERM(**{**cfg, **overrides})
 
@@ -34,12 +34,21 @@ def fitted(tiny):
     return rm, ctx, initial
 
 
-def test_yaml_instantiates_with_the_papers_lora():
+def test_yaml_instantiates_with_the_papers_lora(tiny):
     from harness.job import build
 
     rm = build(compose(["arch=dmoerm"]).arch, "arch")
     assert isinstance(rm, DMoERM)
-    assert rm.lora["r"] == 32 and rm.lora["lora_alpha"] == 32 and rm.phase1_fraction == 0.6
+    # The paper's r=32 on hidden 2048, as a share of the hidden size (at least 1), with alpha/r = 1.
+    assert rm.lora["r"] is None and rm.lora["r_fraction"] == 32 / 2048 and rm.lora["lora_scaling"] == 1.0
+    assert rm.phase1_fraction == 0.6
+    rm.build(tiny.ctx(), 0)
+    H = tiny.backbone.hidden_size
+    rank = max(1, round(H / 64))
+    lora_a = [m for n, m in rm.inner["0"].named_modules() if n.endswith("lora_A.cap_0")]
+    assert lora_a and all(m.weight.shape == (rank, H) for m in lora_a)
+    assert rm.fit_report()["lora"] == {"r": rank, "hidden_size": H, "r_fraction_of_hidden": rank / H,
+                                       "set_by": "arch.r_fraction"}
     assert isinstance(rm.labeler, OracleLabeler)  # the arch's own labeler node, default arch/labeler=oracle
     assert compose(["arch=dmoerm", "arch/labeler=local"]).arch.labeler._target_.endswith("LocalLabeler")
 

@@ -4,11 +4,13 @@ import dataclasses
 import pytest
 import torch
 from conftest import compose
+from torch import nn
 
-from harness.archs.ensemble import EnsembleRM, aggregate
+from harness.archs.base import RewardModel, RewardOutput, TrainConfig, train_bradley_terry
+from harness.archs.ensemble import AGGREGATORS, EnsembleRM, aggregate
 from harness.archs.single import SingleRM
 from harness.cache import ArtifactCache
-from harness.evaluate import evaluate_views
+from harness.evaluate import evaluate_architecture, evaluate_views
 from harness.job import build
 
 # ---------------------------------------------------------------- aggregator math on hand values
@@ -45,15 +47,21 @@ def test_bad_arguments_are_named():
         EnsembleRM("median")
     with pytest.raises(ValueError, match=r"arch\.k=1"):
         EnsembleRM("mean", k=1)
-    with pytest.raises(ValueError, match=r"arch\.uwo_lambda=-0\.1"):
+    with pytest.raises(ValueError, match=r"arch\.uwo_lambda\.bon=-0\.1"):
         EnsembleRM("uwo", uwo_lambda=-0.1)
+    with pytest.raises(ValueError, match=r"arch\.uwo_lambda=.*one per study \(bon, ppo\)"):
+        EnsembleRM("uwo", uwo_lambda={"bon": 0.5})
+    with pytest.raises(ValueError, match=r"arch\.normalize='zscore'"):
+        EnsembleRM("wco", normalize="zscore")
 
 
 @pytest.mark.parametrize("name,aggregator", [("ens_mean", "mean"), ("ens_wco", "wco"), ("ens_uwo", "uwo")])
 def test_configs_instantiate(name, aggregator):
     rm = build(compose([f"arch={name}"]).arch, "arch")
     assert isinstance(rm, EnsembleRM)
-    assert (rm.aggregator, rm.k, rm.uwo_lambda) == (aggregator, 5, 0.5)
+    # Coste et al.'s λ per study, on the population variance: BoN 0.5, PPO 0.1 on torch.var's unbiased one at k=5.
+    assert (rm.aggregator, rm.k, rm.uwo_lambda, rm.normalize) == (aggregator, 5, {"bon": 0.5, "ppo": 0.1 * 5 / 4},
+                                                                  "standardize")
 
 
 def test_bad_aggregator_from_the_command_line():
@@ -136,11 +144,12 @@ def test_changing_the_learning_rate_misses(fitted, tiny):
 def test_param_counts_are_k_members_also_when_loaded(fitted, tiny):
     ens, ctx = fitted
     numel = sum(p.numel() for p in tiny.backbone.reward_model(0).parameters())
-    assert ens.param_counts() == {"total": 2 * numel, "trainable": 2 * numel, "active": 2 * numel}
+    every = {"total": 2 * numel, "trainable": 2 * numel, "active": 2 * numel, "active_per_token": 2 * numel}
+    assert ens.param_counts() == every
     loaded = EnsembleRM("uwo", k=2)
     loaded.fit(tiny.train, tiny.val, dataclasses.replace(ctx, logs=[]))
     assert loaded.provenance == ["cached", "cached"]
-    assert loaded.param_counts() == {"total": 2 * numel, "trainable": 2 * numel, "active": 2 * numel}
+    assert loaded.param_counts() == every
 
 
 def test_cached_fit_logs_the_members_training(fitted, tiny):
@@ -196,3 +205,83 @@ def test_member_key_follows_the_backbone_content_not_its_path(tiny, tmp_path):
     weights[name] = weights[name] + 1.0
     save_file(weights, a / "model.safetensors")  # replaced in place: same path, other weights
     assert key(a) != key(b)
+
+
+# ---------------------------------------------------------------- offsets: pinned in training, removed before use
+
+
+def offset_copies(single: SingleRM, offsets: list[float]) -> nn.ModuleList:
+    """Copies of one trained model whose rewards differ only by a constant each (a bias on the scalar head): what
+    the Bradley-Terry loss cannot tell apart."""
+    members = []
+    for offset in offsets:
+        member = copy.deepcopy(single.model)
+        head = nn.Linear(member.score.in_features, 1, bias=True)
+        with torch.no_grad():
+            head.weight.copy_(member.score.weight)
+            head.bias.fill_(offset)
+        member.score = head
+        members.append(member)
+    return nn.ModuleList(members)
+
+
+@pytest.mark.parametrize("normalize", ["center", "standardize"])
+@pytest.mark.parametrize("aggregator", AGGREGATORS)
+def test_members_differing_by_offsets_aggregate_like_one_member_after_centring(tiny, aggregator, normalize):
+    single = SingleRM().build(tiny.ctx(), 0)
+    ens = EnsembleRM(aggregator, k=3, normalize=normalize)
+    ens.members = offset_copies(single, [0.0, 0.7, -1.3])
+    ens.set_reference(tiny.val)
+    # The one member, re-expressed on the same reference: minus its mean over the validation responses (and over
+    # its within-pair s.d.).
+    c, r = single.score(tiny.val.chosen).double(), single.score(tiny.val.rejected).double()
+    shift = torch.cat([c, r]).mean()
+    scale = ((c - r) ** 2).mean().div(2).sqrt() if normalize == "standardize" else torch.tensor(1.0)
+    expected = ((single.score(tiny.test.chosen).double() - shift) / scale).float()
+    assert torch.allclose(ens.score(tiny.test.chosen), expected, rtol=0, atol=1e-5)
+    assert torch.allclose(ens.member_shift, torch.tensor([0.0, 0.7, -1.3]) + shift.float(), atol=1e-5)
+    # Raw, the offsets decide: worst-case optimization is the member with the lowest offset on every response.
+    ens.normalize = "none"
+    ens.set_reference(tiny.val)
+    assert evaluate_architecture(ens, tiny.val, tiny.test, tiny.data.splits["test"], tiny.data.domains,
+                                 64)["members"]["min_share"] == [0.0, 0.0, 1.0]
+
+
+def test_uwo_lambda_is_set_per_study_and_the_rm_uses_bons(tiny):
+    single = SingleRM().build(tiny.ctx(), 0)
+    # Raw members (normalize=none), so that the variance between them is the offsets' (0, 0.7, -1.3).
+    ens = EnsembleRM("uwo", k=3, uwo_lambda={"bon": 0.5, "ppo": 4.0}, normalize="none")
+    ens.members = offset_copies(single, [0.0, 0.7, -1.3])
+    ens.set_reference(tiny.val)
+    base = single.score(tiny.test.chosen)
+    var = torch.tensor([0.0, 0.7, -1.3]).var(unbiased=False)
+    assert torch.allclose(ens.score(tiny.test.chosen), base - 0.2 - 0.5 * var, atol=1e-5)
+    assert torch.allclose(ens.score(tiny.test.chosen, scorer=ens.study_scorer("ppo")), base - 0.2 - 4.0 * var,
+                          atol=1e-5)
+    assert EnsembleRM("wco", k=2).study_scorer("ppo") is None  # nothing to set per study
+    with pytest.raises(ValueError, match="no UWO weight for study 'dpo'"):
+        ens.study_scorer("dpo")
+
+
+class ConstantRM(RewardModel):
+    """Rewards b for every sequence: the Bradley-Terry loss has no gradient on b, only the L2 penalty does."""
+
+    def __init__(self, b: float):
+        super().__init__()
+        self.b = nn.Parameter(torch.tensor(b))
+
+    def forward(self, batch):
+        return RewardOutput(reward=self.b.expand(len(batch)) + 0.0 * batch.input_ids[:, 0])
+
+
+@pytest.mark.parametrize("score_l2", [0.0, 0.001])
+def test_score_l2_pins_the_offset_the_bradley_terry_loss_leaves_free(tiny, score_l2):
+    from conftest import TINY_TRAIN
+
+    rm = ConstantRM(2.0)
+    cfg = TrainConfig(**{**TINY_TRAIN, "batch_size": 8, "score_l2": score_l2})
+    train_bradley_terry(rm, [rm.b], tiny.train, None, cfg, 0)
+    if score_l2 == 0:
+        assert rm.b.item() == 2.0  # no gradient at all: the offset stays where it started
+    else:
+        assert 0 <= rm.b.item() < 2.0 - 0.01  # pulled towards 0 (one Adam step per batch of 8, lr 1e-3 decaying to 0)

@@ -45,8 +45,8 @@ def test_dense_rms_are_plain_transformers_folders(exported, name, members, tiny)
     _, rm, out, info = exported(name)
     assert info["dense"] == sorted(members)
     ds = tiny.data.splits["test"]
-    if name.startswith("ens"):
-        expected = rm.explain(tiny.test.chosen)["members"]  # (N, k): each member's own reward
+    if name.startswith("ens"):  # (N, k): each member's own raw reward (the views; aggregation re-expresses them)
+        expected = torch.stack([rm.score(tiny.test.chosen, scorer=view.score) for view in rm.views().values()], -1)
     for i, member in enumerate(members):
         folder = out / "dense" / member
         model = AutoModelForSequenceClassification.from_pretrained(folder).eval()  # no harness code involved

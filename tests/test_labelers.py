@@ -483,8 +483,8 @@ def test_dmoerm_learns_from_an_openai_compatible_server(server, tiny, tmp_path, 
     from harness.archs.dmoerm import DMoERM
 
     monkeypatch.setenv(KEY_ENV, SECRET)
-    rm = DMoERM(router={}, phase1={}, phase2={}, phase3={}, phase1_fraction=0.6, r=4, lora_alpha=4,
-                lora_dropout=0.0, target_modules=None, expert_val_fraction=0.0, min_expert_pairs=1,
+    rm = DMoERM(router={}, phase1={}, phase2={}, phase3={}, phase1_fraction=0.6, r=4, r_fraction=0.015625,
+                lora_scaling=1.0, lora_dropout=0.0, target_modules=None, expert_val_fraction=0.0, min_expert_pairs=1,
                 label_pairs_per_domain=3, capabilities=None,
                 labeler=make_openai(server, tmp_path, max_concurrency=4))
     rm.fit(tiny.train, tiny.val, tiny.ctx())
@@ -500,8 +500,8 @@ def test_dmoerm_fails_when_the_labeler_server_answers_nothing(server, tiny, tmp_
 
     monkeypatch.setenv(KEY_ENV, SECRET)
     server.default = "500"
-    rm = DMoERM(router={}, phase1={}, phase2={}, phase3={}, phase1_fraction=0.6, r=4, lora_alpha=4,
-                lora_dropout=0.0, target_modules=None, expert_val_fraction=0.0, min_expert_pairs=1,
+    rm = DMoERM(router={}, phase1={}, phase2={}, phase3={}, phase1_fraction=0.6, r=4, r_fraction=0.015625,
+                lora_scaling=1.0, lora_dropout=0.0, target_modules=None, expert_val_fraction=0.0, min_expert_pairs=1,
                 label_pairs_per_domain=3, capabilities=None,
                 labeler=make_openai(server, tmp_path, max_concurrency=4))
     with pytest.raises(LabelingError, match="no answer"):

@@ -3,7 +3,7 @@ import torch
 from conftest import compose
 from hydra.utils import instantiate
 
-from harness.archs.base import bradley_terry_loss
+from harness.archs.base import bradley_terry_loss, union_active_params
 from harness.archs.more import MoRE, SparseMoE, load_balancing_loss
 from harness.evaluate import expert_load
 from harness.seeds import Stream, derive_seed
@@ -82,8 +82,34 @@ def test_param_counts_against_numel(tiny):
     counts = rm.param_counts()
     assert counts["total"] == numel(rm.model) == numel(dense) - ffn + router + E * ffn
     assert counts["trainable"] == counts["total"]
-    # active = the dense model + the router + (k - 1) more FFN copies in the one MoE layer
-    assert counts["active"] == numel(dense) + router + (k - 1) * ffn
+    # per token: the dense model + the router + (k - 1) more FFN copies in the one MoE layer
+    assert counts["active_per_token"] == numel(dense) + router + (k - 1) * ffn
+    assert counts["active"] == counts["total"]  # the most one response can use: every expert
+
+
+def test_union_active_params_by_hand():
+    tokens = torch.tensor([[[3, 0, 1], [0, 0, 4]],    # layer 0 uses experts 0 and 2, layer 1 only expert 2
+                           [[1, 1, 1], [2, 2, 2]]])  # every expert of both layers
+    assert union_active_params(1000, tokens, 10).tolist() == [1000 - 3 * 10, 1000]
+
+
+def test_per_response_active_count_is_the_union_of_the_experts_its_tokens_used(tiny):
+    rm = MoRE(**{**KNOBS, "expert_noise": 0.05, "router_init_std": 1.0}).build(tiny.ctx(), 0)
+    seqs = tiny.test.chosen.subset(torch.arange(24))
+    batch = seqs.batch(torch.arange(24))
+    with torch.no_grad():  # the trunk alone: its blocks keep the routing (top_k_index (B*T, k)) for us to read
+        rm.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+    B, T = batch.input_ids.shape
+    real = batch.attention_mask.bool()  # (B, T)
+    counts = rm.param_counts()
+    expected = torch.full((B,), float(counts["total"]), dtype=torch.float64)
+    for block in rm.blocks():
+        chosen = block.top_k_index.reshape(B, T, rm.top_k)
+        used = torch.tensor([len(set(chosen[i][real[i]].flatten().tolist())) for i in range(B)])
+        expected -= (rm.E - used).double() * rm.expert_numel()
+    # seqs.batch(arange) keeps the order; active_params scores in length order and puts them back
+    torch.testing.assert_close(rm.active_params(seqs), expected, rtol=0, atol=0)
+    assert (expected < counts["total"]).any() and counts["active_per_token"] <= expected.min()
 
 
 def test_fit_scores_and_reports_expert_load(tiny):

@@ -207,7 +207,7 @@ def test_seed_table_pools_seeds_per_configuration(tmp_path, capsys):
     gold = df[df["choices.arch"] == "single"]["accuracy.gold.overall"]
     assert table.loc["single", "gold acc"] == f"{gold.mean():.3f} ± {gold.std(ddof=1):.3f}"
     assert table.loc["single", "params"] == f"{FAKE_ARCHS['single'][1]:,}"
-    assert table.loc["single", "PPO final gap"] == ""  # NaN in every seed: blank, not "nan"
+    assert table.loc["single", "PPO gap at common d"] == ""  # NaN in every seed: blank, not "nan"
     assert seed_table(df[df["seed"] == 0]) is None  # one seed per configuration: nothing to pool
     r = _main(capsys, tmp_path, "--no-figures")
     assert r.returncode == 0 and "over seeds (mean ± s.d.)" in r.stdout

@@ -29,7 +29,7 @@ def test_single_trains_scores_and_counts(tiny):
     assert scores.shape == (len(tiny.test),) and torch.isfinite(scores).all()
     counts = rm.param_counts()
     numel = sum(p.numel() for p in rm.model.parameters())
-    assert counts == {"total": numel, "trainable": numel, "active": numel}
+    assert counts == {"total": numel, "trainable": numel, "active": numel, "active_per_token": numel}
 
 
 def test_single_reward_shape_and_gradients(tiny):

@@ -37,6 +37,8 @@ from .base import (
     RewardModel,
     RewardOutput,
     View,
+    lora_rank,
+    lora_report,
     require_domains,
     route_rows,
     train_bradley_terry,
@@ -63,23 +65,27 @@ def adapter_of(param_name: str) -> str | None:
 
 
 class ARLISS(RewardModel):
-    def __init__(self, r: int, lora_alpha: float, lora_dropout: float, target_modules: list[str] | None,
-                 lr: float):
+    def __init__(self, r: int | None, r_fraction: float, lora_scaling: float, lora_dropout: float,
+                 target_modules: list[str] | None, lr: float):
         super().__init__()
-        if r < 1:
-            raise ValueError(f"arch.r={r} must be >= 1")
+        if r is not None and r < 1:
+            raise ValueError(f"arch.r={r} must be >= 1 (or null: arch.r_fraction of the hidden size)")
+        if not 0 < r_fraction <= 1 or not lora_scaling > 0:
+            raise ValueError(f"arch.r_fraction={r_fraction} must be in (0, 1] and arch.lora_scaling={lora_scaling} > 0")
         if not 0 <= lora_dropout < 1:
             raise ValueError(f"arch.lora_dropout={lora_dropout} must be in [0, 1)")
         if not lr > 0:
             raise ValueError(f"arch.lr={lr} must be > 0")
-        self.r, self.lora_alpha, self.lora_dropout = r, lora_alpha, lora_dropout
+        self.r, self.r_fraction, self.lora_scaling, self.lora_dropout = r, r_fraction, lora_scaling, lora_dropout
+        self.rank: int | None = None  # the rank used, set in build() from the backbone's hidden size
+        self.hidden_size: int | None = None
         self.target_modules = None if target_modules is None else list(target_modules)
         self.lr = lr
         self.peft = None  # the PeftModel, built in build(): the backbone is only known then
         self.domains: list[str] = []
 
     def lora_config(self, targets: list[str]) -> LoraConfig:
-        return LoraConfig(task_type="SEQ_CLS", r=self.r, lora_alpha=self.lora_alpha,
+        return LoraConfig(task_type="SEQ_CLS", r=self.rank, lora_alpha=self.lora_scaling * self.rank,
                           lora_dropout=self.lora_dropout, target_modules=targets)
 
     def build(self, ctx: FitContext, seed: int) -> ARLISS:
@@ -88,6 +94,8 @@ class ARLISS(RewardModel):
         if n < 2:
             raise ValueError(f"arch=arliss needs at least 2 domains to route between, got {self.domains}")
         targets = self.target_modules or ctx.backbone.lora_targets
+        self.hidden_size = ctx.backbone.hidden_size
+        self.rank = lora_rank(self.r, self.r_fraction, self.hidden_size)
         # adapt=False: arliss places its own adapters. reward_model seeds the global RNG: LoRA A inits follow it.
         base = ctx.backbone.reward_model(derive_seed(seed, Stream.RM_INIT, 0), num_labels=1, adapt=False)
         self.peft = get_peft_model(base, self.lora_config(targets), adapter_name=ROUTER)  # freezes the backbone
@@ -164,6 +172,10 @@ class ARLISS(RewardModel):
         reach, so the gap to the RM's own accuracy is what routing errors cost."""
         return {"oracle_routing": View(lambda b: route_rows(b, b.domain, self.adapter_reward), needs_domain=True)}
 
+    def fit_report(self) -> dict:
+        """``lora``: the adapters' rank and its share of the hidden size."""
+        return {"lora": lora_report(self.rank, self.r, self.hidden_size)}
+
     def routing(self) -> Callable[[Batch], torch.Tensor]:
         return lambda batch: self.router_logits(batch).float().softmax(-1).argmax(-1)  # forward's decision
 
@@ -181,5 +193,6 @@ class ARLISS(RewardModel):
             per_adapter[adapter_of(name)] = per_adapter.get(adapter_of(name), 0) + p.numel()
         one_reward = max(per_adapter[reward_adapter(d)] for d in range(len(self.domains)))  # all the same size
         counts["active"] = per_adapter[None] + per_adapter[ROUTER] + one_reward
+        counts["active_per_token"] = counts["active"]  # every token of a response goes through the same model
         return counts
 

@@ -52,6 +52,8 @@ class View:
     capability: tuple[str, str] | None = None
     # A model of its own (e.g. UMM's MoE before the merge): its param_counts, reported and plotted beside it.
     params: dict | None = None
+    # That model's ``active_params`` (parameters used per scored sequence), when it depends on the sequence.
+    active_params: Callable[[EncodedSequences, int], torch.Tensor] | None = None
 
 
 @dataclass
@@ -65,6 +67,8 @@ class TrainConfig:
     evals_per_epoch: int
     patience: int
     bucket_chunks: int
+    # Weight of an L2 penalty on the rewards themselves (see train_bradley_terry); 0: none.
+    score_l2: float = 0.0
 
     def validate(self, where: str = "train") -> None:
         UpdateRule(self.lr, self.weight_decay, self.warmup, self.max_grad_norm).validate(where)
@@ -76,6 +80,8 @@ class TrainConfig:
         for key in ("batch_size", "epochs", "evals_per_epoch", "patience", "bucket_chunks"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{where}.{key}={getattr(self, key)} must be >= 1")
+        if isinstance(self.score_l2, bool) or not isinstance(self.score_l2, (int, float)) or not self.score_l2 >= 0:
+            raise ValueError(f"{where}.score_l2={self.score_l2!r} must be a number >= 0")
 
 
 @dataclass
@@ -136,6 +142,11 @@ class RewardModel(nn.Module):
         """What ``fit`` found out about itself that evaluation cannot see (labeler statistics, learned merge weights,
         members taken from the cache, ...): metrics.json ``fit``, as is. Never metrics of test data."""
         return {}
+
+    def study_scorer(self, study: str) -> Callable[[Batch], torch.Tensor] | None:
+        """The reward an optimisation study (``"bon"``, ``"ppo"``) optimises, where an architecture's setting is
+        chosen per study (an ensemble's UWO weight); None (the default): the RM's own reward."""
+        return None
 
     # -- export (harness.export) -----------------------------------------------------------------
     def export_structure(self) -> dict:
@@ -204,11 +215,43 @@ class RewardModel(nn.Module):
 
     def param_counts(self) -> dict[str, int]:
         """total: every stored parameter once; trainable: updated in any phase; active: used to score one
-        (prompt, response) — every parameter unless the architecture routes (it then overrides this)."""
+        (prompt, response) (SPEC §6) -- every parameter unless the architecture routes (it then overrides this);
+        active_per_token: used for one token, the same unless experts are chosen per token. Where a response's count
+        depends on the response (token-routed MoE: the union of the experts its tokens used), ``active`` is the most
+        a response can use and ``active_params`` gives each response's; the job reports their mean over the test
+        responses as metrics.json ``params.active``."""
         total = sum(p.numel() for p in self.unique_parameters())
         present = {id(p) for p in self.unique_parameters()}
         trainable = sum(n for pid, n in self._trained.items() if pid in present)
-        return {"total": total, "trainable": trainable, "active": total}
+        return {"total": total, "trainable": trainable, "active": total, "active_per_token": total}
+
+    def active_params(self, seqs: EncodedSequences, batch_size: int = 256) -> torch.Tensor:
+        """(N,) parameters used to score each sequence: ``param_counts()["active"]`` for every one unless the
+        architecture's use depends on the sequence (it then overrides this)."""
+        return torch.full((len(seqs),), float(self.param_counts()["active"]), dtype=torch.float64)
+
+
+def union_active_params(total: int, expert_tokens: torch.Tensor, expert_numel: int) -> torch.Tensor:
+    """(N,) parameters a token-routed MoE uses to score each sequence: all ``total`` but, in every MoE layer, the
+    experts none of its tokens was routed to. ``expert_tokens`` (N, L, E): tokens each expert processed per layer;
+    ``expert_numel``: parameters of one routed expert."""
+    unused = (expert_tokens == 0).sum(dim=(1, 2)).double()  # (N,) (layer, expert) slots no token used
+    return total - unused * expert_numel
+
+
+def lora_rank(r: int | None, r_fraction: float, hidden_size: int) -> int:
+    """A LoRA rank: ``r`` when given (an absolute override), else ``r_fraction`` of the backbone's hidden size,
+    rounded, at least 1 -- so an adapter is the same share of its model on any backbone."""
+    return int(r) if r is not None else max(1, round(r_fraction * hidden_size))
+
+
+def lora_report(rank: int | None, r: int | None, hidden_size: int | None) -> dict:
+    """What a parameter table says about a LoRA rank (metrics.json ``fit.lora``): the rank, the hidden size, the
+    share it is of it, and whether it was set absolutely (``arch.r``) or as that share (``arch.r_fraction``)."""
+    if rank is None or not hidden_size:
+        return {}
+    return {"r": rank, "hidden_size": hidden_size, "r_fraction_of_hidden": rank / hidden_size,
+            "set_by": "arch.r" if r is not None else "arch.r_fraction"}
 
 
 def require_domains(arch: str, pairs: EncodedPairs, split: str, n_domains: int) -> None:
@@ -266,9 +309,10 @@ def train_bradley_terry(
     phase: str = "bt",
     forward: Callable[[Batch], RewardOutput] | None = None,
 ) -> dict:
-    """Train ``params`` of ``model`` with the Bradley-Terry loss (+ the model's aux loss), AdamW, linear
-    warm-up/decay, gradient clipping, length-bucketed batches; evaluate on ``val`` ``evals_per_epoch`` times an
-    epoch and keep the best state (early stopping). ``forward`` defaults to the model's own."""
+    """Train ``params`` of ``model`` with the Bradley-Terry loss (+ ``cfg.score_l2`` times the rewards' L2, + the
+    model's aux loss), AdamW, linear warm-up/decay, gradient clipping, length-bucketed batches; evaluate on ``val``
+    ``evals_per_epoch`` times an epoch and keep the best state (early stopping). ``forward`` defaults to the
+    model's own."""
     forward = forward or model
     params = [p for p in params if p.requires_grad]
     if not params:
@@ -290,6 +334,11 @@ def train_bradley_terry(
                 out = train_forward(train.batch(share).to(compute.device))
                 r_chosen, r_rejected = out.reward.float().chunk(2)
                 loss = bradley_terry_loss(r_chosen, r_rejected)
+                if cfg.score_l2:
+                    # The BT loss sees reward differences only, so a reward's offset drifts freely (members of an
+                    # ensemble end up apart); Coste et al. pin it, as Open-Assistant's RMLoss does:
+                    # β · ½ (r_w² + r_l²), averaged, β = score_l2_reg = 0.001 (methods.md §1.1).
+                    loss = loss + cfg.score_l2 * 0.5 * (r_chosen**2 + r_rejected**2).mean()
                 if out.aux_loss is not None:
                     loss = loss + out.aux_loss
             if not parallel.all_agree(bool(torch.isfinite(loss))):

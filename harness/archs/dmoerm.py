@@ -7,7 +7,8 @@ their task category, predicting it is the router's job).
 Inner layer, a dense MoE per domain, trained in three phases:
   1. a domain base RM: full fine-tune of the backbone + scalar head (Bradley-Terry) on ``phase1_fraction`` (60%)
      of that domain's human-labelled training pairs;
-  2. one LoRA expert per capability point of the domain (peft, r=32, alpha=32 on q/v by default), each with
+  2. one LoRA expert per capability point of the domain (peft on q/v by default; rank the paper's share of the
+     hidden size, r=32 of Qwen-1.8B's 2048 = 1/64, and update scale alpha/r = 1 as its alpha=32), each with
      its own copy of the phase-1 head, trained with Bradley-Terry on capability preference pairs built from the
      labeler's labels (+1: chosen better on that point, -1: rejected better -> swapped, 0: dropped);
   3. an MLP over the CONCATENATED last-token hidden states of the K experts,
@@ -47,6 +48,8 @@ from .base import (
     RewardOutput,
     TrainConfig,
     View,
+    lora_rank,
+    lora_report,
     require_domains,
     route_rows,
     train_bradley_terry,
@@ -90,8 +93,9 @@ class DMoERM(RewardModel):
         phase2: dict,
         phase3: dict,
         phase1_fraction: float,
-        r: int,
-        lora_alpha: float,
+        r: int | None,
+        r_fraction: float,
+        lora_scaling: float,
         lora_dropout: float,
         target_modules: list[str] | None,
         expert_val_fraction: float,
@@ -105,8 +109,10 @@ class DMoERM(RewardModel):
             raise ValueError(f"arch.phase1_fraction={phase1_fraction} must be in (0, 1)")
         if not 0 <= expert_val_fraction < 1:
             raise ValueError(f"arch.expert_val_fraction={expert_val_fraction} must be in [0, 1)")
-        if r < 1 or min_expert_pairs < 1:
-            raise ValueError(f"arch.r={r} and arch.min_expert_pairs={min_expert_pairs} must be >= 1")
+        if (r is not None and r < 1) or min_expert_pairs < 1:
+            raise ValueError(f"arch.r={r} and arch.min_expert_pairs={min_expert_pairs} must be >= 1 (r: or null)")
+        if not 0 < r_fraction <= 1 or not lora_scaling > 0:
+            raise ValueError(f"arch.r_fraction={r_fraction} must be in (0, 1] and arch.lora_scaling={lora_scaling} > 0")
         if label_pairs_per_domain is not None and label_pairs_per_domain < 1:
             raise ValueError(f"arch.label_pairs_per_domain={label_pairs_per_domain} must be >= 1 or null")
         self.phase_overrides = {"router": dict(router), "phase1": dict(phase1), "phase2": dict(phase2),
@@ -116,7 +122,10 @@ class DMoERM(RewardModel):
             if unknown:
                 raise ValueError(f"arch.{where}: unknown keys {sorted(unknown)} (valid: the keys of `train`)")
         self.phase1_fraction = phase1_fraction
-        self.lora = dict(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=target_modules)
+        self.lora = dict(r=r, r_fraction=r_fraction, lora_scaling=lora_scaling, lora_dropout=lora_dropout,
+                         target_modules=target_modules)
+        self.rank: int | None = None  # the LoRA rank used, set in build() from the backbone's hidden size
+        self.hidden_size: int | None = None
         self.expert_val_fraction = expert_val_fraction
         self.min_expert_pairs = min_expert_pairs
         self.label_pairs_per_domain = label_pairs_per_domain
@@ -156,8 +165,9 @@ class DMoERM(RewardModel):
             raise ValueError(f"arch=dmoerm needs at least 2 domains to route between, got {self.domains}")
         self.points = self.capability_points(self.domains, ctx.data.splits["train"] if ctx.data else None)
         self.router = ctx.backbone.reward_model(derive_seed(seed, Stream.ROUTER_INIT), num_labels=len(self.domains))
-        H = ctx.backbone.hidden_size
-        lora = LoraConfig(task_type="SEQ_CLS", r=self.lora["r"], lora_alpha=self.lora["lora_alpha"],
+        H = self.hidden_size = ctx.backbone.hidden_size
+        self.rank = lora_rank(self.lora["r"], self.lora["r_fraction"], H)
+        lora = LoraConfig(task_type="SEQ_CLS", r=self.rank, lora_alpha=self.lora["lora_scaling"] * self.rank,
                           lora_dropout=self.lora["lora_dropout"], bias="none",
                           target_modules=list(self.lora["target_modules"] or ctx.backbone.lora_targets))
         for d, points in enumerate(self.points):
@@ -415,8 +425,10 @@ class DMoERM(RewardModel):
     def fit_report(self) -> dict:
         """``labeler``: its statistics; ``inner``: per domain the phases' pair counts and validation accuracies;
         ``experts``: per domain and point the expert's kept label pairs, whether it trained, its validation
-        accuracy; ``cost``: backbone passes a scored response costs (1 router + K experts of its domain)."""
+        accuracy; ``cost``: backbone passes a scored response costs (1 router + K experts of its domain);
+        ``lora``: the experts' rank and its share of the hidden size."""
         return {
+            "lora": lora_report(self.rank, self.lora["r"], self.hidden_size),
             "labeler": self.report.get("labeler", {}),
             "inner": self.report.get("inner", {}),
             "experts": self.report.get("experts", {}),
@@ -434,4 +446,5 @@ class DMoERM(RewardModel):
             original = numel(self.head(d).original_module)
             per_domain.append(numel(self.inner[str(d)]) - original + numel(self.mixers[str(d)]))
         counts["active"] = numel(self.router) + max(per_domain)
+        counts["active_per_token"] = counts["active"]  # every token of a response goes through the same model
         return counts

@@ -6,8 +6,21 @@ Their rewards combine as (methods.md §5.1):
 
 - mean: (1/k) Σ_i R_i                                  — not conservative;
 - wco:  min_i R_i                                       — worst-case optimization, no hyperparameter;
-- uwo:  (1/k) Σ_i R_i − λ · (1/k) Σ_i (R_i − mean)²     — uncertainty-weighted, *population* variance
-  (Coste's BoN code uses np.var, ddof=0; their PPO code's torch.var is the unbiased one, i.e. λ·k/(k−1)).
+- uwo:  (1/k) Σ_i R_i − λ · (1/k) Σ_i (R_i − mean)²     — uncertainty-weighted, *population* variance here
+  throughout. Coste et al.'s BoN code uses np.var (population) with λ = 0.5; their PPO code torch.var (the
+  unbiased variance, 1/(k−1)) with λ = 0.1, which is λ = 0.1 · k/(k−1) = 0.125 on the population variance at
+  k = 5. λ is set per study (``uwo_lambda: {bon, ppo}``, those two values by default); the RM's own reward
+  (accuracy, export) uses BoN's, and each study optimises its own (``study_scorer``).
+
+The Bradley-Terry loss fixes a member's reward only up to a constant, so members trained alone drift apart
+(offsets of 0.02 to 0.49 on seed 0 made one member the minimum of 70% of samples, and WCO's choice of a
+sample an accident of offsets). Two things pin them: ``train.score_l2`` (Coste et al.'s L2 penalty on the
+scores, in the shared loop) and, before aggregation, each member is re-expressed on a reference set, the
+validation pairs (``normalize``): ``standardize`` (the default) subtracts the member's mean reward over the
+validation responses and divides by its within-pair s.d. there (``sqrt(mean((r_chosen − r_rejected)²) / 2)``,
+the pooled within-prompt s.d. of two responses per prompt, the unit the studies read rewards in), so min and
+variance compare members in one unit and λ means the same on any backbone; ``center`` subtracts the mean only;
+``none`` aggregates raw rewards (the harness's earlier behaviour). Views ``member_<i>`` are the raw members.
 
 Trained members live in the artifact cache, keyed by exactly what determines them (data, backbone, train
 config, member seeds) and not by the aggregator or λ: the three aggregators — and any λ, and any smaller k —
@@ -28,6 +41,10 @@ from ..seeds import Stream, derive_seed
 from .base import FitContext, RewardModel, RewardOutput, View, train_bradley_terry
 
 AGGREGATORS = ("mean", "wco", "uwo")
+# How members are re-expressed on the reference set before they are aggregated (module docstring).
+NORMALIZATIONS = ("standardize", "center", "none")
+# The studies UWO's λ is set for; the RM's own reward uses the first's.
+STUDIES = ("bon", "ppo")
 
 
 def aggregate(rewards: torch.Tensor, aggregator: str, uwo_lambda: float) -> torch.Tensor:
@@ -53,22 +70,50 @@ def member_reward(member: nn.Module, batch: Batch, compute: Compute = CPU) -> to
 
 
 class EnsembleRM(RewardModel):
-    def __init__(self, aggregator: str, k: int = 5, uwo_lambda: float = 0.5):
+    def __init__(self, aggregator: str, k: int = 5, uwo_lambda: float | dict = 0.5, normalize: str = "standardize"):
         super().__init__()
         if aggregator not in AGGREGATORS:
             raise ValueError(f"arch.aggregator={aggregator!r} is not one of {', '.join(AGGREGATORS)}")
         if k < 2:
             raise ValueError(f"arch.k={k} must be >= 2 (an ensemble of one is just its member)")
-        if uwo_lambda < 0:
-            raise ValueError(f"arch.uwo_lambda={uwo_lambda} must be >= 0 (a negative weight rewards disagreement)")
-        self.aggregator, self.k, self.uwo_lambda = aggregator, k, uwo_lambda
+        if normalize not in NORMALIZATIONS:
+            raise ValueError(f"arch.normalize={normalize!r} is not one of {', '.join(NORMALIZATIONS)}")
+        # One number: the same λ for every study; a mapping: one per study.
+        lambdas = dict(uwo_lambda) if isinstance(uwo_lambda, dict) else dict.fromkeys(STUDIES, uwo_lambda)
+        if set(lambdas) != set(STUDIES):
+            raise ValueError(f"arch.uwo_lambda={uwo_lambda}: give one number or one per study "
+                             f"({', '.join(STUDIES)})")
+        for study, lam in lambdas.items():
+            if isinstance(lam, bool) or not isinstance(lam, (int, float)) or lam < 0:
+                raise ValueError(f"arch.uwo_lambda.{study}={lam!r} must be a number >= 0 (a negative weight rewards "
+                                 "disagreement)")
+        self.aggregator, self.k, self.uwo_lambda, self.normalize = aggregator, k, lambdas, normalize
         self.members = nn.ModuleList()  # built in fit: the backbone is only known then
         self.provenance: list[str] = []  # per member: "trained" here or "cached" from an earlier job
+        # Each member's reward is (raw - shift) / scale before aggregation; set in fit from the reference set
+        # (buffers: exported with the weights). Identity until then.
+        self.register_buffer("member_shift", torch.zeros(k))
+        self.register_buffer("member_scale", torch.ones(k))
+
+    def member_rewards(self, batch: Batch) -> torch.Tensor:
+        """(B, k): each member's reward, re-expressed on the reference set (``normalize``)."""
+        raw = torch.stack([member_reward(m, batch, self.compute) for m in self.members], dim=-1)  # (B, k)
+        return (raw.float() - self.member_shift) / self.member_scale
 
     def forward(self, batch: Batch) -> RewardOutput:
-        rewards = torch.stack([member_reward(m, batch, self.compute) for m in self.members], dim=-1)  # (B, k)
-        reward = aggregate(rewards, self.aggregator, self.uwo_lambda)  # (B,)
+        rewards = self.member_rewards(batch)  # (B, k)
+        reward = aggregate(rewards, self.aggregator, self.uwo_lambda[STUDIES[0]])  # (B,)
         return RewardOutput(reward=reward, info={"members": rewards, "aggregate": reward})
+
+    def study_scorer(self, study: str):
+        """UWO optimises its study's λ (Coste et al.: 0.5 for BoN, 0.1 on torch.var for PPO); other aggregators
+        have nothing to set per study."""
+        if study not in self.uwo_lambda:
+            raise ValueError(f"ensemble: no UWO weight for study {study!r} "
+                             f"(arch.uwo_lambda has {list(self.uwo_lambda)})")
+        if self.aggregator != "uwo":
+            return None
+        return lambda batch: aggregate(self.member_rewards(batch), "uwo", self.uwo_lambda[study])
 
     def member_spec(self, ctx: FitContext, member: int) -> dict:
         """Everything that determines a trained member — and nothing else (no aggregator, λ or k)."""
@@ -114,6 +159,29 @@ class EnsembleRM(RewardModel):
                 for row in meta["log"]:
                     ctx.logs.append({**row, "cached": True})
             ctx.log({**meta["result"], "member": i, "source": self.provenance[-1]})
+        self.set_reference(val)
+
+    @torch.no_grad()
+    def set_reference(self, reference) -> None:
+        """Each member's shift and scale from its raw rewards on ``reference`` (encoded pairs: the validation split),
+        per ``normalize`` (module docstring)."""
+        self.member_shift.zero_()
+        self.member_scale.fill_(1.0)
+        if self.normalize == "none":
+            return
+        if reference is None or not len(reference):
+            raise ValueError(f"arch.normalize={self.normalize} needs validation pairs to measure the members on; "
+                             "there are none (data.n_val), or use arch.normalize=none")
+        raw = {side: torch.stack([self.score(seqs, scorer=lambda b, m=m: member_reward(m, b, self.compute))
+                                  for m in self.members], dim=-1).double()  # (V, k)
+               for side, seqs in (("chosen", reference.chosen), ("rejected", reference.rejected))}
+        self.member_shift.copy_(torch.cat([raw["chosen"], raw["rejected"]]).mean(0))
+        if self.normalize == "standardize":
+            scale = ((raw["chosen"] - raw["rejected"]) ** 2).mean(0).div(2).sqrt()
+            if not bool((scale > 0).all()):
+                raise ValueError(f"ensemble: a member gives both sides of every validation pair the same reward "
+                                 f"(within-pair s.d. {scale.tolist()}); cannot standardize it (arch.normalize)")
+            self.member_scale.copy_(scale)
 
     def restore(self, ctx: FitContext, structure: dict) -> None:
         """The k untrained members (harness.export fills them from the exported weights)."""
@@ -128,5 +196,8 @@ class EnsembleRM(RewardModel):
                 for i, member in enumerate(self.members)}
 
     def fit_report(self) -> dict:
-        """How many members were trained in this job and how many came from the artifact cache."""
-        return {"members_trained": self.provenance.count("trained"), "members_cached": self.provenance.count("cached")}
+        """How many members were trained in this job and how many came from the artifact cache, and each member's
+        shift and scale on the reference set (the validation pairs)."""
+        return {"members_trained": self.provenance.count("trained"), "members_cached": self.provenance.count("cached"),
+                "normalize": self.normalize, "member_shift": self.member_shift.tolist(),
+                "member_scale": self.member_scale.tolist()}

@@ -23,7 +23,7 @@ from transformers.models.mixtral.modeling_mixtral import MixtralExperts, Mixtral
 
 from ..data.schema import Batch
 from ..seeds import Stream, derive_seed
-from .base import FitContext, RewardModel, RewardOutput, train_bradley_terry
+from .base import FitContext, RewardModel, RewardOutput, train_bradley_terry, union_active_params
 
 
 class SparseMoE(nn.Module):
@@ -174,9 +174,15 @@ class MoRE(RewardModel):
         return experts.gate_up_proj[0].numel() + experts.down_proj[0].numel()
 
     def param_counts(self) -> dict[str, int]:
-        """active = everything but the E - k experts a token skips in each MoE layer: embeddings, attention,
-        norms, head, routers and k experts per MoE layer (a response's tokens together touch more experts,
-        but each token's compute is this; the convention of Switch/Mixtral "active parameters")."""
+        """active_per_token = everything but the E - k experts a token skips in each MoE layer: embeddings,
+        attention, norms, head, routers and k experts per MoE layer (the Switch/Mixtral convention). A response's
+        tokens together use more experts: per response (SPEC §6) a response may use every one, so ``active`` is the
+        total here, and ``active_params`` counts what each response used."""
         counts = super().param_counts()
         skipped = len(self.moe_layers) * (self.E - self.top_k) * self.expert_numel()
-        return {**counts, "active": counts["total"] - skipped}
+        return {**counts, "active_per_token": counts["total"] - skipped}
+
+    def active_params(self, seqs, batch_size: int = 256) -> torch.Tensor:
+        """(N,) per response: everything but the experts none of its tokens was routed to, in each MoE layer."""
+        tokens = self.explain(seqs, batch_size)["expert_tokens"]  # (N, L, E)
+        return union_active_params(self.param_counts()["total"], tokens, self.expert_numel())

@@ -108,5 +108,6 @@ class RODOS(RewardModel):
         router = sum(p.numel() for p in self.router.parameters())
         one_expert = max(sum(p.numel() for p in e.parameters()) for e in self.experts)  # all the same size
         counts["active"] = router + one_expert
+        counts["active_per_token"] = counts["active"]  # every token of a response goes through the same model
         return counts
 

@@ -40,7 +40,7 @@ from transformers.models.mixtral.modeling_mixtral import MixtralExperts, Mixtral
 from ..backbones import merge_lora
 from ..data.schema import Batch, EncodedPairs
 from ..seeds import Stream, derive_seed
-from .base import FitContext, RewardModel, RewardOutput, View, train_bradley_terry
+from .base import FitContext, RewardModel, RewardOutput, View, train_bradley_terry, union_active_params
 
 log = logging.getLogger(__name__)
 
@@ -189,12 +189,18 @@ class UMMMoE(RewardModel):
         return experts.gate_up_proj[0].numel() + experts.down_proj[0].numel()
 
     def param_counts(self) -> dict[str, int]:
-        """active = everything but the E - k routed experts a token skips in each MoE layer: embeddings,
-        attention, norms, head, routers, the shared expert and k routed experts per MoE layer (per token, the
-        Switch/Mixtral convention of "active parameters")."""
+        """active_per_token = everything but the E - k routed experts a token skips in each MoE layer: embeddings,
+        attention, norms, head, routers, the shared expert and k routed experts per MoE layer (the Switch/Mixtral
+        convention). Per response (SPEC §6) a response may use every routed expert, so ``active`` is the total here,
+        and ``active_params`` counts what each response used."""
         counts = super().param_counts()
         skipped = len(self.moe_layers) * (self.E - self.top_k) * self.expert_numel()
-        return {**counts, "active": counts["total"] - skipped}
+        return {**counts, "active_per_token": counts["total"] - skipped}
+
+    def active_params(self, seqs, batch_size: int = 256) -> torch.Tensor:
+        """(N,) per response: everything but the routed experts none of its tokens used, in each MoE layer."""
+        tokens = self.explain(seqs, batch_size)["expert_tokens"]  # (N, L, E), routed experts only
+        return union_active_params(self.param_counts()["total"], tokens, self.expert_numel())
 
 
 class UMMRM(RewardModel):
@@ -352,7 +358,12 @@ class UMMRM(RewardModel):
         if self.model is None:  # built, not merged yet: the MoE is the RM
             return self.moe.param_counts()
         total = sum(p.numel() for p in {id(p): p for p in self.model.parameters()}.values())
-        return {"total": total, "trainable": total, "active": total}
+        return {"total": total, "trainable": total, "active": total, "active_per_token": total}
+
+    def active_params(self, seqs, batch_size: int = 256) -> torch.Tensor:
+        if self.model is None:  # built, not merged yet: the MoE is the RM
+            return self.moe.active_params(seqs, batch_size)
+        return super().active_params(seqs, batch_size)
 
     def explain(self, seqs, batch_size: int = 256) -> dict:
         """The merged model routes nothing: this is the unmerged MoE's routing, from which the merge began."""
@@ -360,7 +371,8 @@ class UMMRM(RewardModel):
 
     def views(self) -> dict[str, View]:
         """``unmerged``: the MoE before the merge, a model of its own (its parameters reported beside it)."""
-        return {"unmerged": View(lambda batch: self.moe(batch).reward, params=self.moe.param_counts())}
+        return {"unmerged": View(lambda batch: self.moe(batch).reward, params=self.moe.param_counts(),
+                                 active_params=self.moe.active_params)}
 
     def fit_report(self) -> dict:
         """``moe``: the MoE's training; ``merge``: rho and a, learned and at initialisation, and where the merged

@@ -80,11 +80,13 @@ def _config(node, cls, where: str):
 
 
 def proxy_scores(arch, backbone, data, prompts: list[str], responses: list[str], domains: list[str],
-                 batch_size: int) -> np.ndarray:
-    """The proxy RM's raw rewards of (prompt, response) texts, as the job's backbone encodes them."""
+                 batch_size: int, study: str | None = None) -> np.ndarray:
+    """The proxy RM's raw rewards of (prompt, response) texts, as the job's backbone encodes them; with ``study``,
+    the reward that study optimises (``RewardModel.study_scorer``: e.g. UWO's λ is set per study)."""
     seqs = encode_sequences(backbone.tokenizer, backbone.join, prompts, responses, domains,
                             {d: i for i, d in enumerate(data.domains)}, backbone.max_length)
-    return arch.score(seqs, batch_size).numpy().astype(float)
+    scorer = arch.study_scorer(study) if study is not None else None
+    return arch.score(seqs, batch_size, scorer).numpy().astype(float)
 
 
 def gold_scores(data, prompts: list[str], responses: list[str], domains: list[str]) -> np.ndarray:
@@ -122,7 +124,7 @@ def bon_study(cfg: BoNConfig, score, data, policy: Policy, cache: ArtifactCache,
     """Best-of-N curve and fit. ``score(prompts, responses, domains)`` gives raw proxy rewards.
 
     Returns (metrics block, curve rows, the raw initial-policy scores ``{"proxy": (P, N), "gold": (P, N)}``
-    from which PPO takes its units).
+    from which PPO takes its units, with the samples themselves, ``"texts"``: (prompts, responses, domains)).
     """
     t0 = time.perf_counter()
     samples = bon_samples(policy, data, cache, seed, cfg.n_prompts, cfg.n_samples)
@@ -150,7 +152,7 @@ def bon_study(cfg: BoNConfig, score, data, policy: Policy, cache: ArtifactCache,
     last = rows[-1]
     log.info("best-of-n: at n=%d (d=√KL %.2f) gold %.3f, proxy %.3f (%s s.d. of the initial policy); %d x %d "
              "samples", last["n"], last["sqrt_kl"], last["gold"], last["proxy"], cfg.reward_scale, P, N)
-    return block, rows, {"proxy": proxy_raw, "gold": gold_raw}
+    return block, rows, {"proxy": proxy_raw, "gold": gold_raw, "texts": (flat_prompts, flat_responses, flat_domains)}
 
 
 def check_studies(studies: dict, policy_cfg, has_gold: bool, data_name: str) -> tuple[tuple, Policy]:
@@ -191,8 +193,11 @@ def run_studies(studies: dict, arch, data, backbone, policy_cfg, cache: Artifact
     place(compute, policy)
     policy.prepare(cache, data, seed)
 
-    def score(prompts, responses, domains):
-        return proxy_scores(arch, backbone, data, prompts, responses, domains, eval_batch_size)
+    def scorer(study: str):
+        def score(prompts, responses, domains):
+            return proxy_scores(arch, backbone, data, prompts, responses, domains, eval_batch_size, study)
+
+        return score
 
     def gold(prompts, responses, domains):
         return gold_scores(data, prompts, responses, domains)
@@ -204,7 +209,7 @@ def run_studies(studies: dict, arch, data, backbone, policy_cfg, cache: Artifact
     if bon_cfg is not None:  # first: its samples give PPO its units
         stage(f"best-of-n: {bon_cfg.n_samples} samples for each of {bon_cfg.n_prompts} prompts (sampled once, cached), "
               "scored by the reward model")
-        results["bon"], rows, initial = bon_study(bon_cfg, score, data, policy, cache, seed)
+        results["bon"], rows, initial = bon_study(bon_cfg, scorer("bon"), data, policy, cache, seed)
         curves += rows
     if ppo_cfg is not None:
         n_eval = ppo_cfg.eval_prompts
@@ -212,9 +217,16 @@ def run_studies(studies: dict, arch, data, backbone, policy_cfg, cache: Artifact
         # The first prompts of the held-out stream are PPO's eval prompts (also BoN's first ones); the
         # rest are its training prompts, never evaluated on.
         stage(f"PPO against the reward model: {ppo_cfg.steps} steps x {ppo_cfg.rollout_batch} rollouts")
-        units = None if initial is None else {k: reward_units(v, ppo_cfg.reward_scale) for k, v in initial.items()}
-        out = run_ppo(ppo_cfg, policy, score, gold, train_prompts=prompts[n_eval:], eval_prompts=prompts[:n_eval],
-                      seed=seed, units=units, on_eval=metric_logger.ppo_eval if metric_logger else None)
+        units = None
+        if initial is not None:
+            proxy_raw = initial["proxy"]
+            if arch.study_scorer("ppo") is not None:  # PPO optimises another reward than BoN's: its own units
+                proxy_raw = scorer("ppo")(*initial["texts"]).reshape(proxy_raw.shape)
+            units = {"proxy": reward_units(proxy_raw, ppo_cfg.reward_scale),
+                     "gold": reward_units(initial["gold"], ppo_cfg.reward_scale)}
+        out = run_ppo(ppo_cfg, policy, scorer("ppo"), gold, train_prompts=prompts[n_eval:],
+                      eval_prompts=prompts[:n_eval], seed=seed, units=units,
+                      on_eval=metric_logger.ppo_eval if metric_logger else None)
         rows = [{"opt": "ppo", **r} for r in out["rows"]]
         results["ppo"] = {**summarize("ppo", rows, ppo_cfg.sqrt_kl_grid, ppo_cfg.common_sqrt_kl),
                           "kl_coef": ppo_cfg.kl_coef, "units": out["units"],
