@@ -6,14 +6,17 @@ import logging
 import os
 import sys
 
+from harness.threads import WAIT_POLICY, auto_threads, usable_cpus  # light: os and pathlib only
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Idle OpenMP threads sleep instead of spinning (harness/threads.py); read once, when torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", WAIT_POLICY)
 # The imports below take seconds (torch, transformers, peft); say so on a terminal rather than sit silent.
 _PRINT_ONLY_FLAGS = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--version", "--shell-completion"}
 if sys.stderr.isatty() and not _PRINT_ONLY_FLAGS & set(sys.argv[1:]):
     print("rmharness: loading torch and transformers ...", file=sys.stderr, flush=True)
 
 import hydra  # noqa: E402
-import torch  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
@@ -31,12 +34,11 @@ quiet_third_party()
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
-    if cfg.threads is None and "joblib" in str(hc.launcher.get("_target_", "")):
-        # Several jobs share the cores: split them, or each job's intra-op threads oversubscribe the CPU.
-        # (loky reuses worker processes across jobs, so this is set again for every job.)
+    if cfg.threads in (None, "auto") and "joblib" in str(hc.launcher.get("_target_", "")):
+        # Several jobs share the cores: split them, or each job's intra-op threads oversubscribe the CPU. The job
+        # then records (and a resumed one compares) the number it ran with.
         n_jobs = hc.launcher.n_jobs
-        cores = os.cpu_count() or 1
-        torch.set_num_threads(max(1, cores // (cores if n_jobs in (None, -1) else max(1, n_jobs))))
+        cfg.threads = auto_threads(len(usable_cpus()) if n_jobs in (None, -1) else max(1, n_jobs))
     choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra")}
     # Log lines go above the progress bars instead of through them.
     with logging_redirect_tqdm(loggers=[logging.getLogger()]):

@@ -42,6 +42,7 @@ from .progress import Stages, config_name
 from .provenance import provenance
 from .results import CURVES_FILE, METRICS_FILE, read_metrics, write_curves, write_metrics
 from .rewardbench import check_benchmarks, evaluate_benchmarks
+from .threads import job_threads
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ class JobInputs:
     studies: dict
     benchmarks: list
     compute: Compute  # device and precision (harness/device.py)
+    studies_skipped: list  # selected in opt but read in gold units, and the job has no gold reward
 
 
 def run_job(cfg: DictConfig, job_dir: Path, choices: dict, overrides: list[str]) -> dict:
@@ -237,6 +239,18 @@ def check_outputs(job_dir: Path) -> None:
                         "hydra.run.dir=DIR (hydra.sweep.dir=DIR for -m)") from e
 
 
+def without_gold_studies(studies: dict, has_gold: bool, data_name: str) -> tuple[dict, list[str]]:
+    """``studies`` less the ones read in gold units (Best-of-N, PPO) when the job has no gold reward, and those
+    left out, with one line saying so: real preference data runs with the default ``opt`` and measures what it can."""
+    from .optimize.study import GOLD_STUDIES
+
+    skipped = [] if has_gold else sorted(set(studies) & set(GOLD_STUDIES))
+    if skipped:
+        log.info("opt=%s skipped: data=%s has no gold reward to read Best-of-N / PPO against (give one with gold=rm "
+                 "gold.path=DIR; opt=none silences this line)", skipped, data_name)
+    return {k: v for k, v in studies.items() if k not in skipped}, skipped
+
+
 def validate(cfg: DictConfig, job_dir: Path) -> JobInputs:
     """Every check the input alone allows, before anything is prepared or trained. Objects with a ``check()``
     (backbones, labelers) verify there what their config points at — model files, credentials — without loading."""
@@ -247,9 +261,9 @@ def validate(cfg: DictConfig, job_dir: Path) -> JobInputs:
     set_seed(seed)  # constructors below run seeded too (none draws today; _run seeds again before preparing)
     # While only the config is read, a rejected value or a missing file can only be the user's to fix.
     with user_errors(ValueError, TypeError, FileNotFoundError, IsADirectoryError, HubUnavailableError):
-        if cfg.threads is not None and (isinstance(cfg.threads, bool) or not isinstance(cfg.threads, int)
-                                        or cfg.threads < 1):
-            raise UserError(f"threads={cfg.threads!r} must be an integer >= 1 or null")
+        if cfg.threads not in (None, "auto") and (isinstance(cfg.threads, bool) or not isinstance(cfg.threads, int)
+                                                  or cfg.threads < 1):
+            raise UserError(f"threads={cfg.threads!r} must be an integer >= 1 or auto")
         train_cfg = TrainConfig(**cfg.train)
         train_cfg.validate()
         compute = compute_of(cfg)  # a device that is not there: named here, before anything is built
@@ -265,10 +279,10 @@ def validate(cfg: DictConfig, job_dir: Path) -> JobInputs:
                 part.check()
         benchmarks = OmegaConf.to_container(cfg.eval.benchmarks, resolve=True) if cfg.eval.get("benchmarks") else []
         check_benchmarks(benchmarks)
-        studies = dict(cfg.get("opt") or {})
+        # A gold reward comes with the data (the world's) or from a gold RM that relabels it (gold=rm).
+        has_gold = hasattr(data, "gold") or callable(getattr(gold, "identity", None))
+        studies, skipped = without_gold_studies(dict(cfg.get("opt") or {}), has_gold, config_name(cfg.data))
         if studies:
-            # A gold reward comes with the data (the world's) or from a gold RM that relabels it (gold=rm).
-            has_gold = hasattr(data, "gold") or callable(getattr(gold, "identity", None))
             check_studies(studies, cfg.policy, has_gold, getattr(data, "name", type(data).__name__))
         # The data source's cache key (file contents for jsonl, hub fingerprints for hf, the world's config for
         # synthetic, with the split fractions and the seed), and what a gold RM that relabels it is.
@@ -276,15 +290,16 @@ def validate(cfg: DictConfig, job_dir: Path) -> JobInputs:
                     "gold": gold.identity() if callable(getattr(gold, "identity", None)) else None}
         fingerprint = ArtifactCache.key("data", identity)
     return JobInputs(seed=seed, config=config, data_fingerprint=fingerprint, train=train_cfg, data=data, gold=gold,
-                     backbone=backbone, arch=arch, studies=studies, benchmarks=benchmarks, compute=compute)
+                     backbone=backbone, arch=arch, studies=studies, benchmarks=benchmarks, compute=compute,
+                     studies_skipped=skipped)
 
 
 # ------------------------------------------------------------------------------------------------ run
 def _run(cfg: DictConfig, job: JobInputs, job_dir: Path, out: dict, metric_logger: MetricLogger) -> None:
     """Prepare, train, evaluate, optimize; every result goes into ``out`` as soon as it exists, so a later
     failure keeps it."""
-    if cfg.threads is not None:
-        torch.set_num_threads(int(cfg.threads))
+    out["threads"] = job_threads(cfg.threads)
+    torch.set_num_threads(out["threads"])
     parallel.init(job.compute)  # several processes under torchrun; nothing otherwise
     # Everything that runs a model runs it there: the gold RM, tiny's pre-training, the RM, the RM's labeler.
     place(job.compute, job.gold, job.backbone, job.arch, getattr(job.arch, "labeler", None))
@@ -295,6 +310,8 @@ def _run(cfg: DictConfig, job: JobInputs, job_dir: Path, out: dict, metric_logge
     timing: dict[str, float] = out.setdefault("timing_s", {})
 
     studies = job.studies
+    if job.studies_skipped:
+        out["opt_skipped"] = job.studies_skipped
     # data, backbone, reward model, evaluation; then the policy and each study.
     stages = Stages(4 + (1 + len(studies) if studies else 0))
     t0 = time.perf_counter()

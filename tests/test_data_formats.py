@@ -304,12 +304,23 @@ def test_tiny_tokenizer_learns_the_data_words(tmp_path):
     assert world_only.tokenizer(text)["input_ids"].count(unk) > len(text.split()) // 4
 
 
-def test_bon_on_real_data_is_refused_before_training(tmp_path):
-    cfg = compose(["data=jsonl", f"data.path={DATA / 'trl.jsonl'}", "opt=bon", f"cache_dir={tmp_path}/cache"])
-    metrics = run_job(cfg, tmp_path / "job", {}, [])
-    assert metrics["status"] == "user_error"
-    assert "opt=['bon']" in metrics["error"] and "data=jsonl" in metrics["error"] and "opt=none" in metrics["error"]
-    assert not (tmp_path / "cache" / "backbone_tiny").exists()
+def test_real_data_with_the_default_studies_skips_them_with_one_line(tmp_path, caplog):
+    # The simplest real-data command: no opt=none. Best-of-N needs a gold reward, which a preference file lacks.
+    overrides = ["data=jsonl", f"data.path={DATA / 'trl.jsonl'}", f"cache_dir={tmp_path}/cache",
+                 "backbone.hidden_size=32", "backbone.intermediate_size=64", "backbone.pretrain_steps=2",
+                 "backbone.pretrain_sequences=50", "train.epochs=1", "train.evals_per_epoch=1", "threads=1",
+                 "export=false"]
+    cfg = compose(overrides)
+    assert list(cfg.opt) == ["bon"]
+    with caplog.at_level("INFO", logger="harness"):
+        metrics = run_job(cfg, tmp_path / "job", {}, overrides)
+    assert metrics["status"] == "ok", metrics["error"]
+    assert metrics["opt_skipped"] == ["bon"] and "bon" not in metrics and "accuracy" in metrics
+    assert metrics["threads"] == 1
+    said = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert len(said) == 1 and "no gold reward" in said[0] and "gold=rm" in said[0], said
+    assert not (tmp_path / "cache" / "policy_tiny").exists()  # the policy was never trained for it
+    assert (tmp_path / "job" / "curves.csv").exists()
 
 
 def test_job_on_attribute_ratings_reports_accuracy_against_the_labels(tmp_path):

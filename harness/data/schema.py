@@ -202,10 +202,12 @@ def encode_sequences(tokenizer, join, prompts, responses, domains, domain_index,
 
 def encode_pairs(dataset, tokenizer, join, domains: list[str], max_length: int) -> EncodedPairs:
     index = {d: i for i, d in enumerate(domains)}
-    dom = dataset["domain"] if "domain" in dataset.column_names else [""] * len(dataset)
-    prompts = dataset["prompt"]
-    chosen = encode_sequences(tokenizer, join, prompts, dataset["chosen"], dom, index, max_length)
-    rejected = encode_sequences(tokenizer, join, prompts, dataset["rejected"], dom, index, max_length)
+    # Plain lists, read at once (a datasets Column is read row by row on every pass, and encoding makes several).
+    names = [c for c in ("prompt", "chosen", "rejected", "domain") if c in dataset.column_names]
+    cols = dataset.select_columns(names)[:]
+    dom = cols["domain"] if "domain" in cols else [""] * len(dataset)
+    chosen = encode_sequences(tokenizer, join, cols["prompt"], cols["chosen"], dom, index, max_length)
+    rejected = encode_sequences(tokenizer, join, cols["prompt"], cols["rejected"], dom, index, max_length)
     # A pair batch slices both sides to one shared length: give them one shared width.
     width = max(chosen.ids.shape[1], rejected.ids.shape[1])
     pad = tokenizer.pad_token_id

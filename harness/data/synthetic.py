@@ -31,6 +31,8 @@ class SyntheticData:
         self.sizes = {"train": n_train, "val": n_val, "test": n_test}
         self.world: World | None = None
         self.splits: dict[str, datasets.Dataset] = {}
+        # The longest world-text corpus drawn so far, per seed: the backbone and the policy both ask for one.
+        self._corpus: dict[int, tuple[list[str], list[str]]] = {}
 
     @property
     def domains(self) -> list[str]:
@@ -57,11 +59,18 @@ class SyntheticData:
             self.world_config, seed, (described["human_temperature"], described["judge_temperatures"])
         )
         self.splits = {s: datasets.load_from_disk(str(path / s)) for s in self.sizes}
+        self._corpus = {}
         return self
 
     def corpus(self, n: int, seed: int = 0) -> tuple[list[str], list[str]]:
-        """World text (prompts and generator responses) for pre-training / SFT; disjoint seed stream."""
-        return text_corpus(self.world, n, np.random.default_rng(derive_seed(seed, Stream.CORPUS)))
+        """World text (prompts and generator responses) for pre-training / SFT; disjoint seed stream.
+
+        The stream is drawn one sequence after another, so a shorter corpus is the start of a longer one: it is
+        drawn once per job (the backbone's and the policy's are the same text) and sliced."""
+        if len(self._corpus.get(seed, ((),))[0]) < n:
+            self._corpus[seed] = text_corpus(self.world, n, np.random.default_rng(derive_seed(seed, Stream.CORPUS)))
+        prompts, responses = self._corpus[seed]
+        return prompts[:n], responses[:n]
 
     def eval_prompts(self, n: int, seed: int) -> list[tuple[str, str]]:
         """Held-out prompts, balanced over domains, for BoN / PPO evaluation."""

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 # The studies `opt=[...]` may select; "capability" measures the policy with lm-eval before/after the others.
 STUDIES = ("bon", "ppo", "capability")
+# The studies read in gold units: a job without a gold reward skips them (harness.job).
+GOLD_STUDIES = ("bon", "ppo")
 
 
 @dataclass

@@ -93,6 +93,18 @@ class WorldConfig:
             raise ValueError(f"data.world.max_words={self.max_words} must be >= 8")
 
 
+def pick(rng: np.random.Generator, options) -> str:
+    """One uniform draw from ``options``: the very draw ``rng.choice(options)`` makes (one ``integers``), without
+    its conversion of the list to an array, which made it 8x slower — the world's text generation is mostly this."""
+    return options[int(rng.integers(len(options)))]
+
+
+def picks(rng: np.random.Generator, options, k: int) -> list[str]:
+    """``k`` uniform draws from ``options``, the same as ``k`` calls of ``pick`` (numpy draws bounded integers one
+    after the other), in one call."""
+    return [options[i] for i in rng.integers(len(options), size=k)]
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -114,19 +126,19 @@ class World:
     # ----------------------------------------------------------------------------------- prompts
     def sample_prompt(self, rng: np.random.Generator, domain: str | None = None) -> tuple[str, str]:
         """One prompt text and its (hidden) domain."""
-        domain = domain or str(rng.choice(self.domains))
+        domain = domain or pick(rng, self.domains)
         marker = DOMAIN_MARKERS[domain] if rng.random() < self.config.marker_rate else NEUTRAL_MARKER
         other = SHARED_TOPICS + [w for d in self.domains for w in TOPICS[d]]
         n_kw = int(rng.integers(2, 4))
         keywords: list[str] = []
         while len(keywords) < n_kw:
             pool = TOPICS[domain] if rng.random() < self.config.domain_topic_rate else other
-            w = str(rng.choice(pool))
+            w = pick(rng, pool)
             if w not in keywords:
                 keywords.append(w)
         words = [marker, ":", "tell", "me", "about", *keywords]
         if domain == "objective_qa":
-            words += [".", "what", "colour", "is", str(rng.choice(ENTITIES)), "?"]
+            words += [".", "what", "colour", "is", pick(rng, ENTITIES), "?"]
         return " ".join(words), domain
 
     # ----------------------------------------------------------------------------------- responses
@@ -137,14 +149,14 @@ class World:
         target = LENGTH_TARGETS[domain]
         n_words = int(round(target * rng.lognormal(0.0, 0.3) * rng.uniform(0.5, 1.6)))
         cover = rng.uniform(0.0, 1.0)  # how on-topic this response is
-        keywords = [k for k in parsed.keywords if rng.random() < cover]
-        tone = [str(rng.choice(TONE)) for _ in range(rng.poisson(1.8))]
-        hedges = [str(rng.choice(HEDGES)) for _ in range(rng.poisson(1.2))]
-        exploit = [rng.random() < cfg.exploit_rate for _ in range(4)]
+        keywords = [k for k, u in zip(parsed.keywords, rng.random(len(parsed.keywords)), strict=True) if u < cover]
+        tone = picks(rng, TONE, rng.poisson(1.8))
+        hedges = picks(rng, HEDGES, rng.poisson(1.2))
+        exploit = rng.random(4) < cfg.exploit_rate
         if exploit[0]:  # keyword stuffing
             keywords = [k for k in parsed.keywords for _ in range(int(rng.integers(3, 7)))]
         if exploit[1]:  # tone stuffing
-            tone = [str(rng.choice(TONE)) for _ in range(int(rng.integers(6, 13)))]
+            tone = picks(rng, TONE, int(rng.integers(6, 13)))
         if exploit[3]:  # runaway length
             n_words = int(rng.integers(cfg.max_words - 8, cfg.max_words + 1))
         answer: list[str] = []
@@ -154,10 +166,10 @@ class World:
                 answer = ["answer", "is", self.knowledge[parsed.entity]]
             elif u < 0.8:
                 wrong = [c for c in COLOURS if c != self.knowledge[parsed.entity]]
-                answer = ["answer", "is", str(rng.choice(wrong))]
+                answer = ["answer", "is", pick(rng, wrong)]
         content = keywords + tone + hedges
         n_fill = max(0, n_words - len(content) - len(answer))
-        words = content + [str(rng.choice(FILLER)) for _ in range(n_fill)]
+        words = content + picks(rng, FILLER, n_fill)
         rng.shuffle(words)
         if answer:
             at = int(rng.integers(0, len(words) + 1))
@@ -166,7 +178,7 @@ class World:
             at = int(rng.integers(0, len(words) - 1))
             phrase = words[at : at + 2]
             words[at:at] = phrase * int(rng.integers(3, 7))
-        words = words[: cfg.max_words - 1] if words else [str(rng.choice(FILLER))]
+        words = words[: cfg.max_words - 1] if words else [pick(rng, FILLER)]
         words.append("?" if rng.random() < 0.4 else ".")
         return " ".join(words)
 
