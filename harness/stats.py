@@ -443,20 +443,22 @@ def write_stats(sweep_dir: str | Path, baseline: str = "single", jobs: pd.DataFr
     return paths
 
 
-def write_test_scores(job_dir: str | Path, r_chosen, r_rejected, domains, gold_chosen=None, gold_rejected=None,
+def write_test_scores(job_dir: str | Path, r_chosen, r_rejected, dataset,
                       views: Mapping[str, tuple] | None = None) -> Path:
-    """Per test pair: its domain, the gold order (+1 chosen better, -1 rejected better, 0 tie; empty without
-    gold) and each scorer's rewards (``chosen``/``rejected``, and ``{view}.chosen``/``{view}.rejected`` for
-    extra views), so statistics can resample test pairs."""
-    table = {"domain": [str(d) for d in domains]}
-    if gold_chosen is not None:
-        g_c, g_r = np.asarray(gold_chosen, dtype=float), np.asarray(gold_rejected, dtype=float)
+    """Per test pair of ``dataset`` (the raw test split): its domain, the gold order (+1 chosen better, -1 rejected
+    better, 0 tie; absent without gold) and the RM's rewards (``chosen``/``rejected``), plus ``views.<name>.chosen``
+    / ``.rejected`` for views scored on every pair — what statistics resample."""
+    columns = dataset.column_names
+    table = {"domain": [str(d) for d in (dataset["domain"] if "domain" in columns else [""] * len(dataset))]}
+    if "gold_chosen" in columns:
+        g_c, g_r = np.asarray(dataset["gold_chosen"], dtype=float), np.asarray(dataset["gold_rejected"], dtype=float)
         table["gold_order"] = np.sign(g_c - g_r).astype(int)
     table["chosen"], table["rejected"] = np.asarray(r_chosen, dtype=float), np.asarray(r_rejected, dtype=float)
     for view, (c, r) in (views or {}).items():
-        table[f"{view}.chosen"], table[f"{view}.rejected"] = np.asarray(c, dtype=float), np.asarray(r, dtype=float)
+        table[f"views.{view}.chosen"] = np.asarray(c, dtype=float)
+        table[f"views.{view}.rejected"] = np.asarray(r, dtype=float)
     path = Path(job_dir) / TEST_SCORES_FILE
-    atomic_write_text(path, pd.DataFrame(table).to_csv(index=False, lineterminator="\n", float_format="%.6g"))
+    atomic_write_text(path, pd.DataFrame(table).to_csv(index=False, lineterminator="\n", float_format="%.9g"))
     return path
 
 

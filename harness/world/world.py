@@ -40,7 +40,7 @@ WORLD_VERSION = 3
 
 
 # WorldConfig fields that change the world's text (see WorldConfig.text_spec).
-TEXT_KNOBS = ("domains", "marker_rate", "domain_topic_rate", "max_words", "exploit_rate")
+TEXT_KNOBS = ("domains", "marker_rate", "domain_topic_rate", "max_words", "exploit_rate", "corpus_exploit_rate")
 
 
 @dataclass
@@ -49,7 +49,8 @@ class WorldConfig:
     marker_rate: float = 0.2  # chance a prompt names its domain; low, so the task category is a weak cue
     domain_topic_rate: float = 0.5  # chance each keyword comes from the domain's own topic pool
     max_words: int = 40  # response cap; keeps sequences short (cost grows with length squared)
-    exploit_rate: float = 0.03  # chance of each exploit kind per response (stuffing, tone, repetition, long)
+    exploit_rate: float = 0.03  # chance of each exploit kind per preference-pair response (stuffing, tone, ...)
+    corpus_exploit_rate: float = 0.03  # the same in the text corpus (backbone pre-training, policy SFT)
     unnamed_share: float = 0.25  # share of gold's within-prompt variance that no capability point names
     human_agreement: float = 0.70  # target P(human label == gold order) on random pairs
     human_flip_rate: float = 0.0  # extra uniform label flips on top of Bradley-Terry sampling
@@ -69,8 +70,8 @@ class WorldConfig:
         if not isinstance(self.domains, (list, tuple)) or not all(isinstance(d, str) for d in self.domains):
             raise ValueError(f"data.world.domains={self.domains!r} must be a list of domain names; valid: "
                              f"{list(DOMAINS)}")
-        for key in ("marker_rate", "domain_topic_rate", "exploit_rate", "unnamed_share", "human_agreement",
-                    "human_flip_rate", "judge_agreement", "judge_position_bias"):
+        for key in ("marker_rate", "domain_topic_rate", "exploit_rate", "corpus_exploit_rate", "unnamed_share",
+                    "human_agreement", "human_flip_rate", "judge_agreement", "judge_position_bias"):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise ValueError(f"data.world.{key}={v!r} must be a finite number")
@@ -91,6 +92,7 @@ class WorldConfig:
             "marker_rate": (0.0, 1.0),
             "domain_topic_rate": (0.0, 1.0),
             "exploit_rate": (0.0, 0.2),
+            "corpus_exploit_rate": (0.0, 0.2),
             "unnamed_share": (0.0, 0.9),
             "human_agreement": (0.5, 1.0),
             "human_flip_rate": (0.0, 0.5),
@@ -175,9 +177,12 @@ class World:
         return " ".join(words), domain
 
     # ----------------------------------------------------------------------------------- responses
-    def sample_response(self, prompt: str, domain: str, rng: np.random.Generator) -> str:
-        """A response from the world's generator: random quality knobs, and rare exploits."""
+    def sample_response(self, prompt: str, domain: str, rng: np.random.Generator,
+                        exploit_rate: float | None = None) -> str:
+        """A response from the world's generator: random quality knobs, and rare exploits (each kind with chance
+        ``exploit_rate``, by default the preference pairs' ``config.exploit_rate``)."""
         cfg = self.config
+        exploit_rate = cfg.exploit_rate if exploit_rate is None else exploit_rate
         parsed = parse_prompt(prompt)
         target = LENGTH_TARGETS[domain]
         n_words = int(round(target * rng.lognormal(0.0, 0.3) * rng.uniform(0.5, 1.6)))
@@ -185,7 +190,7 @@ class World:
         keywords = [k for k in parsed.keywords if rng.random() < cover]
         tone = [str(rng.choice(TONE)) for _ in range(rng.poisson(1.8))]
         hedges = [str(rng.choice(HEDGES)) for _ in range(rng.poisson(1.2))]
-        exploit = [rng.random() < cfg.exploit_rate for _ in range(4)]
+        exploit = [rng.random() < exploit_rate for _ in range(4)]
         if exploit[0]:  # keyword stuffing
             keywords = [k for k in parsed.keywords for _ in range(int(rng.integers(3, 7)))]
         if exploit[1]:  # tone stuffing
@@ -344,5 +349,5 @@ def text_corpus(world: World, n_sequences: int, rng: np.random.Generator) -> tup
     for _ in progress(range(n_sequences), desc="world: text corpus", unit="seq"):
         prompt, domain = world.sample_prompt(rng)
         prompts.append(prompt)
-        responses.append(world.sample_response(prompt, domain, rng))
+        responses.append(world.sample_response(prompt, domain, rng, world.config.corpus_exploit_rate))
     return prompts, responses
