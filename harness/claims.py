@@ -247,13 +247,16 @@ def markdown(table: pd.DataFrame, claims: list[dict], n_jobs: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_claims(sweep_dir: str | Path, claims_file: str | Path = CLAIMS_FILE,
-                 jobs: pd.DataFrame | None = None) -> list[Path]:
-    """claims.csv and claims.md in ``sweep_dir``."""
+def write_claims(sweep_dir: str | Path, claims_file: str | Path = CLAIMS_FILE, jobs: pd.DataFrame | None = None,
+                 only_if_measured: bool = False) -> list[Path]:
+    """claims.csv and claims.md in ``sweep_dir`` (with ``only_if_measured``: nothing when no claim is measured,
+    e.g. a one-arch sweep)."""
     root = Path(sweep_dir)
     claims, defaults = load_claims(claims_file)
     jobs = load_jobs(root) if jobs is None else jobs
     table = claims_table(jobs, claims, defaults)
+    if only_if_measured and (table.empty or (table["verdict"] == NOT_MEASURED).all()):
+        return []
     paths = [root / CSV_FILE, root / MD_FILE]
     atomic_write_text(paths[0], table.to_csv(index=False, lineterminator="\n"))
     atomic_write_text(paths[1], markdown(table, claims, len(jobs)))
