@@ -95,10 +95,10 @@ def bon_report(cfg, rm: SingleRM, data, backbone, cache: ArtifactCache, seed: in
     print("  n      " + "".join(f"{r['n']:>8d}" for r in rows))
     print("  proxy  " + "".join(f"{r['proxy']:>8.3f}" for r in rows))
     print("  gold   " + "".join(f"{r['gold']:>8.3f}" for r in rows))
-    proxies = [r["proxy"] for r in rows]
+    rising = bool(np.all(np.diff([r["proxy"] for r in rows]) >= 0))
     print(f"  gold peaks at n={rows[peak]['n']} ({golds[peak]:.3f}), then falls by {golds[peak] - golds[-1]:.3f} to "
-          f"n={rows[-1]['n']}; proxy rises throughout: {all(b >= a for a, b in zip(proxies, proxies[1:]))}; "
-          f"within-prompt proxy-gold correlation {block['within_prompt_corr']:.3f}")
+          f"n={rows[-1]['n']}; proxy rises throughout: {rising}; within-prompt proxy-gold correlation "
+          f"{block['within_prompt_corr']:.3f}")
 
 
 def main(argv: list[str]) -> None:
@@ -134,8 +134,8 @@ def main(argv: list[str]) -> None:
           f"(BT temperature {data.world.human_temperature:.3f})")
     unnamed_report(data)
     judge_report(data, seed)
-    print(f"joint single RM: gold accuracy {acc_joint['gold']['overall']:.3f}, human {acc_joint['human']['overall']:.3f}"
-          f" (train {joint_s:.0f} s)")
+    print(f"joint single RM: gold accuracy {acc_joint['gold']['overall']:.3f}, human "
+          f"{acc_joint['human']['overall']:.3f} (train {joint_s:.0f} s)")
     bon_report(cfg, joint, data, backbone, cache, seed)
     if skip_disturbance:
         return

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from conftest import paired_jobs_table as jobs_table
 
 from harness import claims as claims_mod
-from tests.test_stats import jobs_table
 
 
 def claim(**kw) -> dict:

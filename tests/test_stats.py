@@ -8,27 +8,11 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import PAIRED_SEEDS as SEEDS
+from conftest import make_sweep, paired_jobs_table
 from datasets import Dataset
 
 from harness import results, stats
-
-SEEDS = range(5)
-
-
-def jobs_table(effects: dict[str, float], noise: float = 0.004, base: float = 0.70, metric="accuracy.gold.overall",
-               extra: dict | None = None) -> pd.DataFrame:
-    """single at ``base`` + per-seed noise shared by every arch (the seed's world), each arch + its effect + a
-    small arch-specific wobble: a paired design whose true differences are known."""
-    rng = np.random.default_rng(0)
-    seed_level = rng.normal(0, 0.02, size=len(SEEDS))
-    rows = []
-    for arch, effect in {"single": 0.0, **effects}.items():
-        wobble = rng.normal(0, noise, size=len(SEEDS))
-        wobble -= wobble.mean()  # the sample mean of the differences is exactly the effect
-        for s in SEEDS:
-            rows.append({"arch": arch, "seed": s, metric: base + seed_level[s] + effect + wobble[s],
-                         **(extra or {})})
-    return pd.DataFrame(rows)
 
 
 def test_holm_matches_hand_computation():
@@ -39,7 +23,7 @@ def test_holm_matches_hand_computation():
 
 
 def test_known_difference_has_a_ci_that_excludes_zero_and_zero_effect_one_that_covers_it():
-    jobs = jobs_table({"better": 0.05, "same": 0.0})
+    jobs = paired_jobs_table({"better": 0.05, "same": 0.0})
     table, per_seed = stats.stats_table(jobs, baseline="single", metrics=[stats.Metric("accuracy.gold.overall")])
     better = table[table["arch"] == "better"].iloc[0]
     same = table[table["arch"] == "same"].iloc[0]
@@ -52,7 +36,7 @@ def test_known_difference_has_a_ci_that_excludes_zero_and_zero_effect_one_that_c
 
 
 def test_heavy_tailed_metrics_use_the_median():
-    jobs = jobs_table({"other": 0.0}, metric="ppo.final_gap")
+    jobs = paired_jobs_table({"other": 0.0}, metric="ppo.final_gap")
     jobs.loc[(jobs["arch"] == "other") & (jobs["seed"] == 0), "ppo.final_gap"] += 10.0  # one wild seed
     table, _ = stats.stats_table(jobs, metrics=[stats.Metric("ppo.final_gap", heavy_tailed=True)])
     row = table.iloc[0]
@@ -114,8 +98,8 @@ def test_gold_at_matched_sqrt_kl_interpolates_where_both_runs_reached(tmp_path):
 
 
 def test_settings_split_by_config_and_filters_let_missing_keys_pass():
-    jobs = pd.concat([jobs_table({"ens": 0.01}, extra={"config.data.world.human_agreement": 0.7}),
-                      jobs_table({"ens": 0.04}, extra={"config.data.world.human_agreement": 0.6})])
+    jobs = pd.concat([paired_jobs_table({"ens": 0.01}, extra={"config.data.world.human_agreement": 0.7}),
+                      paired_jobs_table({"ens": 0.04}, extra={"config.data.world.human_agreement": 0.6})])
     table, _ = stats.stats_table(jobs, metrics=[stats.Metric("accuracy.gold.overall")])
     assert set(table["setting"]) == {"data.world.human_agreement=0.6", "data.world.human_agreement=0.7"}
     jobs["config.opt.ppo.kl_coef"] = np.nan  # no PPO ran: a PPO filter cannot exclude these jobs
@@ -124,8 +108,6 @@ def test_settings_split_by_config_and_filters_let_missing_keys_pass():
 
 
 def test_write_stats_on_a_fake_sweep(tmp_path):
-    from tests.test_results import make_sweep
-
     root = make_sweep(tmp_path / "sweep", seeds=(0, 1, 2))
     paths = stats.write_stats(root)
     table = pd.read_csv(paths[0])
