@@ -52,12 +52,15 @@ class BackbonePasses:
 
 def cost_block(fit: BackbonePasses, scoring: BackbonePasses, responses_scored: int, labelled_pairs: int,
                arch_cost: dict) -> dict:
-    """metrics.json ``cost``: human labels used, judge queries made, backbone tokens of fit (training passes and
-    the inference passes fit made: validation, frozen features), backbone passes per scored response."""
+    """metrics.json ``cost``: human labels used, judge queries made, backbone tokens of training (this job's
+    training passes plus those of parts reused from the cache, e.g. ensemble members trained by an earlier job),
+    backbone tokens of fit's inference passes (validation, frozen features), backbone passes per scored response."""
+    reused = int(arch_cost.get("reused_train_backbone_tokens", 0))
     return {
         "human_labels": int(arch_cost.get("human_labels", labelled_pairs)),
         "judge_queries": int(arch_cost.get("judge_queries", 0)),
-        "train_backbone_tokens": fit.counts["train"]["tokens"],
+        "train_backbone_tokens": fit.counts["train"]["tokens"] + reused,
+        "reused_train_backbone_tokens": reused,
         "train_backbone_sequences": fit.counts["train"]["sequences"],
         "fit_inference_backbone_tokens": fit.counts["inference"]["tokens"],
         "backbone_passes_per_response": scoring.sequences / max(1, responses_scored),

@@ -212,10 +212,9 @@ class World:
         if answer:
             at = int(rng.integers(0, len(words) + 1))
             words[at:at] = answer
-        if exploit[2] and len(words) >= 2:  # a phrase repeated several times in a row
-            at = int(rng.integers(0, len(words) - 1))
-            phrase = words[at : at + 2]
-            words[at:at] = phrase * int(rng.integers(3, 7))
+        if exploit[2] and words:  # degenerate repetition: stuck on one word, 4-7 times in a row (what a small
+            at = int(rng.integers(0, len(words)))  # LM sampled at temperature 1 does, and can learn to do)
+            words[at:at] = [words[at]] * int(rng.integers(3, 7))
         words = words[: cfg.max_words - 1] if words else [str(rng.choice(FILLER))]
         words.append("?" if rng.random() < 0.4 else ".")
         return " ".join(words)
