@@ -21,6 +21,7 @@ is therefore a strong hint, not a certainty.
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -32,6 +33,8 @@ import pandas as pd
 from scipy import stats as sps
 
 from .results import METRICS_FILE, atomic_write_text, find_job_dirs, flatten, read_curves, read_metrics
+
+log = logging.getLogger(__name__)
 
 TEST_SCORES_FILE = "test_scores.csv"
 STATS_FILE = "stats.csv"
@@ -127,7 +130,7 @@ def setting_keys(jobs: pd.DataFrame) -> list[str]:
         if not c.startswith("config.") or any(c == f"config.{k}" or c.startswith(f"config.{k}.")
                                               for k in NOT_SETTING):
             continue
-        if jobs[c].astype(str).nunique(dropna=False) > 1:
+        if jobs[c].dropna().astype(str).nunique() > 1:  # a key only some jobs have (e.g. no PPO) splits nothing
             keys.append(c)
     return keys
 
@@ -415,8 +418,12 @@ def stats_table(jobs: pd.DataFrame, baseline: str = "single", metrics: Sequence[
             for arch in sorted(here["arch"].unique()):
                 if arch == baseline:
                     continue
-                block, per_seed = compare(here[here["arch"] == arch], base, metric.key,
-                                          heavy_tailed=metric.heavy_tailed)
+                try:
+                    block, per_seed = compare(here[here["arch"] == arch], base, metric.key,
+                                              heavy_tailed=metric.heavy_tailed)
+                except ValueError as e:  # several jobs of one arch and seed in one setting: not a paired design
+                    log.warning("stats: %s vs %s on %s skipped: %s", arch, baseline, metric.key, e)
+                    continue
                 if not np.isfinite(block["effect"]):
                     continue
                 rows.append({"setting": setting, "metric": metric.key, "arch": arch, "baseline": baseline, **block})
