@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from harness.world import CAPABILITY_POINTS, DOMAINS, World, WorldConfig, build_tokenizer, measure, parse_prompt
-from harness.world.capabilities import gold_reward, length_fit, saturating
+from harness.world.capabilities import TONE_ENOUGH, TONE_GUSHING, gold_reward, length_fit, saturating, warmth
 from harness.world.world import preference_pairs
 
 
@@ -60,6 +60,8 @@ def test_scorers_on_hand_made_examples():
     rep = measure(prompt, "big dog big dog big dog .", kb)
     assert rep.repeats == 3  # (big,dog) x3 -> 2 extra, (dog,big) x2 -> 1 extra
     assert saturating(3, 3) == 1 and saturating(0, 3) == 0 and saturating(9, 3) < 0
+    # Warmth: rises to TONE_ENOUGH, flat up to TONE_GUSHING, then a full step down per extra tone word.
+    assert [warmth(t) for t in (0, TONE_ENOUGH, TONE_GUSHING)] == [0, 1, 1] and warmth(TONE_GUSHING + 3) == -2
     assert length_fit(10, 10) == 1 and length_fit(30, 10) < 0.01
 
 
