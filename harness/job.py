@@ -357,10 +357,11 @@ def _run(cfg: DictConfig, job: JobInputs, job_dir: Path, out: dict, metric_logge
     out["params"] = arch.param_counts()
     out["cost"] = cost_block(fit_passes, score_passes, 2 * len(test), len(train) + len(val), arch.cost())
     out["train_log"] = [r for r in ctx.logs if "best_val_acc" in r]
-    # Per test pair, so statistics can resample pairs (harness.stats).
-    write_test_scores(job_dir, r_chosen.numpy(), r_rejected.numpy(), ds)
     # Everything else the architecture exposes (views, routing, MoE load), evaluated with the same rule.
-    out.update(evaluate_architecture(arch, val, test, ds, data.domains, cfg.eval.batch_size))
+    view_scores: dict = {}
+    out.update(evaluate_architecture(arch, val, test, ds, data.domains, cfg.eval.batch_size, view_scores))
+    # Per test pair, the RM's and its views' rewards, so statistics can resample pairs (harness.stats).
+    write_test_scores(job_dir, r_chosen.numpy(), r_rejected.numpy(), ds, view_scores)
     if report := arch.fit_report():
         out["fit"] = report
     if job.benchmarks:

@@ -10,11 +10,13 @@ import torch
 from harness.archs.single import SingleRM
 from harness.archs.single_judge import JudgeLabelRM, fit_point_weights, oriented
 from harness.archs.specialists import SpecialistsRM
+from harness.labelers.oracle import OracleLabeler
 
 
 def judge_rm(**kw) -> JudgeLabelRM:
-    return JudgeLabelRM(**{"aggregate": "fitted", "with_human_labels": True, "weight_l2": 0.01, "newton_steps": 25,
-                           "label_pairs_per_domain": None, "capabilities": None, **kw})
+    knobs = {"labeler": OracleLabeler(), "aggregate": "fitted", "with_human_labels": True, "weight_l2": 0.01,
+             "newton_steps": 25, "label_pairs_per_domain": None, "capabilities": None}
+    return JudgeLabelRM(**{**knobs, **kw})
 
 
 def test_fitted_point_weights_recover_a_known_rule():
@@ -41,7 +43,7 @@ def test_information_matched_rm_asks_dmoerms_questions_and_trains(tiny):
     rm = judge_rm()
     ctx = tiny.ctx()
     rm.fit(tiny.train, tiny.val, ctx)
-    report = rm.extra_metrics(tiny.test, tiny.data.splits["test"])["judge_labels"]
+    report = rm.fit_report()["judge_labels"]
     asked = sum(len(n) for n in tiny.data.splits["train"]["cap_names"])
     assert report["labeler"]["asked"] == asked and rm.cost() == {"judge_queries": 2 * asked}
     assert 0 < report["decided_by_judges"] <= 1 and set(report["point_weights"]) == set(tiny.data.domains)

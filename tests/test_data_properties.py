@@ -179,7 +179,7 @@ def test_bad_train_values_name_the_key(data, key):
 
 RANGES = {"marker_rate": (0, 1), "domain_topic_rate": (0, 1), "exploit_rate": (0, 0.2), "human_agreement": (0.5, 1),
           "human_flip_rate": (0, 0.5), "judge_position_bias": (0, 1), "unnamed_share": (0, 0.9),
-          "judge_agreement": (0.5, 1)}
+          "corpus_exploit_rate": (0, 0.2), "judge_agreement": (0.5, 1)}
 BAD_WORLD = {
     **{k: st.one_of(garbage_value, non_finite, st.floats(max_value=lo - 1e-6, allow_nan=False),
                     st.floats(min_value=hi + 1e-6, allow_nan=False)) for k, (lo, hi) in RANGES.items()},

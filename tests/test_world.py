@@ -2,7 +2,15 @@ import numpy as np
 import pytest
 
 from harness.world import CAPABILITY_POINTS, DOMAINS, World, WorldConfig, build_tokenizer, measure, parse_prompt
-from harness.world.capabilities import TONE_ENOUGH, TONE_GUSHING, gold_reward, length_fit, saturating, warmth
+from harness.world.capabilities import (
+    TONE_ENOUGH,
+    TONE_GUSHING,
+    TONE_GUSHING_COST,
+    gold_reward,
+    length_fit,
+    saturating,
+    warmth,
+)
 from harness.world.world import preference_pairs
 
 
@@ -61,7 +69,8 @@ def test_scorers_on_hand_made_examples():
     assert rep.repeats == 3  # (big,dog) x3 -> 2 extra, (dog,big) x2 -> 1 extra
     assert saturating(3, 3) == 1 and saturating(0, 3) == 0 and saturating(9, 3) < 0
     # Warmth: rises to TONE_ENOUGH, flat up to TONE_GUSHING, then a full step down per extra tone word.
-    assert [warmth(t) for t in (0, TONE_ENOUGH, TONE_GUSHING)] == [0, 1, 1] and warmth(TONE_GUSHING + 3) == -2
+    assert [warmth(t) for t in (0, TONE_ENOUGH, TONE_GUSHING)] == [0, 1, 1]
+    assert warmth(TONE_GUSHING + 4) == 1 - 4 * TONE_GUSHING_COST
     assert length_fit(10, 10) == 1 and length_fit(30, 10) < 0.01
 
 
@@ -114,8 +123,9 @@ def test_unnamed_part_has_its_share_of_within_prompt_variance(world):
 
 
 def test_labels_do_not_change_the_text():
-    a, b = WorldConfig(), WorldConfig(human_agreement=0.6, judge_agreement=0.9, unnamed_share=0.1)
-    assert a.text_spec() == b.text_spec() and a.text_spec() != WorldConfig(exploit_rate=0.05).text_spec()
+    a = WorldConfig()
+    b = WorldConfig(human_agreement=0.6, judge_agreement=0.9, unnamed_share=0.1, exploit_rate=0.05)
+    assert a.text_spec() == b.text_spec() and a.text_spec() != WorldConfig(corpus_exploit_rate=0.01).text_spec()
 
 
 def test_tokenizer_covers_world_text(world):

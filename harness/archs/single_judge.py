@@ -70,9 +70,10 @@ def concat_pairs(a: EncodedPairs, b: EncodedPairs) -> EncodedPairs:
 
 
 class JudgeLabelRM(RewardModel):
-    def __init__(self, aggregate: str, with_human_labels: bool, weight_l2: float, newton_steps: int,
+    def __init__(self, labeler, aggregate: str, with_human_labels: bool, weight_l2: float, newton_steps: int,
                  label_pairs_per_domain: int | None, capabilities: dict[str, list[str]] | None):
         super().__init__()
+        self.labeler = labeler  # harness.labelers.*, the same config group as dmoerm's (arch/labeler)
         if aggregate not in AGGREGATES:
             raise ValueError(f"arch.aggregate={aggregate!r} is not one of {', '.join(AGGREGATES)}")
         if weight_l2 <= 0 or newton_steps < 1:
@@ -106,9 +107,13 @@ class JudgeLabelRM(RewardModel):
 
     def request_labels(self, train: EncodedPairs, ctx: FitContext) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Training rows grouped by domain (DMoERM's order) and their labels, one (n_d, K_d) tensor per domain."""
-        if ctx.labeler is None or ctx.train_dataset is None:
-            raise ValueError("arch=single_judge needs a capability labeler and the raw training split")
-        points = self.points(list(ctx.domains), ctx.train_dataset)
+        if self.labeler is None:
+            raise ValueError("arch=single_judge needs a capability labeler (arch.labeler; arch/labeler=oracle|openai"
+                             "|local)")
+        if ctx.data is None:
+            raise ValueError("arch=single_judge needs the raw training split (FitContext.data) to ask the labeler")
+        dataset = ctx.data.splits["train"]
+        points = self.points(list(ctx.domains), dataset)
         gen = torch.Generator().manual_seed(ctx.seed)  # DMoERM's generator: the same capped subset, if capped
         rows_by_domain = []
         for d in range(len(ctx.domains)):
@@ -117,15 +122,15 @@ class JudgeLabelRM(RewardModel):
                 rows = rows[torch.randperm(len(rows), generator=gen)[: self.label_pairs_per_domain]].sort().values
             rows_by_domain.append(rows)
         order = torch.cat(rows_by_domain)
-        data = ctx.train_dataset.select(order.tolist())
+        data = dataset.select(order.tolist())
         if self.capabilities is None:
             request = data
         else:
             request = {c: data[c] for c in ("prompt", "chosen", "rejected", "domain")}
             index = {name: d for d, name in enumerate(ctx.domains)}
             request["cap_names"] = [points[index[dom]] for dom in data["domain"]]
-        result = ctx.labeler.label(request, ctx.seed, world=ctx.world)
-        self.report["labeler"] = {"name": getattr(ctx.labeler, "name", type(ctx.labeler).__name__),
+        result = self.labeler.label(request, ctx.seed, world=getattr(ctx.data, "world", None))
+        self.report["labeler"] = {"name": getattr(self.labeler, "name", type(self.labeler).__name__),
                                   **result["stats"]}
         labels, start, per_domain = result["labels"], 0, []
         for d, rows in enumerate(rows_by_domain):
@@ -154,8 +159,8 @@ class JudgeLabelRM(RewardModel):
             decided[rows], flip[rows] = torch.from_numpy(s != 0), torch.from_numpy(s < 0)
         self.report.update(point_weights=weights, decided_by_judges=float(decided.float().mean()),
                            judges_against_human=float((decided & flip).float().mean()))
-        ds = ctx.train_dataset
-        if ds is not None and "gold_chosen" in ds.column_names:  # a diagnostic only: how good the judges' order is
+        ds = ctx.data.splits["train"]
+        if "gold_chosen" in ds.column_names:  # a diagnostic only: how good the judges' order is
             g_c, g_r = np.asarray(ds["gold_chosen"]), np.asarray(ds["gold_rejected"])
             rows = (decided.numpy()) & (g_c != g_r)
             says_chosen = ~flip.numpy()
@@ -176,5 +181,7 @@ class JudgeLabelRM(RewardModel):
     def cost(self) -> dict:
         return {"judge_queries": 2 * int(self.report.get("labeler", {}).get("asked", 0))}
 
-    def extra_metrics(self, test: EncodedPairs, dataset) -> dict:
+    def fit_report(self) -> dict:
+        """The labeler's statistics, the fitted point weights, how many pairs the judges decided (and against the
+        human label), and, on synthetic data, how often the aggregated judge labels agree with gold."""
         return {"judge_labels": self.report}

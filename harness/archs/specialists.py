@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..data.schema import Batch, EncodedPairs
-from .base import FitContext, RewardModel, RewardOutput, train_bradley_terry
+from .base import FitContext, RewardModel, RewardOutput, route_rows, train_bradley_terry
 
 
 class SpecialistsRM(RewardModel):
@@ -22,14 +22,12 @@ class SpecialistsRM(RewardModel):
     def forward(self, batch: Batch) -> RewardOutput:
         if (batch.domain < 0).any():
             raise ValueError("arch=specialists scores by the true domain: every sequence needs a domain label")
-        reward = torch.zeros(len(batch), device=batch.input_ids.device)
-        for d in batch.domain.unique().tolist():
-            rows = (batch.domain == d).nonzero(as_tuple=True)[0]
-            T = int(batch.attention_mask[rows].sum(1).max())  # this domain's rows may be shorter: trim padding
-            logits = self.experts[d](input_ids=batch.input_ids[rows, :T], attention_mask=batch.attention_mask[rows, :T],
-                                     use_cache=False).logits  # (b, 1)
-            reward = reward.index_put((rows,), logits.squeeze(-1).float())
+        reward = route_rows(batch, batch.domain, self.specialist_reward)
         return RewardOutput(reward=reward, info={"domain": batch.domain})
+
+    def specialist_reward(self, d: int, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(b,) domain d's specialist on rows of that domain."""
+        return self.experts[d](input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits.squeeze(-1)
 
     def fit(self, train: EncodedPairs, val: EncodedPairs, ctx: FitContext) -> None:
         if (train.chosen.domain < 0).any() or (val.chosen.domain < 0).any():
@@ -41,8 +39,7 @@ class SpecialistsRM(RewardModel):
             result = train_bradley_terry(
                 self, list(expert.parameters()), train.subset(rows), val.subset(val_rows) if len(val_rows) else None,
                 ctx.train, ctx.seed + d, ctx, phase=f"specialist/{name}",
-                forward=lambda b, expert=expert: RewardOutput(
-                    expert(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=False).logits.squeeze(-1)))
+                forward=lambda b, d=d: RewardOutput(self.specialist_reward(d, b.input_ids, b.attention_mask)))
             ctx.log(result)
 
     def param_counts(self) -> dict[str, int]:

@@ -108,14 +108,15 @@ def fluency(f: Features) -> float:
 
 def warmth(tone: int) -> float:
     """Enthusiasm: each tone word helps up to TONE_ENOUGH, more adds nothing, and past TONE_GUSHING every extra
-    word costs a full step (gushing reads as insincere): 0 at 0, 1 from TONE_ENOUGH to TONE_GUSHING, then falling.
-    Ordinary responses (a Poisson(1.8) count) never reach the cliff; tone stuffing goes over it — a regime the
-    preference data hardly shows, so an RM extrapolates "more is better" there (extremal Goodhart)."""
-    return min(tone, TONE_ENOUGH) / TONE_ENOUGH - max(0, tone - TONE_GUSHING)
+    word costs TONE_GUSHING_COST (gushing reads as insincere): 0 at 0, 1 from TONE_ENOUGH to TONE_GUSHING, then
+    falling. Ordinary responses (a Poisson(1.8) count) hardly reach the cliff; tone stuffing goes over it — a regime
+    the preference data does not show, so an RM extrapolates "more is better" there (extremal Goodhart)."""
+    return min(tone, TONE_ENOUGH) / TONE_ENOUGH - TONE_GUSHING_COST * max(0, tone - TONE_GUSHING)
 
 
-TONE_ENOUGH = 5
+TONE_ENOUGH = 6
 TONE_GUSHING = 7
+TONE_GUSHING_COST = 0.5
 
 # Per domain: capability point -> weighted scorer of Features. Weights are the gold's; names are what a
 # labeler is asked about. Length targets: roleplay 22, chit-chat 10, subjective QA 18, objective QA 8,

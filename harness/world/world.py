@@ -36,11 +36,11 @@ from .vocab import (
 
 # Bump whenever the world's semantics change (vocabulary, scorers, weights, annotators, generator): it is part of
 # every cache key derived from world data, so artifacts built by an older world are never reused.
-WORLD_VERSION = 105  # EXPERIMENT: set to 3 before merging
+WORLD_VERSION = 3
 # Bump whenever the world's TEXT changes (vocabulary, prompts, the response generator): the key of what is trained
 # on world text alone (backbone pre-training, policy SFT, the policy's samples), which a change of gold or of the
 # annotators leaves valid.
-TEXT_VERSION = 102  # EXPERIMENT: set to 3 before merging
+TEXT_VERSION = 3
 
 
 # Tone words in a tone-stuffed response: [low, high), past the point where warmth turns into gushing.
@@ -56,12 +56,11 @@ class WorldConfig:
     marker_rate: float = 0.2  # chance a prompt names its domain; low, so the task category is a weak cue
     domain_topic_rate: float = 0.5  # chance each keyword comes from the domain's own topic pool
     max_words: int = 40  # response cap; keeps sequences short (cost grows with length squared)
-    exploit_rate: float = 0.03  # chance of each exploit kind per preference-pair response (stuffing, tone, ...)
-    corpus_exploit_rate: float = 0.03  # the same in the text corpus (backbone pre-training, policy SFT)
+    exploit_rate: float = 0.0  # chance of each exploit kind per preference-pair response (stuffing, tone, ...)
+    corpus_exploit_rate: float = 0.06  # the same in the text corpus (backbone pre-training, policy SFT)
     unnamed_share: float = 0.25  # share of gold's within-prompt variance that no capability point names
     human_agreement: float = 0.70  # target P(human label == gold order) on random pairs
     human_flip_rate: float = 0.0  # extra uniform label flips on top of Bradley-Terry sampling
-    human_length_bias: float = 0.0  # raters' extra utility per response word, in gold units (verbosity bias)
     judge_agreement: float = 0.80  # target P(a judge's reading of one point == its true order) on random pairs
     judge_agreement_per_point: dict[str, float] = field(default_factory=dict)  # {point: agreement} overrides
     judge_position_bias: float = 0.15  # chance a judge answers "the first one" whatever it reads
@@ -79,8 +78,7 @@ class WorldConfig:
             raise ValueError(f"data.world.domains={self.domains!r} must be a list of domain names; valid: "
                              f"{list(DOMAINS)}")
         for key in ("marker_rate", "domain_topic_rate", "exploit_rate", "corpus_exploit_rate", "unnamed_share",
-                    "human_agreement", "human_flip_rate", "human_length_bias", "judge_agreement",
-                    "judge_position_bias"):
+                    "human_agreement", "human_flip_rate", "judge_agreement", "judge_position_bias"):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise ValueError(f"data.world.{key}={v!r} must be a finite number")
@@ -105,7 +103,6 @@ class WorldConfig:
             "unnamed_share": (0.0, 0.9),
             "human_agreement": (0.5, 1.0),
             "human_flip_rate": (0.0, 0.5),
-            "human_length_bias": (0.0, 1.0),
             "judge_agreement": (0.5, 1.0),
             "judge_position_bias": (0.0, 1.0),
         }
@@ -131,13 +128,10 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def _temperature_for(gaps: np.ndarray, agreement: float, ties_count_half: bool,
-                     ties: np.ndarray | None = None) -> float:
-    """The Bradley-Terry temperature T at which mean(sigmoid(gap / T)) equals ``agreement``, ``gaps`` being the
-    annotator's utility gaps signed so that positive agrees with the true order: over all pairs with true ties
-    (``ties``, default: zero gaps) counted as coin flips (``ties_count_half``), or over the decided pairs only."""
-    ties = gaps == 0 if ties is None else ties
-    nonzero = gaps[~ties]
+def _temperature_for(gaps: np.ndarray, agreement: float, ties_count_half: bool) -> float:
+    """The Bradley-Terry temperature T at which mean(sigmoid(|gap| / T)) over ``gaps`` equals ``agreement``: over
+    all pairs with ties counted as coin flips (``ties_count_half``), or over the decided pairs only."""
+    nonzero = gaps[gaps > 0]
     if not len(nonzero):
         return 1.0  # the point never separates two responses: any temperature reads ties the same
     tie_share = 1 - len(nonzero) / len(gaps) if ties_count_half else 0.0
@@ -272,20 +266,16 @@ class World:
             prompt, domain = self.sample_prompt(rng)
             a, b = (self.sample_response(prompt, domain, rng) for _ in range(2))
             ca, cb = self.capabilities(prompt, a, domain), self.capabilities(prompt, b, domain)
-            pairs.append((domain, sum(ca.values()) - sum(cb.values()), self.unnamed_taste(a) - self.unnamed_taste(b),
-                          len(a.split()) - len(b.split())))
+            pairs.append((domain, sum(ca.values()) - sum(cb.values()), self.unnamed_taste(a) - self.unnamed_taste(b)))
             for name in ca:
                 point_gaps.setdefault(name, []).append(abs(ca[name] - cb[name]))
         share = cfg.unnamed_share
         for d in self.domains:
             # E[(x_a - x_b)^2] / 2 is the within-prompt variance of x.
-            v_named = float(np.mean([g ** 2 for dom, g, _, _ in pairs if dom == d] or [0.0])) / 2
-            v_taste = float(np.mean([t ** 2 for dom, _, t, _ in pairs if dom == d] or [0.0])) / 2
+            v_named = float(np.mean([g ** 2 for dom, g, _ in pairs if dom == d] or [0.0])) / 2
+            v_taste = float(np.mean([t ** 2 for dom, _, t in pairs if dom == d] or [0.0])) / 2
             self.unnamed_scale[d] = math.sqrt(share / (1 - share) * v_named / v_taste) if v_taste > 0 else 0.0
-        gold_gaps = np.asarray([g + self.unnamed_scale[d] * t for d, g, t, _ in pairs])
-        # What raters weigh: gold plus their length bias; agreement is counted against gold's order.
-        rater_gaps = gold_gaps + cfg.human_length_bias * np.asarray([n for *_, n in pairs], dtype=float)
-        oriented = np.sign(gold_gaps) * rater_gaps
+        gold_gaps = np.asarray([abs(g + self.unnamed_scale[d] * t) for d, g, t in pairs])
         # With flip rate f, agreement = (1-f) * E[sigmoid] + f * (1 - E[sigmoid]).
         f = cfg.human_flip_rate
         if cfg.human_agreement >= 1.0 - f - 1e-9 and f > 0:
@@ -293,7 +283,7 @@ class World:
                 f"data.world.human_agreement={cfg.human_agreement} is unreachable with human_flip_rate={f}"
             )
         target = (cfg.human_agreement - f) / (1 - 2 * f) if f < 0.5 else 0.5
-        human_t = _temperature_for(oriented, target, ties_count_half=True, ties=gold_gaps == 0)
+        human_t = _temperature_for(gold_gaps, target, ties_count_half=True)
         judge_t = {}
         for name, gaps in point_gaps.items():
             agreement = cfg.judge_agreement_per_point.get(name, cfg.judge_agreement)
@@ -344,8 +334,7 @@ def preference_pairs(world: World, n_pairs: int, rng: np.random.Generator) -> di
         a, b = world.sample_response(prompt, domain, rng), world.sample_response(prompt, domain, rng)
         ca, cb = world.capabilities(prompt, a, domain), world.capabilities(prompt, b, domain)
         ga, gb = sum(ca.values()) + world.unnamed(a, domain), sum(cb.values()) + world.unnamed(b, domain)
-        bias = world.config.human_length_bias  # raters like longer answers a little more than gold does
-        if not world.human_prefers_first(ga + bias * len(a.split()), gb + bias * len(b.split()), rng):
+        if not world.human_prefers_first(ga, gb, rng):
             a, b, ca, cb, ga, gb = b, a, cb, ca, gb, ga
         cols["prompt"].append(prompt)
         cols["chosen"].append(a)
