@@ -79,6 +79,8 @@ def comparisons(claim: Mapping, columns: Sequence[str]) -> list[dict]:
         expanded = expand_metric(metric, columns) or [metric]
         for m in expanded:
             metric_b = claim.get("metric_b") or m
+            if metric_b.endswith(".*"):  # the same per-domain (etc.) suffix on b's side
+                metric_b = metric_b[:-1] + m[len(metric) - 1:]
             for a in _as_list(claim["a"]):
                 for b in _as_list(claim["b"]):
                     out.append({"metric": m, "metric_b": metric_b, "a": a, "b": b, "direction": direction})

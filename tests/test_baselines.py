@@ -1,5 +1,5 @@
-"""The issue-17 baselines: the information-matched RM (DMoERM's judge labels, aggregated), the compute-matched single
-RM (train overrides) and the per-domain specialists (true-domain routing)."""
+"""The issue-17 baselines: the information-matched RM (DMoERM's judge labels, aggregated) and the compute-matched
+single RM (train overrides)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import torch
 
 from harness.archs.single import SingleRM
 from harness.archs.single_judge import JudgeLabelRM, fit_point_weights, oriented
-from harness.archs.specialists import SpecialistsRM
 from harness.labelers.oracle import OracleLabeler
 
 
@@ -75,18 +74,3 @@ def test_compute_matched_single_uses_its_budget(tiny):
     long.fit(tiny.train, tiny.val, ctx)
     steps = [r["steps"] for r in ctx.logs if "steps" in r and r.get("phase") == "single"]
     assert steps[1] == 3 * steps[0]
-
-
-def test_specialists_route_by_true_domain(tiny):
-    rm = SpecialistsRM()
-    rm.fit(tiny.train, tiny.val, tiny.ctx())
-    assert len(rm.experts) == len(tiny.data.domains)
-    batch = tiny.test.chosen.batch(torch.arange(12))
-    reward = rm(batch).reward
-    for i in range(12):  # each row is its own domain's specialist's reward
-        d = int(batch.domain[i])
-        one = tiny.test.chosen.batch(torch.tensor([i]))
-        alone = rm.experts[d](input_ids=one.input_ids, attention_mask=one.attention_mask).logits.squeeze()
-        assert reward[i].item() == pytest.approx(alone.item(), abs=1e-5)
-    counts = rm.param_counts()
-    assert counts["total"] == len(tiny.data.domains) * counts["active"]

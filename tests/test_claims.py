@@ -74,6 +74,11 @@ def test_wildcard_metric_expands_per_domain_and_ambiguous_setting_is_reported():
     table = claims_mod.claims_table(jobs, [claim(a="spec", metric="accuracy.gold.per_domain.*")], {})
     assert list(table["metric"]) == ["accuracy.gold.per_domain.a", "accuracy.gold.per_domain.b"]
     assert list(table["verdict"]) == ["reproduced", "refuted"]
+    # A wildcard metric_b follows the same suffix: a view of one arch against another arch's own accuracy.
+    jobs["views.oracle.accuracy.gold.per_domain.a"] = jobs["accuracy.gold.per_domain.a"] + 0.05
+    view = claims_mod.claims_table(jobs, [claim(a="spec", metric="views.oracle.accuracy.gold.per_domain.*",
+                                                metric_b="accuracy.gold.per_domain.*")], {})
+    assert list(view["metric_b"]) == ["accuracy.gold.per_domain.a"] and list(view["verdict"]) == ["reproduced"]
     doubled = pd.concat([jobs, jobs], ignore_index=True)
     row = claims_mod.claims_table(doubled, [claim(a="spec", metric="accuracy.gold.per_domain.a")], {}).iloc[0]
     assert row["verdict"] == "not measured" and row["missing"].startswith("ambiguous")

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 
 from ..data.schema import Batch, EncodedPairs, EncodedSequences
+from ..packing import sequence_logits
+from ..seeds import Stream, derive_seed
 from .base import FitContext, RewardModel, RewardOutput, train_bradley_terry
 
 AGGREGATES = ("fitted", "vote")
@@ -88,9 +90,16 @@ class JudgeLabelRM(RewardModel):
         self.report: dict = {}
 
     def forward(self, batch: Batch) -> RewardOutput:
-        logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                            use_cache=False).logits  # (B, 1), pooled at the last real token
+        # (B, 1) at the last real token, as single's (harness/packing.py)
+        logits = sequence_logits(self.model, batch.input_ids, batch.attention_mask, self.compute)
         return RewardOutput(reward=logits.squeeze(-1))
+
+    def build(self, ctx: FitContext, seed: int) -> JudgeLabelRM:
+        self.model = ctx.backbone.reward_model(derive_seed(seed, Stream.RM_INIT, 0))  # as single's
+        return self
+
+    def dense_models(self) -> dict:
+        return {"model": self.model}
 
     # -- the judge labels, asked as DMoERM asks them -----------------------------------------------------
     def points(self, domains: list[str], dataset) -> list[list[str]]:
@@ -114,7 +123,8 @@ class JudgeLabelRM(RewardModel):
             raise ValueError("arch=single_judge needs the raw training split (FitContext.data) to ask the labeler")
         dataset = ctx.data.splits["train"]
         points = self.points(list(ctx.domains), dataset)
-        gen = torch.Generator().manual_seed(ctx.seed)  # DMoERM's generator: the same capped subset, if capped
+        # DMoERM's generator: the same capped subset, if capped.
+        gen = torch.Generator().manual_seed(derive_seed(ctx.seed, Stream.SUBSAMPLE))
         rows_by_domain = []
         for d in range(len(ctx.domains)):
             rows = (train.chosen.domain == d).nonzero(as_tuple=True)[0]
@@ -173,8 +183,9 @@ class JudgeLabelRM(RewardModel):
         judged = oriented(train.subset(decided.nonzero(as_tuple=True)[0]), flip[decided])
         pairs = concat_pairs(train, judged) if self.with_human_labels else judged
         self.report["training_pairs"] = len(pairs)
-        self.model = ctx.backbone.reward_model(ctx.seed)
-        result = train_bradley_terry(self, list(self.model.parameters()), pairs, val, ctx.train, ctx.seed, ctx,
+        self.build(ctx, ctx.seed)
+        result = train_bradley_terry(self, list(self.model.parameters()), pairs, val, ctx.train,
+                                     derive_seed(ctx.seed, Stream.RM_ORDER, 0), ctx,
                                      phase="single_judge")
         ctx.log(result)
 
