@@ -21,6 +21,7 @@ import argparse
 import base64
 import html
 import importlib.metadata
+import logging
 import os
 import platform
 import sys
@@ -78,6 +79,8 @@ window.addEventListener("load", function () {
   document.body.dataset.imageCount = String(imgs.length);
 });
 """
+
+log = logging.getLogger(__name__)
 
 
 def _esc(x) -> str:
@@ -247,9 +250,15 @@ def aggregate(sweep_dir: str | os.PathLike, figures: bool = True, baseline: str 
         raise FileNotFoundError(f"no {METRICS_FILE} (and no Hydra job dir) under {root}")
     summary = root / SUMMARY_FILE
     atomic_write_text(summary, df.to_csv(index=False, lineterminator="\n"))
-    jobs = stats.load_jobs(root)
-    tables = stats.write_stats(root, baseline, jobs=jobs)
-    tables += claims.write_claims(root, claims_file or claims.CLAIMS_FILE, jobs=jobs, only_if_measured=True)
+    claims_file = claims_file or claims.CLAIMS_FILE
+    claims.load_claims(claims_file)  # a malformed claims file is the user's error: it fails, naming the claim
+    tables: list[Path] = []
+    try:  # like a figure, a statistics error must not cost the rest of the aggregation
+        jobs = stats.load_jobs(root)
+        tables = stats.write_stats(root, baseline, jobs=jobs)
+        tables += claims.write_claims(root, claims_file, jobs=jobs, only_if_measured=True)
+    except (ValueError, KeyError, OSError) as e:
+        log.warning("statistics and claims not written: %s: %s", type(e).__name__, e)
     paths: list[Path] = []
     report = None
     if figures and not df.empty:

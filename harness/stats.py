@@ -168,7 +168,10 @@ def curve_value(job_dir: str | Path, opt: str, quantity: str, sqrt_kl: float) ->
     """``quantity`` (gold | proxy | gap = proxy - gold) of one job's ``opt`` curve at distance ``sqrt_kl``,
     linearly interpolated between the first eval point that reached it and the one before; NaN if never reached."""
     curve = read_curves(job_dir)
-    curve = curve[curve["opt"] == opt].sort_values("step" if opt == "ppo" else "n")
+    order = "step" if opt == "ppo" else "n"
+    if not {"opt", order, "sqrt_kl", "proxy", "gold"} <= set(curve.columns):
+        return math.nan  # a damaged curves.csv: no value, not a failed aggregation
+    curve = curve[curve["opt"] == opt].sort_values(order)
     d = curve["sqrt_kl"].to_numpy(float)
     y = _quantity(curve, quantity)
     reached = np.nonzero(d >= sqrt_kl - 1e-12)[0]
@@ -200,6 +203,8 @@ def parse_curve_metric(key: str) -> tuple[str, str, str] | None:
 
 def max_sqrt_kl(job_dir: str | Path, opt: str) -> float:
     curve = read_curves(job_dir)
+    if not {"opt", "sqrt_kl"} <= set(curve.columns):
+        return math.nan
     d = curve.loc[curve["opt"] == opt, "sqrt_kl"].to_numpy(float)
     return float(np.nanmax(d)) if len(d) else math.nan
 
