@@ -56,14 +56,14 @@ class Metric:
 METRICS = (
     Metric("accuracy.gold.overall"),
     Metric("accuracy.human.overall"),
-    Metric("bon.final_gold"),
+    Metric("bon.final_gold"),  # at the largest n, the same √KL for every arch
     Metric("bon.observed_gold_peak"),
     Metric("bon.gold_drop"),
     Metric("bon.final_gap", heavy_tailed=True),
-    Metric("ppo.final_gold"),
+    Metric("ppo.final_gold"),  # at the common √KL of opt.ppo.common_sqrt_kl (null where a run stopped short)
+    Metric("ppo.gold@sqrt_kl=matched"),  # at the largest √KL both runs reached
     Metric("ppo.observed_gold_peak"),
     Metric("ppo.gold_drop"),
-    Metric("ppo.gold@sqrt_kl=matched"),
     Metric("ppo.final_gap", heavy_tailed=True),
 )
 HEAVY_TAILED = {m.key for m in METRICS if m.heavy_tailed} | {"bon.gold_peak", "ppo.gold_peak", "bon.d_peak",
@@ -83,7 +83,8 @@ def _flat_config(config: Mapping | None) -> dict:
 def load_jobs(sweep_dir: str | Path) -> pd.DataFrame:
     """One row per ok job under ``sweep_dir``: ``arch`` (the Hydra choice, plus any arch.* value that varies
     within it), ``seed``, ``job_dir`` (absolute), every flattened metric, and ``config.*`` (the resolved config),
-    plus the derived columns ``bon.gold_drop`` / ``ppo.gold_drop`` (observed peak minus final gold)."""
+    plus the derived columns ``bon.gold_drop`` / ``ppo.gold_drop`` (observed gold peak minus the gold of the most
+    optimised point: how far over-optimization took gold back down)."""
     rows = []
     for job_dir in find_job_dirs(sweep_dir):
         if not (job_dir / METRICS_FILE).is_file():
@@ -107,9 +108,9 @@ def label_jobs(jobs: pd.DataFrame) -> pd.DataFrame:
     that tell apart jobs of one arch choice run with different arch.* values (``ens_uwo[uwo_lambda=1.0]``)."""
     jobs = jobs.copy()
     for opt in ("bon", "ppo"):
-        peak, final = f"{opt}.observed_gold_peak", f"{opt}.final_gold"
-        if peak in jobs.columns and final in jobs.columns:
-            jobs[f"{opt}.gold_drop"] = pd.to_numeric(jobs[peak]) - pd.to_numeric(jobs[final])
+        peak, last = f"{opt}.observed_gold_peak", f"{opt}.last_gold"  # last: the most optimised point
+        if peak in jobs.columns and last in jobs.columns:
+            jobs[f"{opt}.gold_drop"] = pd.to_numeric(jobs[peak]) - pd.to_numeric(jobs[last])
     arch_keys = [c for c in jobs.columns if c.startswith("config.arch.") and c != "config.arch._target_"]
     labels = []
     for _, row in jobs.iterrows():
@@ -193,8 +194,9 @@ def _quantity(curve: pd.DataFrame, quantity: str) -> np.ndarray:
 
 
 def parse_curve_metric(key: str) -> tuple[str, str, str] | None:
-    """"ppo.gold@sqrt_kl=matched" -> ("ppo", "gold", "matched"); None for an ordinary summary column."""
-    if "@sqrt_kl=" not in key:
+    """"ppo.gold@sqrt_kl=matched" -> ("ppo", "gold", "matched"): read off the two runs' curves where both got to.
+    None for a summary column (the job's own grid, e.g. "ppo.gold@sqrt_kl=4.0", is one)."""
+    if not key.endswith("@sqrt_kl=matched"):
         return None
     head, at = key.split("@sqrt_kl=")
     opt, quantity = head.split(".", 1)
