@@ -72,7 +72,8 @@ def unnamed_report(data) -> None:
     named = np.array([sum(c) - sum(r) for c, r in zip(ds["cap_chosen"], ds["cap_rejected"], strict=True)])
     unnamed = np.array([world.unnamed(c, d) - world.unnamed(r, d)
                         for c, r, d in zip(ds["chosen"], ds["rejected"], ds["domain"], strict=True)])
-    share = np.var(unnamed) / np.var(named + unnamed)
+    # Mean squares, not variances: a pair's gap has no sign of its own (the human label oriented these pairs).
+    share = np.mean(unnamed ** 2) / np.mean((named + unnamed) ** 2)
     print(f"unnamed share of gold's within-prompt variance (test pairs): {share:.3f} (target "
           f"data.world.unnamed_share={world.config.unnamed_share}); scale per domain "
           + ", ".join(f"{d} {s:.2f}" for d, s in world.unnamed_scale.items()))
@@ -91,7 +92,7 @@ def bon_report(cfg, rm: SingleRM, data, backbone, cache: ArtifactCache, seed: in
     golds = np.array([r["gold"] for r in rows])
     peak = int(np.argmax(golds))
     print(f"Best-of-N of the joint single RM ({bon_cfg.n_prompts} prompts x {bon_cfg.n_samples} samples, "
-          f"{time.perf_counter() - t0:.0f} s), Gao units:")
+          f"{time.perf_counter() - t0:.0f} s), Gao et al.'s units ({bon_cfg.reward_scale} s.d.):")
     print("  n      " + "".join(f"{r['n']:>8d}" for r in rows))
     print("  proxy  " + "".join(f"{r['proxy']:>8.3f}" for r in rows))
     print("  gold   " + "".join(f"{r['gold']:>8.3f}" for r in rows))
