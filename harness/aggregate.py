@@ -1,5 +1,6 @@
-"""`python -m harness.aggregate DIR [--no-figures]`: summary.csv, figures and report.html for a finished sweep
-(``harness.report.aggregate``), then the sweep's tables (``harness.console``).
+"""`python -m harness.aggregate DIR [--no-figures] [--baseline ARCH] [--claims FILE]`: summary.csv, paired statistics
+(stats.csv, stats_per_seed.csv), the claims table (claims.md, claims.csv), figures and report.html for a finished
+sweep (``harness.report.aggregate``), then the sweep's tables (``harness.console``).
 
 The end-of-sweep callback does the same automatically; this command is for sweeps where Hydra never
 reached it (a job raised, the sweep was killed, jobs ran on a cluster) and for re-drawing figures.
@@ -22,6 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.aggregate", description=__doc__.splitlines()[0])
     parser.add_argument("dir", type=Path, help="a Hydra sweep dir (or one job dir)")
     parser.add_argument("--no-figures", action="store_true", help="write summary.csv only")
+    parser.add_argument("--baseline", default="single",
+                        help="arch every other arch is compared with in stats.csv (paired by seed; default single)")
+    parser.add_argument("--claims", type=Path, default=None,
+                        help="claims YAML checked into claims.md / claims.csv (default conf/claims.yaml)")
     args = parser.parse_args(argv)
 
     if not args.dir.is_dir():
@@ -32,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(hydra.sweep.dir) and did any job finish? Check the jobs' logs.", file=sys.stderr)
         return 2
 
-    out = aggregate(args.dir, figures=not args.no_figures)
+    out = aggregate(args.dir, figures=not args.no_figures, baseline=args.baseline, claims_file=args.claims)
     print(sweep_text(out))
     return 1 if out["n_failed"] or out["user_errors"] else 0
 

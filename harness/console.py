@@ -273,6 +273,8 @@ def sweep_text(out: dict) -> str:
     parts.append(f"{out['n_jobs']} jobs, {out['n_failed']} failed -> {out['summary']}")
     for job in out.get("user_errors", []):  # stopped before computing anything: not results, not in the table
         parts.append(f"job {job['job_dir']} not run (user error): {job['error']}")
+    if out.get("tables"):
+        parts.append(f"statistics and claims: {', '.join(Path(p).name for p in out['tables'])} beside it")
     if out.get("report"):
         parts.append(f"report: {out['report']}")
     pngs = [p for p in out["figures"] if Path(p).suffix == ".png"]

@@ -105,10 +105,11 @@ CAPABILITY_BASIS = {
 }
 
 
-def evaluate_views(arch, test: EncodedPairs, dataset, batch_size: int) -> dict:
+def evaluate_views(arch, test: EncodedPairs, dataset, batch_size: int, scores: dict | None = None) -> dict:
     """Each view of ``arch`` on the test pairs it applies to, with the one rule: ``views.<name>`` (accuracy, scoring
     time, the view's own params if it is a model of its own) and, for views of one capability point,
-    ``explain.capability_scores.<domain>.<point>``."""
+    ``explain.capability_scores.<domain>.<point>``. ``scores``, if given, receives the rewards (chosen, rejected)
+    of each view scored on every test pair (the job's test_scores.csv)."""
     domains = split_domains(dataset)
     views, capability, basis = {}, {}, set()
     for name, view in arch.views().items():
@@ -140,6 +141,8 @@ def evaluate_views(arch, test: EncodedPairs, dataset, batch_size: int) -> dict:
             if view.active_params is not None:
                 block["params"].update(active_per_response(view.active_params, test, batch_size))
         views[name] = block
+        if scores is not None and len(pairs) == len(test):
+            scores[name] = (r_c.numpy(), r_r.numpy())
     out = {"views": views} if views else {}
     if capability:
         text = CAPABILITY_BASIS[basis.pop()] if len(basis) == 1 else (
@@ -210,10 +213,11 @@ def member_minimum(arch, test: EncodedPairs, batch_size: int) -> dict | None:
 
 
 def evaluate_architecture(arch, val: EncodedPairs, test: EncodedPairs, dataset, domain_names: list[str],
-                          batch_size: int) -> dict:
+                          batch_size: int, scores: dict | None = None) -> dict:
     """The metrics.json blocks the job adds beside the RM's own accuracy: ``views``, ``explain`` (capability scores),
-    ``routing`` (val and test), ``expert_load`` and ``members``, each only when the architecture has it."""
-    out = evaluate_views(arch, test, dataset, batch_size)
+    ``routing`` (val and test), ``expert_load`` and ``members``, each only when the architecture has it.
+    ``scores``: see ``evaluate_views``."""
+    out = evaluate_views(arch, test, dataset, batch_size, scores)
     routing = {split: acc for split, seqs in (("val", val.chosen), ("test", test.chosen))
                if (acc := routing_accuracy(arch, seqs, domain_names, batch_size)) is not None}
     if routing:

@@ -30,6 +30,7 @@ from omegaconf.errors import OmegaConfBaseException
 from . import parallel
 from .archs.base import FitContext, TrainConfig
 from .cache import ArtifactCache
+from .cost import BackbonePasses, cost_block
 from .data.hf import HubUnavailableError
 from .data.readers import DataFormatError
 from .data.schema import drop_identical_inputs, encode_pairs, input_report
@@ -42,6 +43,7 @@ from .progress import Stages, config_name
 from .provenance import provenance
 from .results import CURVES_FILE, METRICS_FILE, read_metrics, write_curves, write_metrics
 from .rewardbench import check_benchmarks, evaluate_benchmarks
+from .stats import write_test_scores
 from .threads import job_threads
 
 log = logging.getLogger(__name__)
@@ -137,6 +139,8 @@ def run_job(cfg: DictConfig, job_dir: Path, choices: dict, overrides: list[str])
         metrics["error"] = f"{type(e).__name__}: {e}"
         log.error("job failed: %s\n%s", metrics["error"], traceback.format_exc())
     metrics.setdefault("timing_s", {})["total"] = time.perf_counter() - t_job
+    if "cost" in metrics:
+        metrics["cost"]["wall_s"] = metrics["timing_s"]["total"]
     metric_logger.final(metrics)
     metric_logger.close()
     try:
@@ -347,7 +351,8 @@ def _run(cfg: DictConfig, job: JobInputs, job_dir: Path, out: dict, metric_logge
     set_seed(seed)
     t0 = time.perf_counter()
     stages.next(f"reward model: training {type(arch).__name__} on {len(train)} pairs")
-    arch.fit(train, val, ctx)
+    with BackbonePasses() as fit_passes:
+        arch.fit(train, val, ctx)
     timing["train"] = time.perf_counter() - t0
     out["compute"] = {"device": str(job.compute.device), "precision": job.compute.precision,
                       "processes": parallel.world_size()}
@@ -360,16 +365,21 @@ def _run(cfg: DictConfig, job: JobInputs, job_dir: Path, out: dict, metric_logge
 
     t0 = time.perf_counter()
     stages.next(f"reward model: evaluating on {len(test)} test pairs")
-    r_chosen, r_rejected = arch.score(test.chosen, cfg.eval.batch_size), arch.score(test.rejected,
-                                                                                    cfg.eval.batch_size)
+    with BackbonePasses() as score_passes:
+        r_chosen, r_rejected = arch.score(test.chosen, cfg.eval.batch_size), arch.score(test.rejected,
+                                                                                        cfg.eval.batch_size)
     timing["score_per_1k"] = (time.perf_counter() - t0) / (2 * len(test)) * 1000
     ds = data.splits["test"]
     out["accuracy"] = split_accuracy(r_chosen.numpy(), r_rejected.numpy(), ds)
     # Active parameters per scored response (SPEC §6), measured on the test responses where they depend on them.
     out["params"] = {**arch.param_counts(), **active_per_response(arch.active_params, test, cfg.eval.batch_size)}
+    out["cost"] = cost_block(fit_passes, score_passes, 2 * len(test), len(train) + len(val), arch.cost())
     out["train_log"] = [r for r in ctx.logs if "best_val_acc" in r]
     # Everything else the architecture exposes (views, routing, MoE load), evaluated with the same rule.
-    out.update(evaluate_architecture(arch, val, test, ds, data.domains, cfg.eval.batch_size))
+    view_scores: dict = {}
+    out.update(evaluate_architecture(arch, val, test, ds, data.domains, cfg.eval.batch_size, view_scores))
+    # Per test pair, the RM's and its views' rewards, so statistics can resample pairs (harness.stats).
+    write_test_scores(job_dir, r_chosen.numpy(), r_rejected.numpy(), ds, view_scores)
     if report := arch.fit_report():
         out["fit"] = report
     if job.benchmarks:

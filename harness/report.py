@@ -21,6 +21,7 @@ import argparse
 import base64
 import html
 import importlib.metadata
+import logging
 import os
 import platform
 import sys
@@ -78,6 +79,8 @@ window.addEventListener("load", function () {
   document.body.dataset.imageCount = String(imgs.length);
 });
 """
+
+log = logging.getLogger(__name__)
 
 
 def _esc(x) -> str:
@@ -229,12 +232,17 @@ def write_report(sweep_dir: str | Path) -> Path:
     return path
 
 
-def aggregate(sweep_dir: str | os.PathLike, figures: bool = True) -> dict:
-    """Write `summary.csv` (and figures and the HTML report) into `sweep_dir`.
+def aggregate(sweep_dir: str | os.PathLike, figures: bool = True, baseline: str = "single",
+              claims_file: str | os.PathLike | None = None) -> dict:
+    """Write `summary.csv`, the paired statistics against `baseline` (stats.csv, stats_per_seed.csv), the claims
+    table (claims.md, claims.csv; when any claim of `claims_file`, default conf/claims.yaml, is measured), figures
+    and the HTML report into `sweep_dir`.
 
-    summary.csv is written before any figure is drawn, so a plotting error can never cost the table.
+    summary.csv is written before anything else, so a statistics or plotting error can never cost the table.
     Raises FileNotFoundError when `sweep_dir` holds no job at all.
     """
+    from harness import claims, stats  # scipy's statistics are only imported when a sweep is aggregated
+
     root = Path(sweep_dir)
     user_errors: list[dict] = []
     df = collect(root, user_errors)
@@ -242,6 +250,15 @@ def aggregate(sweep_dir: str | os.PathLike, figures: bool = True) -> dict:
         raise FileNotFoundError(f"no {METRICS_FILE} (and no Hydra job dir) under {root}")
     summary = root / SUMMARY_FILE
     atomic_write_text(summary, df.to_csv(index=False, lineterminator="\n"))
+    claims_file = claims_file or claims.CLAIMS_FILE
+    claims.load_claims(claims_file)  # a malformed claims file is the user's error: it fails, naming the claim
+    tables: list[Path] = []
+    try:  # like a figure, a statistics error must not cost the rest of the aggregation
+        jobs = stats.load_jobs(root)
+        tables = stats.write_stats(root, baseline, jobs=jobs)
+        tables += claims.write_claims(root, claims_file, jobs=jobs, only_if_measured=True)
+    except (ValueError, KeyError, OSError) as e:
+        log.warning("statistics and claims not written: %s: %s", type(e).__name__, e)
     paths: list[Path] = []
     report = None
     if figures and not df.empty:
@@ -256,6 +273,7 @@ def aggregate(sweep_dir: str | os.PathLike, figures: bool = True) -> dict:
         "n_failed": int((df["status"] != "ok").sum()),
         "user_errors": user_errors,
         "summary": summary,
+        "tables": tables,
         "figures": paths,
         "report": report,
     }

@@ -33,6 +33,7 @@ class Stream(str, Enum):
     # -- the world and the data
     WORLD_KNOWLEDGE = ("world/knowledge", 0)  # entity -> colour facts
     WORLD_CALIBRATION = ("world/calibration", 0)  # the pairs human / judge temperatures are fitted on
+    WORLD_TASTE = ("world/taste", 0)  # the raters' taste per filler word (gold's unnamed part)
     PAIRS = ("data/pairs", 1)  # (split index): synthetic preference pairs of one split
     PROMPT_SPLIT = ("data/prompt_split", 0)  # real data: which prompts go to which split
     CORPUS = ("data/corpus", 0)  # pre-training / SFT text

@@ -374,3 +374,25 @@ def make_sweep(root: Path, archs=tuple(FAKE_ARCHS), seeds=(0, 1), crashed: bool 
         hydra_yaml = {"hydra": {"runtime": {"choices": choices}}}
         (job / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra_yaml))
     return root
+
+
+# A hand-made jobs table with known paired differences (harness.stats / harness.claims tests).
+PAIRED_SEEDS = range(5)
+
+
+def paired_jobs_table(effects: dict[str, float], noise: float = 0.004, base: float = 0.70,
+                      metric: str = "accuracy.gold.overall", extra: dict | None = None):
+    """single at ``base`` + per-seed noise shared by every arch (the seed's world), each arch + its effect + a
+    small arch-specific wobble: a paired design whose true differences are known."""
+    rng = np.random.default_rng(0)
+    seed_level = rng.normal(0, 0.02, size=len(PAIRED_SEEDS))
+    rows = []
+    for arch, effect in {"single": 0.0, **effects}.items():
+        wobble = rng.normal(0, noise, size=len(PAIRED_SEEDS))
+        wobble -= wobble.mean()  # the sample mean of the differences is exactly the effect
+        for s in PAIRED_SEEDS:
+            rows.append({"arch": arch, "seed": s, metric: base + seed_level[s] + effect + wobble[s],
+                         **(extra or {})})
+    import pandas as pd
+
+    return pd.DataFrame(rows)

@@ -178,11 +178,13 @@ def test_bad_train_values_name_the_key(data, key):
 
 
 RANGES = {"marker_rate": (0, 1), "domain_topic_rate": (0, 1), "exploit_rate": (0, 0.2), "human_agreement": (0.5, 1),
-          "human_flip_rate": (0, 0.5), "judge_position_bias": (0, 1)}
+          "human_flip_rate": (0, 0.5), "judge_position_bias": (0, 1), "unnamed_share": (0, 0.9),
+          "corpus_exploit_rate": (0, 0.2), "judge_agreement": (0.5, 1)}
 BAD_WORLD = {
     **{k: st.one_of(garbage_value, non_finite, st.floats(max_value=lo - 1e-6, allow_nan=False),
                     st.floats(min_value=hi + 1e-6, allow_nan=False)) for k, (lo, hi) in RANGES.items()},
-    "judge_noise": st.one_of(garbage_value, non_finite, st.floats(max_value=0.0, allow_nan=False)),
+    "judge_agreement_per_point": st.one_of(st.integers(), st.text(max_size=3), st.just({"nope": 0.8}),
+                                           st.just({"relevance": 1.5}), st.just({"fluency": "high"})),
     "max_words": st.one_of(garbage_value, st.integers(max_value=7), st.floats(allow_nan=True)),
     "calibration_pairs": st.one_of(garbage_value, st.integers(max_value=0), st.floats(allow_nan=True)),
     "domains": st.one_of(st.text(max_size=5), st.none(), st.integers(),

@@ -191,6 +191,7 @@ def test_score_explain_and_metrics(fitted, tiny):
     assert report["cost"]["backbone_passes_per_response"] == {d: 1 + len(p) for d, p in zip(rm.domains, rm.points,
                                                                                              strict=True)}
     assert set(report["inner"]) == set(rm.domains) and set(report["experts"]) == set(rm.domains)
+    assert rm.cost() == {"judge_queries": 2 * s["asked"]}
 
 
 def test_capability_score_is_the_expert_alone_against_its_points_truth(fitted, tiny):

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import CONF_DIR, TINY_OVERRIDES, compose
 
@@ -29,6 +30,16 @@ def test_tiny_job_writes_metrics_and_is_deterministic(tmp_path):
     assert on_disk["status"] == "ok" and set(on_disk["accuracy"]) >= {"gold", "human"}
     assert set(on_disk["accuracy"]["gold"]["per_domain"]) == set(compose().data.world.domains)
     assert on_disk["params"]["total"] == on_disk["params"]["trainable"] > 0
+    # The cost block: one backbone pass per scored response, labels = train + val pairs, no judge asked.
+    cost = on_disk["cost"]
+    assert cost["human_labels"] == 300 + 100 and cost["judge_queries"] == 0
+    assert cost["backbone_passes_per_response"] == 1.0 and cost["wall_s"] > 0
+    assert cost["train_backbone_sequences"] == 2 * 300  # one epoch: chosen and rejected of every pair, once
+    # Per-pair test scores reproduce the job's gold accuracy (what harness.stats resamples).
+    scores = pd.read_csv(tmp_path / "a" / "test_scores.csv")
+    decided = scores[scores["gold_order"] != 0]
+    right = (decided["chosen"] > decided["rejected"]) == (decided["gold_order"] > 0)
+    assert right.mean() == pytest.approx(on_disk["accuracy"]["gold"]["overall"])
     # The same job again, now also answering lm-eval's test_prefs through the RM: same numbers, and lm-eval's
     # acc on the job's own test pairs is the job's gold accuracy.
     b = _job(tmp_path, "b", ["opt=none", "eval.lm_eval_tasks=[test_prefs]"])

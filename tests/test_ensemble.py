@@ -121,6 +121,10 @@ def test_second_fit_loads_members_and_scores_identically(fitted, tiny):
     assert ctx.cache.stats["hits"] == before["hits"] + 2
     assert again.provenance == ["cached", "cached"]
     assert torch.equal(again.score(tiny.test.chosen), ens.score(tiny.test.chosen))
+    # Cost: the reused members' training still counts (one epoch of both sides of every pair, per member).
+    assert ens.cost() == {"reused_train_backbone_tokens": 0}
+    tokens_per_epoch = int(tiny.train.chosen.lengths.sum() + tiny.train.rejected.lengths.sum())
+    assert again.cost()["reused_train_backbone_tokens"] == 2 * tokens_per_epoch
 
 
 def test_other_aggregator_and_smaller_k_hit_the_cache(fitted, tiny):

@@ -86,7 +86,8 @@ def test_oracle_labels_align_and_agree_with_truth(world_pairs):
     assert [len(r) for r in out["labels"]] == [len(n) for n in pairs["cap_names"]]
     assert {v for r in out["labels"] for v in r} <= {-1, 0, 1}
     s = out["stats"]
-    assert 0.3 < s["kept_fraction"] < 0.95 and s["agreement_with_truth"] > 0.8
+    # Kept labels agree with the true order about as often as the judges are calibrated to (small sample).
+    assert 0.3 < s["kept_fraction"] < 0.95 and abs(s["agreement_with_truth"] - world.config.judge_agreement) < 0.08
     again = OracleLabeler().label(pairs, seed=0, world=world)
     assert again["labels"] == out["labels"]  # seeded
     assert OracleLabeler(seed_offset=1).label(pairs, seed=0, world=world)["labels"] != out["labels"]

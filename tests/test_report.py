@@ -47,7 +47,8 @@ def test_report_has_one_result_row_per_arch_and_embeds_every_figure(sweep):
     assert f"{gold.mean():.3f} ± {gold.std(ddof=1):.3f}" in page
     assert "CUDA out of memory" in page and "Failed jobs (2)" in page
     assert "multirun.yaml" in page and "torch" in page
-    assert 'id="claims"' not in page  # no claims files: no section
+    # The aggregation checked conf/claims.yaml (dmoerm and single ran on 2 seeds): its claims table is embedded.
+    assert 'id="claims"' in page and "DMoERM is more accurate (gold) than a single RM" in page
 
 
 def test_claims_rendered_when_present_and_markdown_html_escaped(sweep, tmp_path):

@@ -2,7 +2,15 @@ import numpy as np
 import pytest
 
 from harness.world import CAPABILITY_POINTS, DOMAINS, World, WorldConfig, build_tokenizer, measure, parse_prompt
-from harness.world.capabilities import gold_reward, length_fit, saturating
+from harness.world.capabilities import (
+    TONE_ENOUGH,
+    TONE_GUSHING,
+    TONE_GUSHING_COST,
+    gold_reward,
+    length_fit,
+    saturating,
+    warmth,
+)
 from harness.world.world import preference_pairs
 
 
@@ -14,7 +22,7 @@ def world():
 def test_world_is_deterministic():
     a = World(WorldConfig(calibration_pairs=300), seed=3)
     b = World(WorldConfig(calibration_pairs=300), seed=3)
-    assert a.knowledge == b.knowledge and a.human_temperature == b.human_temperature
+    assert a.knowledge == b.knowledge and a.calibration() == b.calibration()
     pa = preference_pairs(a, 50, np.random.default_rng(1))
     pb = preference_pairs(b, 50, np.random.default_rng(1))
     assert pa == pb
@@ -60,6 +68,9 @@ def test_scorers_on_hand_made_examples():
     rep = measure(prompt, "big dog big dog big dog .", kb)
     assert rep.repeats == 3  # (big,dog) x3 -> 2 extra, (dog,big) x2 -> 1 extra
     assert saturating(3, 3) == 1 and saturating(0, 3) == 0 and saturating(9, 3) < 0
+    # Warmth: rises to TONE_ENOUGH, flat up to TONE_GUSHING, then a full step down per extra tone word.
+    assert [warmth(t) for t in (0, TONE_ENOUGH, TONE_GUSHING)] == [0, 1, 1]
+    assert warmth(TONE_GUSHING + 4) == 1 - 4 * TONE_GUSHING_COST
     assert length_fit(10, 10) == 1 and length_fit(30, 10) < 0.01
 
 
@@ -70,16 +81,51 @@ def test_exploits_are_punished_by_gold(world):
     assert world.gold(prompt, repeated, "text_creation") < world.gold(prompt, good, "text_creation") - 3
 
 
-def test_judges_position_bias_and_noise(world):
+def test_judges_position_bias_and_calibrated_agreement(world):
     rng = np.random.default_rng(0)
     point = "relevance"
-    # Identical values: only the position bias separates "first" from coin-flips.
-    firsts = np.mean([world.judge(1.0, 1.0, point, rng) == 1 for _ in range(4000)])
+    # Identical values: the reading is a coin flip, and each answer is "1" by position bias or by that reading.
+    answers = np.array([world.judge_pair(1.0, 1.0, point, rng) for _ in range(4000)])
     bias = world.config.judge_position_bias
-    assert abs(firsts - (bias + (1 - bias) * 0.5)) < 0.03
-    # A large gap is read right (apart from position-biased answers when shown second).
-    right = np.mean([world.judge(3.0, 0.0, point, rng) == 1 for _ in range(2000)])
-    assert right > 0.95
+    assert abs(np.mean(answers == 1) - (bias + (1 - bias) * 0.5)) < 0.03
+    # A large gap is read right: "1" when the better one is shown first, "2" when swapped (bias aside).
+    answers = np.array([world.judge_pair(3.0, 0.0, point, rng) for _ in range(2000)])
+    assert np.mean(answers[:, 0] == 1) > 0.97 and abs(np.mean(answers[:, 1] == 2) - (1 - bias)) < 0.03
+
+
+def test_kept_judge_labels_agree_with_the_true_order_as_configured(world):
+    from harness.labelers.oracle import OracleLabeler
+
+    cols = preference_pairs(world, 800, np.random.default_rng(4))
+    stats = OracleLabeler().label(cols, seed=0, world=world)["stats"]
+    # One reading per pair: swap-and-agree drops position-biased answers, not reading errors.
+    assert abs(stats["agreement_with_truth"] - world.config.judge_agreement) < 0.04
+    sharp = World(WorldConfig(calibration_pairs=1500, judge_agreement_per_point={"fluency": 0.99}), seed=0)
+    assert sharp.judge_temperatures["fluency"] < world.judge_temperatures["fluency"]
+    assert sharp.judge_temperatures["relevance"] == pytest.approx(world.judge_temperatures["relevance"])
+
+
+def test_unnamed_part_has_its_share_of_within_prompt_variance(world):
+    rng = np.random.default_rng(6)
+    named, unnamed = [], []
+    for _ in range(1500):
+        prompt, domain = world.sample_prompt(rng)
+        a, b = (world.sample_response(prompt, domain, rng) for _ in range(2))
+        named.append(sum(world.capabilities(prompt, a, domain).values())
+                     - sum(world.capabilities(prompt, b, domain).values()))
+        unnamed.append(world.unnamed(a, domain) - world.unnamed(b, domain))
+        assert world.gold(prompt, a, domain) == pytest.approx(
+            sum(world.capabilities(prompt, a, domain).values()) + world.unnamed(a, domain))
+    share = np.var(unnamed) / (np.var(unnamed) + np.var(named))
+    assert abs(share - world.config.unnamed_share) < 0.05
+    none = World(WorldConfig(calibration_pairs=300, unnamed_share=0.0), seed=0)
+    assert none.unnamed("the big old castle .", "roleplay") == 0.0
+
+
+def test_labels_do_not_change_the_text():
+    a = WorldConfig()
+    b = WorldConfig(human_agreement=0.6, judge_agreement=0.9, unnamed_share=0.1, exploit_rate=0.05)
+    assert a.text_spec() == b.text_spec() and a.text_spec() != WorldConfig(corpus_exploit_rate=0.01).text_spec()
 
 
 def test_tokenizer_covers_world_text(world):
@@ -91,7 +137,9 @@ def test_tokenizer_covers_world_text(world):
 
 
 @pytest.mark.parametrize("key,value", [("human_agreement", 0.4), ("human_flip_rate", 0.7), ("marker_rate", 1.5),
-                                       ("domains", ["roleplay"]), ("domains", ["roleplay", "nope"])])
+                                       ("domains", ["roleplay"]), ("domains", ["roleplay", "nope"]),
+                                       ("unnamed_share", 0.95), ("judge_agreement", 0.3),
+                                       ("judge_agreement_per_point", {"nope": 0.8})])
 def test_bad_world_values_name_the_key(key, value):
     with pytest.raises(ValueError, match=key):
         World(WorldConfig(**{key: value}), seed=0)

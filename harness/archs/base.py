@@ -129,6 +129,12 @@ class RewardModel(nn.Module):
     def fit(self, train: EncodedPairs, val: EncodedPairs, ctx: FitContext) -> None:
         raise NotImplementedError
 
+    def cost(self) -> dict:
+        """What fit consumed that the job cannot count itself (it counts backbone passes and tokens): the capability
+        questions asked to a labeler, ``{"judge_queries": n}`` (each ordering of a question counts), and
+        ``{"human_labels": n}`` when not every labelled training and validation pair was used."""
+        return {}
+
     def views(self) -> dict[str, View]:
         """Alternative scorers by name, for evaluation (see ``View``); none by default."""
         return {}

@@ -436,6 +436,10 @@ class DMoERM(RewardModel):
                                                       zip(self.domains, self.points, strict=True)}},
         }
 
+    def cost(self) -> dict:
+        """Every capability label is one question asked twice (swap-and-agree): 2 judge queries per label."""
+        return {"judge_queries": 2 * int(self.report.get("labeler", {}).get("asked", 0))}
+
     def param_counts(self) -> dict[str, int]:
         """total: router + per domain (backbone + K LoRA adapters + K expert heads + the phase-1 head + MLP);
         active: router + the largest domain's backbone, K adapters, K heads and MLP (the phase-1 head is stored

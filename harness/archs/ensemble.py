@@ -34,6 +34,7 @@ import dataclasses
 import torch
 from torch import nn
 
+from ..cost import BackbonePasses
 from ..data.schema import Batch
 from ..device import CPU, Compute
 from ..packing import sequence_logits
@@ -132,6 +133,7 @@ class EnsembleRM(RewardModel):
     def fit(self, train, val, ctx: FitContext) -> None:
         self.members = nn.ModuleList()
         self.provenance = []
+        self.reused_tokens = 0
         for i in range(self.k):
             seeds = member_seeds(ctx.seed, i)
             member = ctx.backbone.reward_model(seeds[0])  # seeds the head init (and the global RNG for dropout)
@@ -143,12 +145,14 @@ class EnsembleRM(RewardModel):
                 built = True
                 first_row = len(ctx.logs)
                 # The shared loop on this member alone, in its own data order.
-                result = train_bradley_terry(self, list(member.parameters()), train, val, ctx.train, seeds[1], ctx,
-                                             phase=f"member{i}",
-                                             forward=lambda batch: RewardOutput(member_reward(member, batch,
-                                                                                              self.compute)))
+                with BackbonePasses() as passes:  # what it cost, for the jobs that reuse it
+                    result = train_bradley_terry(self, list(member.parameters()), train, val, ctx.train, seeds[1],
+                                                 ctx, phase=f"member{i}",
+                                                 forward=lambda batch: RewardOutput(member_reward(member, batch,
+                                                                                                  self.compute)))
                 state = {name: t.detach().clone() for name, t in member.state_dict().items()}
-                return state, {"member": i, "seeds": list(seeds), "result": result, "log": ctx.logs[first_row:]}
+                return state, {"member": i, "seeds": list(seeds), "result": result, "log": ctx.logs[first_row:],
+                               "train_backbone_tokens": passes.counts["train"]["tokens"]}
 
             state, meta = ctx.cache.tensors("ens_member", self.member_spec(ctx, i), build)
             member.load_state_dict(state)  # a no-op in value when just built; the trained weights otherwise
@@ -156,6 +160,7 @@ class EnsembleRM(RewardModel):
             self.mark_trained(member.parameters())
             self.provenance.append("trained" if built else "cached")
             if not built:
+                self.reused_tokens += int(meta.get("train_backbone_tokens", 0))
                 for row in meta["log"]:
                     ctx.logs.append({**row, "cached": True})
             ctx.log({**meta["result"], "member": i, "source": self.provenance[-1]})
@@ -182,6 +187,10 @@ class EnsembleRM(RewardModel):
                 raise ValueError(f"ensemble: a member gives both sides of every validation pair the same reward "
                                  f"(within-pair s.d. {scale.tolist()}); cannot standardize it (arch.normalize)")
             self.member_scale.copy_(scale)
+
+    def cost(self) -> dict:
+        """Members taken from the cache were trained by an earlier job: their training tokens count here too."""
+        return {"reused_train_backbone_tokens": getattr(self, "reused_tokens", 0)}
 
     def restore(self, ctx: FitContext, structure: dict) -> None:
         """The k untrained members (harness.export fills them from the exported weights)."""

@@ -1,16 +1,25 @@
-"""single: one reward model — the backbone with a scalar head, trained with the Bradley-Terry loss."""
+"""single: one reward model — the backbone with a scalar head, trained with the Bradley-Terry loss.
+
+``train`` overrides the shared `train` settings for this RM alone: the compute-matched baseline
+(conf/arch/single_compute.yaml) is this RM given the training budget of an ensemble."""
 
 from __future__ import annotations
+
+import dataclasses
 
 from ..data.schema import Batch
 from ..packing import sequence_logits
 from ..seeds import Stream, derive_seed
-from .base import FitContext, RewardModel, RewardOutput, train_bradley_terry
+from .base import FitContext, RewardModel, RewardOutput, TrainConfig, train_bradley_terry
 
 
 class SingleRM(RewardModel):
-    def __init__(self):
+    def __init__(self, train: dict | None = None):
         super().__init__()
+        self.train_overrides = dict(train or {})
+        unknown = set(self.train_overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
+        if unknown:
+            raise ValueError(f"arch.train: unknown keys {sorted(unknown)} (valid: the keys of `train`)")
         self.model = None  # built in fit: the backbone is only known then
 
     def build(self, ctx: FitContext, seed: int) -> SingleRM:
@@ -24,7 +33,9 @@ class SingleRM(RewardModel):
 
     def fit(self, train, val, ctx: FitContext) -> None:
         self.build(ctx, ctx.seed)
-        result = train_bradley_terry(self, list(self.model.parameters()), train, val, ctx.train,
+        cfg = dataclasses.replace(ctx.train, **self.train_overrides)
+        cfg.validate("arch.train")
+        result = train_bradley_terry(self, list(self.model.parameters()), train, val, cfg,
                                      derive_seed(ctx.seed, Stream.RM_ORDER, 0), ctx, phase="single")
         ctx.log(result)
 

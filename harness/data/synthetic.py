@@ -11,7 +11,7 @@ import numpy as np
 from ..cache import ArtifactCache
 from ..seeds import Stream, derive_seed
 from ..world import World, WorldConfig, preference_pairs, text_corpus
-from ..world.world import WORLD_VERSION
+from ..world.world import TEXT_VERSION, WORLD_VERSION
 
 
 class SyntheticData:
@@ -39,11 +39,17 @@ class SyntheticData:
         return list(self.world_config.domains)
 
     def spec(self, seed: int) -> dict:
-        return {**self.world_spec(seed), "sizes": self.sizes}
+        return {**self.world_spec(seed), "labels": self.spec_of_labels(), "world_version": WORLD_VERSION,
+                "sizes": self.sizes}
 
     def world_spec(self, seed: int) -> dict:
-        """What determines the world's text (not the split sizes): keys artifacts trained on world text."""
-        return {"world": dict(vars(self.world_config)), "world_version": WORLD_VERSION, "seed": seed}
+        """What determines the world's text (not the split sizes, not gold or the labels): keys artifacts trained
+        on world text (backbone pre-training, policy SFT, BoN samples)."""
+        return {"world": self.world_config.text_spec(), "text_version": TEXT_VERSION, "seed": seed}
+
+    def spec_of_labels(self) -> dict:
+        """The rest of the world's config (annotators, gold's unnamed part): with world_spec, keys the data."""
+        return {k: v for k, v in vars(self.world_config).items() if k not in self.world_config.text_spec()}
 
     def prepare(self, cache: ArtifactCache, seed: int) -> SyntheticData:
         def build(out: Path) -> None:
@@ -55,9 +61,7 @@ class SyntheticData:
 
         path = cache.directory("world_data", self.spec(seed), build)
         described = json.loads((path / "world.json").read_text())
-        self.world = World(
-            self.world_config, seed, (described["human_temperature"], described["judge_temperatures"])
-        )
+        self.world = World(self.world_config, seed, described["calibration"])
         self.splits = {s: datasets.load_from_disk(str(path / s)) for s in self.sizes}
         self._corpus = {}
         return self

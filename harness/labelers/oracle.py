@@ -1,9 +1,11 @@
 """oracle: the synthetic world's capability judges — the stand-in for the paper's LLM API.
 
-A judge reads a point's true values noisily (Bradley-Terry) and sometimes answers "the first one" whatever it
-reads (position bias); see ``World.judge``. Like an LLM it is not told when two responses tie on a point: it
-answers anyway, and swap-and-agree filters what it can. The values are measured from the texts by the world,
-so the oracle labels any (prompt, response) pair of the world's domains, not only pre-computed ones.
+A judge reads a point's true values noisily, once per pair (Bradley-Terry, calibrated to agree with the true
+order ``data.world.judge_agreement`` of the time, per point if configured), and each answer is sometimes "the
+first one" whatever it read (position bias); see ``World.judge_pair``. Like an LLM it is not told when two
+responses tie on a point: it answers anyway, and swap-and-agree filters what it can. The values are measured
+from the texts by the world, so the oracle labels any (prompt, response) pair of the world's domains, not only
+pre-computed ones.
 """
 
 from __future__ import annotations
@@ -38,9 +40,8 @@ class OracleLabeler:
                                  f"(it has {list(value_c)})")
             row = []
             for point in points:
-                # judge() says +1 when the response shown first is better: answer "1", else "2".
-                first = 1 if world.judge(value_c[point], value_r[point], point, rng) > 0 else 2
-                second = 1 if world.judge(value_r[point], value_c[point], point, rng) > 0 else 2
+                # One judge reads the pair once and is asked twice: chosen shown first, then swapped.
+                first, second = world.judge_pair(value_c[point], value_r[point], point, rng)
                 first_answers += (first == 1) + (second == 1)
                 row.append(swap_and_agree(first, second))
             labels.append(row)

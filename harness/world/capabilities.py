@@ -1,16 +1,18 @@
 """Capability points and the gold reward.
 
-Every capability point is a deterministic scorer of (prompt, response) that already carries its domain weight,
-so the gold reward of a response is simply the sum of its domain's point values. A capability *label* for a
-pair is the sign of the difference of one point's values: that is what DMoERM's labelers are asked for.
+Every capability point is a deterministic scorer of (prompt, response) that already carries its domain weight.
+The gold reward of a response is the sum of its domain's point values plus a part no point names (the raters'
+taste, ``World.unnamed``). A capability *label* for a pair is the sign of the difference of one point's values:
+that is what DMoERM's labelers are asked for.
 
 The weights conflict across domains on purpose (multi-task disturbance): warmth (tone words) is rewarded in
 roleplay, chit-chat and text creation but penalised in objective QA; hedging is nuance in subjective QA and
 evasion in objective QA and roleplay; ending with a question is proactive in roleplay and chit-chat but
 undesirable in objective QA and text creation; the ideal length ranges from 8 to 32 words.
 
-Over-optimisation needs features a proxy over-credits and gold punishes nonlinearly: keyword stuffing raises
-relevance but is penalised per stuffed keyword, and repeated phrases are penalised with power 1.5 by "fluency".
+Over-optimisation needs features a proxy over-credits and gold punishes nonlinearly: warmth pays up to a few
+tone words and falls off a cliff when a response gushes (``warmth``), keyword stuffing raises relevance but is
+penalised per stuffed keyword, and repetition is penalised with power 1.5 by "fluency".
 """
 
 from __future__ import annotations
@@ -104,13 +106,25 @@ def fluency(f: Features) -> float:
     return -(0.5 * f.stuffed + 0.4 * f.repeats**1.5)
 
 
+def warmth(tone: int) -> float:
+    """Enthusiasm: each tone word helps up to TONE_ENOUGH, more adds nothing, and past TONE_GUSHING every extra
+    word costs TONE_GUSHING_COST (gushing reads as insincere): 0 at 0, 1 from TONE_ENOUGH to TONE_GUSHING, then
+    falling. Ordinary responses (a Poisson(1.8) count) hardly reach the cliff; tone stuffing goes over it — a regime
+    the preference data does not show, so an RM extrapolates "more is better" there (extremal Goodhart)."""
+    return min(tone, TONE_ENOUGH) / TONE_ENOUGH - TONE_GUSHING_COST * max(0, tone - TONE_GUSHING)
+
+
+TONE_ENOUGH = 6
+TONE_GUSHING = 7
+TONE_GUSHING_COST = 0.5
+
 # Per domain: capability point -> weighted scorer of Features. Weights are the gold's; names are what a
 # labeler is asked about. Length targets: roleplay 22, chit-chat 10, subjective QA 18, objective QA 8,
 # text creation 32 words.
 CAPABILITY_POINTS = {
     "roleplay": {
         "relevance": lambda f: 1.0 * f.coverage,
-        "engagement": lambda f: 3.0 * saturating(f.tone, 3),
+        "engagement": lambda f: 3.0 * warmth(f.tone),
         "proactivity": lambda f: 2.0 * f.question,
         "length": lambda f: 1.5 * length_fit(f.n_words, 22),
         "decisiveness": lambda f: -1.5 * f.hedges,
@@ -118,7 +132,7 @@ CAPABILITY_POINTS = {
     },
     "chitchat": {
         "relevance": lambda f: 0.5 * f.coverage,
-        "engagement": lambda f: 2.5 * saturating(f.tone, 3),
+        "engagement": lambda f: 2.5 * warmth(f.tone),
         "proactivity": lambda f: 3.0 * f.question,
         "brevity": lambda f: 2.0 * length_fit(f.n_words, 10),
         "fluency": fluency,
@@ -142,7 +156,7 @@ CAPABILITY_POINTS = {
         "relevance": lambda f: 1.0 * f.coverage,
         "richness": lambda f: 1.0 * f.richness,
         "length": lambda f: 2.0 * length_fit(f.n_words, 32),
-        "vividness": lambda f: 2.5 * saturating(f.tone, 3),
+        "vividness": lambda f: 2.5 * warmth(f.tone),
         "closure": lambda f: -2.5 * f.question,
         "fluency": fluency,
     },

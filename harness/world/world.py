@@ -34,9 +34,20 @@ from .vocab import (
     TOPICS,
 )
 
-# Bump whenever the world's semantics change (vocabulary, scorers, weights, generator): it is part of every
-# cache key derived from world data, so artifacts built by an older world are never reused.
-WORLD_VERSION = 2
+# Bump whenever the world's semantics change (vocabulary, scorers, weights, annotators, generator): it is part of
+# every cache key derived from world data, so artifacts built by an older world are never reused.
+WORLD_VERSION = 3
+# Bump whenever the world's TEXT changes (vocabulary, prompts, the response generator): the key of what is trained
+# on world text alone (backbone pre-training, policy SFT, the policy's samples), which a change of gold or of the
+# annotators leaves valid.
+TEXT_VERSION = 3
+
+
+# Tone words in a tone-stuffed response: [low, high), past the point where warmth turns into gushing.
+TONE_STUFFING = (9, 15)
+
+# WorldConfig fields that change the world's text (see WorldConfig.text_spec).
+TEXT_KNOBS = ("domains", "marker_rate", "domain_topic_rate", "max_words", "corpus_exploit_rate")
 
 
 @dataclass
@@ -45,20 +56,29 @@ class WorldConfig:
     marker_rate: float = 0.2  # chance a prompt names its domain; low, so the task category is a weak cue
     domain_topic_rate: float = 0.5  # chance each keyword comes from the domain's own topic pool
     max_words: int = 40  # response cap; keeps sequences short (cost grows with length squared)
-    exploit_rate: float = 0.03  # chance of each exploit kind per response (stuffing, tone, repetition, long)
+    exploit_rate: float = 0.0  # chance of each exploit kind per preference-pair response (stuffing, tone, ...)
+    corpus_exploit_rate: float = 0.06  # the same in the text corpus (backbone pre-training, policy SFT)
+    unnamed_share: float = 0.25  # share of gold's within-prompt variance that no capability point names
     human_agreement: float = 0.70  # target P(human label == gold order) on random pairs
     human_flip_rate: float = 0.0  # extra uniform label flips on top of Bradley-Terry sampling
-    judge_noise: float = 0.3  # capability judge's Bradley-Terry temperature, in units of the point's spread
+    judge_agreement: float = 0.80  # target P(a judge's reading of one point == its true order) on random pairs
+    judge_agreement_per_point: dict[str, float] = field(default_factory=dict)  # {point: agreement} overrides
     judge_position_bias: float = 0.15  # chance a judge answers "the first one" whatever it reads
     calibration_pairs: int = 4000
+
+    def text_spec(self) -> dict:
+        """The knobs that decide the world's TEXT (prompts, generator responses): what a pre-trained backbone or
+        SFT policy depends on. Labels (humans, judges) and gold's unnamed part do not change a word, so a
+        sweep over them reuses one backbone and one policy."""
+        return {k: getattr(self, k) for k in TEXT_KNOBS}
 
     def validate(self) -> None:
         # Types first: a string or a list from the command line would otherwise fail deep inside, unnamed.
         if not isinstance(self.domains, (list, tuple)) or not all(isinstance(d, str) for d in self.domains):
             raise ValueError(f"data.world.domains={self.domains!r} must be a list of domain names; valid: "
                              f"{list(DOMAINS)}")
-        for key in ("marker_rate", "domain_topic_rate", "exploit_rate", "human_agreement", "human_flip_rate",
-                    "judge_noise", "judge_position_bias"):
+        for key in ("marker_rate", "domain_topic_rate", "exploit_rate", "corpus_exploit_rate", "unnamed_share",
+                    "human_agreement", "human_flip_rate", "judge_agreement", "judge_position_bias"):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise ValueError(f"data.world.{key}={v!r} must be a finite number")
@@ -79,16 +99,27 @@ class WorldConfig:
             "marker_rate": (0.0, 1.0),
             "domain_topic_rate": (0.0, 1.0),
             "exploit_rate": (0.0, 0.2),
+            "corpus_exploit_rate": (0.0, 0.2),
+            "unnamed_share": (0.0, 0.9),
             "human_agreement": (0.5, 1.0),
             "human_flip_rate": (0.0, 0.5),
+            "judge_agreement": (0.5, 1.0),
             "judge_position_bias": (0.0, 1.0),
         }
         for key, (lo, hi) in checks.items():
             v = getattr(self, key)
             if not lo <= v <= hi:
                 raise ValueError(f"data.world.{key}={v} is outside [{lo}, {hi}]")
-        if self.judge_noise <= 0:
-            raise ValueError(f"data.world.judge_noise={self.judge_noise} must be > 0")
+        if not isinstance(self.judge_agreement_per_point, dict):
+            raise ValueError(f"data.world.judge_agreement_per_point={self.judge_agreement_per_point!r} must be a "
+                             "mapping {point: agreement}")
+        points = {p for d in self.domains for p in CAPABILITY_POINTS[d]}
+        for point, v in self.judge_agreement_per_point.items():
+            if point not in points:
+                raise ValueError(f"data.world.judge_agreement_per_point: unknown point {point!r}; points of these "
+                                 f"domains: {sorted(points)}")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.5 <= v <= 1.0:
+                raise ValueError(f"data.world.judge_agreement_per_point.{point}={v!r} must be a number in [0.5, 1]")
         if self.max_words < 8:
             raise ValueError(f"data.world.max_words={self.max_words} must be >= 8")
 
@@ -109,19 +140,42 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def _temperature_for(gaps: np.ndarray, agreement: float, ties_count_half: bool) -> float:
+    """The Bradley-Terry temperature T at which mean(sigmoid(|gap| / T)) over ``gaps`` equals ``agreement``: over
+    all pairs with ties counted as coin flips (``ties_count_half``), or over the decided pairs only."""
+    nonzero = gaps[gaps > 0]
+    if not len(nonzero):
+        return 1.0  # the point never separates two responses: any temperature reads ties the same
+    tie_share = 1 - len(nonzero) / len(gaps) if ties_count_half else 0.0
+    lo, hi = 1e-4, 1e4
+    for _ in range(200):
+        mid = math.sqrt(lo * hi)
+        agree = (1 - tie_share) * float(_sigmoid(nonzero / mid).mean()) + tie_share * 0.5
+        lo, hi = (mid, hi) if agree > agreement else (lo, mid)
+    return math.sqrt(lo * hi)
+
+
 class World:
-    def __init__(self, config: WorldConfig, seed: int, temperatures: tuple[float, dict] | None = None):
-        """``temperatures``: a previous ``calibration()`` of the same config and seed, to skip recalibrating."""
+    def __init__(self, config: WorldConfig, seed: int, calibration: dict | None = None):
+        """``calibration``: a previous ``calibration()`` of the same config and seed, to skip recalibrating."""
         config.validate()
         self.config = config
         self.seed = seed
         self.domains = list(config.domains)
         kb_rng = np.random.default_rng(derive_seed(seed, Stream.WORLD_KNOWLEDGE))
         self.knowledge = {e: str(kb_rng.choice(COLOURS)) for e in ENTITIES}
-        self.human_temperature, self.judge_temperatures = temperatures or self._calibrate()
+        # The raters' unnamed taste: how much they like each filler word, a fixed draw per world.
+        taste_rng = np.random.default_rng(derive_seed(seed, Stream.WORLD_TASTE))
+        self.taste = dict(zip(FILLER, taste_rng.standard_normal(len(FILLER)).tolist(), strict=True))
+        self.unnamed_scale: dict[str, float] = {d: 0.0 for d in self.domains}  # the calibration sets it
+        calibration = calibration or self._calibrate()
+        self.human_temperature = float(calibration["human_temperature"])
+        self.judge_temperatures = dict(calibration["judge_temperatures"])
+        self.unnamed_scale = dict(calibration["unnamed_scale"])
 
-    def calibration(self) -> tuple[float, dict]:
-        return self.human_temperature, dict(self.judge_temperatures)
+    def calibration(self) -> dict:
+        return {"human_temperature": self.human_temperature, "judge_temperatures": dict(self.judge_temperatures),
+                "unnamed_scale": dict(self.unnamed_scale)}
 
     # ----------------------------------------------------------------------------------- prompts
     def sample_prompt(self, rng: np.random.Generator, domain: str | None = None) -> tuple[str, str]:
@@ -142,9 +196,12 @@ class World:
         return " ".join(words), domain
 
     # ----------------------------------------------------------------------------------- responses
-    def sample_response(self, prompt: str, domain: str, rng: np.random.Generator) -> str:
-        """A response from the world's generator: random quality knobs, and rare exploits."""
+    def sample_response(self, prompt: str, domain: str, rng: np.random.Generator,
+                        exploit_rate: float | None = None) -> str:
+        """A response from the world's generator: random quality knobs, and rare exploits (each kind with chance
+        ``exploit_rate``, by default the preference pairs' ``config.exploit_rate``)."""
         cfg = self.config
+        exploit_rate = cfg.exploit_rate if exploit_rate is None else exploit_rate
         parsed = parse_prompt(prompt)
         target = LENGTH_TARGETS[domain]
         n_words = int(round(target * rng.lognormal(0.0, 0.3) * rng.uniform(0.5, 1.6)))
@@ -152,11 +209,11 @@ class World:
         keywords = [k for k, u in zip(parsed.keywords, rng.random(len(parsed.keywords)), strict=True) if u < cover]
         tone = picks(rng, TONE, rng.poisson(1.8))
         hedges = picks(rng, HEDGES, rng.poisson(1.2))
-        exploit = rng.random(4) < cfg.exploit_rate
+        exploit = rng.random(4) < exploit_rate
         if exploit[0]:  # keyword stuffing
             keywords = [k for k in parsed.keywords for _ in range(int(rng.integers(3, 7)))]
         if exploit[1]:  # tone stuffing
-            tone = picks(rng, TONE, int(rng.integers(6, 13)))
+            tone = picks(rng, TONE, int(rng.integers(*TONE_STUFFING)))
         if exploit[3]:  # runaway length
             n_words = int(rng.integers(cfg.max_words - 8, cfg.max_words + 1))
         answer: list[str] = []
@@ -174,10 +231,9 @@ class World:
         if answer:
             at = int(rng.integers(0, len(words) + 1))
             words[at:at] = answer
-        if exploit[2] and len(words) >= 2:  # a phrase repeated several times in a row
-            at = int(rng.integers(0, len(words) - 1))
-            phrase = words[at : at + 2]
-            words[at:at] = phrase * int(rng.integers(3, 7))
+        if exploit[2] and words:  # degenerate repetition: stuck on one word, 4-7 times in a row (what a small
+            at = int(rng.integers(0, len(words)))  # LM sampled at temperature 1 does, and can learn to do)
+            words[at:at] = [words[at]] * int(rng.integers(3, 7))
         words = words[: cfg.max_words - 1] if words else [pick(rng, FILLER)]
         words.append("?" if rng.random() < 0.4 else ".")
         return " ".join(words)
@@ -186,8 +242,18 @@ class World:
     def features(self, prompt: str, response: str):
         return measure(prompt, response, self.knowledge)
 
+    def unnamed_taste(self, response: str) -> float:
+        """Mean taste of the response's filler words (0 without any): what raters like and no point names."""
+        values = [self.taste[w] for w in response.split() if w in self.taste]
+        return float(np.mean(values)) if values else 0.0
+
+    def unnamed(self, response: str, domain: str) -> float:
+        """Gold's unnamed part: the taste, scaled per domain to ``unnamed_share`` of gold's within-prompt variance."""
+        return self.unnamed_scale[domain] * self.unnamed_taste(response)
+
     def gold(self, prompt: str, response: str, domain: str) -> float:
-        return gold_reward(domain, self.features(prompt, response))
+        """Gold = the named capability points + the unnamed part (capability decomposition is imperfect)."""
+        return gold_reward(domain, self.features(prompt, response)) + self.unnamed(response, domain)
 
     def capabilities(self, prompt: str, response: str, domain: str) -> dict[str, float]:
         return capability_values(domain, self.features(prompt, response))
@@ -196,23 +262,32 @@ class World:
         return list(CAPABILITY_POINTS[domain])
 
     # ----------------------------------------------------------------------------------- annotators
-    def _calibrate(self) -> tuple[float, dict[str, float]]:
-        """Bradley-Terry temperatures for humans (to hit the target agreement) and judges (per point spread).
+    def _calibrate(self) -> dict:
+        """The unnamed part's scale per domain, then Bradley-Terry temperatures for humans (to hit the target
+        agreement with gold) and for judges (to hit each point's target agreement with its true order).
 
-        Uses the *expected* agreement mean(sigmoid(|dg|/T)) on a fixed sample of random pairs, a smooth and
+        On a fixed sample of random same-prompt pairs: the unnamed scale makes Var_within(unnamed) =
+        share / (1 - share) * Var_within(named), so it is ``unnamed_share`` of the total (the two are drawn
+        independently); a temperature uses the *expected* agreement mean(sigmoid(|gap| / T)), a smooth and
         monotone function of T, so bisection is exact and deterministic.
         """
         cfg = self.config
         rng = np.random.default_rng(derive_seed(self.seed, Stream.WORLD_CALIBRATION))
-        gold_gaps, point_gaps = [], {}
+        pairs, point_gaps = [], {}  # pairs: (domain, named gold gap, taste gap) of each same-prompt pair
         for _ in progress(range(cfg.calibration_pairs), desc="world: calibrating annotators", unit="pair"):
             prompt, domain = self.sample_prompt(rng)
             a, b = (self.sample_response(prompt, domain, rng) for _ in range(2))
             ca, cb = self.capabilities(prompt, a, domain), self.capabilities(prompt, b, domain)
-            gold_gaps.append(abs(sum(ca.values()) - sum(cb.values())))
+            pairs.append((domain, sum(ca.values()) - sum(cb.values()), self.unnamed_taste(a) - self.unnamed_taste(b)))
             for name in ca:
                 point_gaps.setdefault(name, []).append(abs(ca[name] - cb[name]))
-        gaps = np.asarray(gold_gaps)
+        share = cfg.unnamed_share
+        for d in self.domains:
+            # E[(x_a - x_b)^2] / 2 is the within-prompt variance of x.
+            v_named = float(np.mean([g ** 2 for dom, g, _ in pairs if dom == d] or [0.0])) / 2
+            v_taste = float(np.mean([t ** 2 for dom, _, t in pairs if dom == d] or [0.0])) / 2
+            self.unnamed_scale[d] = math.sqrt(share / (1 - share) * v_named / v_taste) if v_taste > 0 else 0.0
+        gold_gaps = np.asarray([abs(g + self.unnamed_scale[d] * t) for d, g, t in pairs])
         # With flip rate f, agreement = (1-f) * E[sigmoid] + f * (1 - E[sigmoid]).
         f = cfg.human_flip_rate
         if cfg.human_agreement >= 1.0 - f - 1e-9 and f > 0:
@@ -220,15 +295,12 @@ class World:
                 f"data.world.human_agreement={cfg.human_agreement} is unreachable with human_flip_rate={f}"
             )
         target = (cfg.human_agreement - f) / (1 - 2 * f) if f < 0.5 else 0.5
-        nonzero = gaps[gaps > 0]
-        tie_share = 1 - len(nonzero) / len(gaps)
-        lo, hi = 1e-4, 1e4
-        for _ in range(200):
-            mid = math.sqrt(lo * hi)
-            agree = (1 - tie_share) * float(_sigmoid(nonzero / mid).mean()) + tie_share * 0.5
-            lo, hi = (mid, hi) if agree > target else (lo, mid)
-        judge_t = {n: cfg.judge_noise * (float(np.std(g)) or 1.0) for n, g in point_gaps.items()}
-        return math.sqrt(lo * hi), judge_t
+        human_t = _temperature_for(gold_gaps, target, ties_count_half=True)
+        judge_t = {}
+        for name, gaps in point_gaps.items():
+            agreement = cfg.judge_agreement_per_point.get(name, cfg.judge_agreement)
+            judge_t[name] = _temperature_for(np.asarray(gaps), agreement, ties_count_half=False)
+        return {"human_temperature": human_t, "judge_temperatures": judge_t, "unnamed_scale": self.unnamed_scale}
 
     def human_prefers_first(self, gold_a: float, gold_b: float, rng: np.random.Generator) -> bool:
         p = float(_sigmoid(np.asarray((gold_a - gold_b) / self.human_temperature)))
@@ -237,24 +309,25 @@ class World:
             first = not first
         return first
 
-    def judge(self, value_first: float, value_second: float, point: str, rng: np.random.Generator) -> int:
-        """One capability judgement: +1 if the judge says the first response is better on ``point``, else -1.
+    def judge_pair(self, value_a: float, value_b: float, point: str, rng: np.random.Generator) -> tuple[int, int]:
+        """A capability judge asked about one pair twice: with ``a`` shown first, then swapped. Returns the two
+        answers, each 1 or 2 (which reply it says is better on ``point``).
 
-        A judge reads noisily (Bradley-Terry on the point's value) and sometimes just picks the first answer
-        (position bias) — the swap-and-agree rule of DMoERM exists to filter exactly that.
+        The judge reads the pair once, noisily (Bradley-Terry on the point's values, its temperature calibrated
+        to ``judge_agreement``): an LLM judge that misreads a pair tends to misread it both ways round, so
+        swapping does not average its reading errors away. Each answer is then, with chance
+        ``judge_position_bias``, just "the first one" — what DMoERM's swap-and-agree rule filters. A label kept
+        by that rule agrees with the true order about as often as one reading does (``judge_agreement``).
         """
-        if rng.random() < self.config.judge_position_bias:
-            return 1
-        p = float(_sigmoid(np.asarray((value_first - value_second) / self.judge_temperatures[point])))
-        return 1 if rng.random() < p else -1
+        p = float(_sigmoid(np.asarray((value_a - value_b) / self.judge_temperatures[point])))
+        reads_a_better = rng.random() < p
+        bias = self.config.judge_position_bias
+        first = 1 if rng.random() < bias or reads_a_better else 2  # reply 1 is a
+        second = 1 if rng.random() < bias or not reads_a_better else 2  # reply 1 is b
+        return first, second
 
     def describe(self) -> dict:
-        return {
-            "config": asdict(self.config),
-            "seed": self.seed,
-            "human_temperature": self.human_temperature,
-            "judge_temperatures": self.judge_temperatures,
-        }
+        return {"config": asdict(self.config), "seed": self.seed, "calibration": self.calibration()}
 
 
 def preference_pairs(world: World, n_pairs: int, rng: np.random.Generator) -> dict[str, list]:
@@ -272,7 +345,7 @@ def preference_pairs(world: World, n_pairs: int, rng: np.random.Generator) -> di
         prompt, domain = world.sample_prompt(rng)
         a, b = world.sample_response(prompt, domain, rng), world.sample_response(prompt, domain, rng)
         ca, cb = world.capabilities(prompt, a, domain), world.capabilities(prompt, b, domain)
-        ga, gb = sum(ca.values()), sum(cb.values())
+        ga, gb = sum(ca.values()) + world.unnamed(a, domain), sum(cb.values()) + world.unnamed(b, domain)
         if not world.human_prefers_first(ga, gb, rng):
             a, b, ca, cb, ga, gb = b, a, cb, ca, gb, ga
         cols["prompt"].append(prompt)
@@ -294,5 +367,5 @@ def text_corpus(world: World, n_sequences: int, rng: np.random.Generator) -> tup
     for _ in progress(range(n_sequences), desc="world: text corpus", unit="seq"):
         prompt, domain = world.sample_prompt(rng)
         prompts.append(prompt)
-        responses.append(world.sample_response(prompt, domain, rng))
+        responses.append(world.sample_response(prompt, domain, rng, world.config.corpus_exploit_rate))
     return prompts, responses

@@ -1,0 +1,117 @@
+"""harness.stats on hand-made sweeps with known effects: paired bootstrap CIs, the two-level bootstrap over test
+pairs, Holm's adjustment, curve values at matched √KL, and the files the aggregate writes."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import PAIRED_SEEDS as SEEDS
+from conftest import make_sweep, paired_jobs_table
+from datasets import Dataset
+
+from harness import results, stats
+
+
+def test_holm_matches_hand_computation():
+    # sorted p: 0.01 (x3) = 0.03, 0.03 (x2) = 0.06, 0.04 (x1) = 0.04 -> monotone: 0.06
+    assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    adjusted = stats.holm([0.2, float("nan"), 0.001])
+    assert adjusted[0] == pytest.approx(0.2) and math.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.002)
+
+
+def test_known_difference_has_a_ci_that_excludes_zero_and_zero_effect_one_that_covers_it():
+    jobs = paired_jobs_table({"better": 0.05, "same": 0.0})
+    table, per_seed = stats.stats_table(jobs, baseline="single", metrics=[stats.Metric("accuracy.gold.overall")])
+    better = table[table["arch"] == "better"].iloc[0]
+    same = table[table["arch"] == "same"].iloc[0]
+    assert better["effect"] == pytest.approx(0.05) and better["ci_low"] > 0 and better["p"] < 0.01
+    assert same["effect"] == pytest.approx(0.0, abs=1e-12) and same["ci_low"] < 0 < same["ci_high"]
+    assert same["p"] > 0.5 and better["p_holm"] <= 2 * better["p"] + 1e-12
+    # Per-seed values are kept: a - b on each seed, for every comparison.
+    rows = per_seed[(per_seed["arch"] == "better")]
+    assert len(rows) == len(SEEDS) and np.allclose(rows["diff"], rows["a"] - rows["b"])
+
+
+def test_heavy_tailed_metrics_use_the_median():
+    jobs = paired_jobs_table({"other": 0.0}, metric="ppo.final_gap")
+    jobs.loc[(jobs["arch"] == "other") & (jobs["seed"] == 0), "ppo.final_gap"] += 10.0  # one wild seed
+    table, _ = stats.stats_table(jobs, metrics=[stats.Metric("ppo.final_gap", heavy_tailed=True)])
+    row = table.iloc[0]
+    assert row["statistic"] == "median" and abs(row["effect"]) < 0.05  # the mean would be ~2
+
+
+def test_two_level_bootstrap_is_exact_on_degenerate_data_and_widens_with_few_pairs():
+    assert stats.bootstrap_seeds_and_pairs([np.ones(50)] * 4)["ci_low"] == pytest.approx(1.0)
+    rng = np.random.default_rng(1)
+    many = [rng.choice([-1.0, 0.0, 1.0], p=[0.2, 0.5, 0.3], size=4000) for _ in range(5)]
+    few = [x[:200] for x in many]
+    wide, narrow = stats.bootstrap_seeds_and_pairs(few), stats.bootstrap_seeds_and_pairs(many)
+    assert wide["ci_high"] - wide["ci_low"] > narrow["ci_high"] - narrow["ci_low"]
+    assert narrow["ci_low"] < 0.1 < narrow["ci_high"]  # true mean difference: 0.3 - 0.2
+
+
+def test_per_pair_scores_drive_accuracy_cis(tmp_path):
+    rng = np.random.default_rng(2)
+    n = 600
+    gold_c, gold_r = rng.normal(size=n), rng.normal(size=n)
+    domains = np.array(["a", "b"] * (n // 2))
+    rows = []
+    for arch, skill in (("single", 1.0), ("better", 2.0)):
+        for s in SEEDS:
+            job = tmp_path / f"{arch}{s}"
+            job.mkdir()
+            r_c, r_r = skill * gold_c + rng.normal(size=n), skill * gold_r + rng.normal(size=n)
+            split = Dataset.from_dict({"domain": list(domains), "gold_chosen": gold_c, "gold_rejected": gold_r})
+            stats.write_test_scores(job, r_c, r_r, split)
+            correct = np.where(gold_c > gold_r, r_c > r_r, r_r > r_c)
+            rows.append({"arch": arch, "seed": s, "job_dir": str(job), "accuracy.gold.overall": correct.mean(),
+                         "accuracy.gold.per_domain.a": correct[domains == "a"].mean()})
+    jobs = pd.DataFrame(rows)
+    block, _ = stats.compare(jobs[jobs["arch"] == "better"], jobs[jobs["arch"] == "single"],
+                             "accuracy.gold.overall")
+    assert block["ci_basis"] == "seeds x test pairs" and block["ci_low"] > 0
+    per_job = jobs.set_index("arch")["accuracy.gold.overall"]
+    assert block["effect"] == pytest.approx(per_job["better"].mean() - per_job["single"].mean())
+    domain_block, _ = stats.compare(jobs[jobs["arch"] == "better"], jobs[jobs["arch"] == "single"],
+                                    "accuracy.gold.per_domain.a")
+    means = jobs.groupby("arch")["accuracy.gold.per_domain.a"].mean()
+    assert domain_block["effect"] == pytest.approx(means["better"] - means["single"])
+
+
+def test_gold_at_matched_sqrt_kl_interpolates_where_both_runs_reached(tmp_path):
+    def job(name, ds, golds):
+        d = tmp_path / name
+        d.mkdir()
+        results.write_curves(d, [{"opt": "ppo", "step": 10 * i, "kl": x * x, "sqrt_kl": x, "proxy": 2 * g, "gold": g}
+                                 for i, (x, g) in enumerate(zip(ds, golds, strict=True))])
+        return pd.Series({"arch": name, "seed": 0, "job_dir": str(d)})
+
+    far = job("far", [0.0, 1.0, 2.0, 3.0], [0.0, 0.5, 1.0, 0.2])
+    near = job("near", [0.0, 0.5, 1.5], [0.0, 0.1, 0.3])
+    a, b = stats.paired_values(far, near, "ppo.gold@sqrt_kl=matched", "ppo.gold@sqrt_kl=matched")
+    assert a == pytest.approx(0.75) and b == pytest.approx(0.3)  # both at √KL = 1.5, far's halfway from 1 to 2
+    assert math.isnan(stats.curve_value(near["job_dir"], "ppo", "gold", 2.0))
+    assert stats.curve_value(far["job_dir"], "ppo", "gap", 2.0) == pytest.approx(1.0)
+
+
+def test_settings_split_by_config_and_filters_let_missing_keys_pass():
+    jobs = pd.concat([paired_jobs_table({"ens": 0.01}, extra={"config.data.world.human_agreement": 0.7}),
+                      paired_jobs_table({"ens": 0.04}, extra={"config.data.world.human_agreement": 0.6})])
+    table, _ = stats.stats_table(jobs, metrics=[stats.Metric("accuracy.gold.overall")])
+    assert set(table["setting"]) == {"data.world.human_agreement=0.6", "data.world.human_agreement=0.7"}
+    jobs["config.opt.ppo.kl_coef"] = np.nan  # no PPO ran: a PPO filter cannot exclude these jobs
+    kept = jobs[stats.matches(jobs, {"data.world.human_agreement": 0.6, "opt.ppo.kl_coef": 0.0})]
+    assert len(kept) == 2 * len(SEEDS)
+
+
+def test_write_stats_on_a_fake_sweep(tmp_path):
+    root = make_sweep(tmp_path / "sweep", seeds=(0, 1, 2))
+    paths = stats.write_stats(root)
+    table = pd.read_csv(paths[0])
+    assert {"effect", "ci_low", "ci_high", "p", "p_holm", "n_seeds"} <= set(table.columns)
+    assert set(table["baseline"]) == {"single"} and "single" not in set(table["arch"])
+    # the failed `more` job (seed 1) leaves 2 paired seeds
+    assert set(table.loc[table["arch"] == "more", "n_seeds"]) == {2}
