@@ -410,7 +410,7 @@ def stats_table(jobs: pd.DataFrame, baseline: str = "single", metrics: Sequence[
         return pd.DataFrame(), pd.DataFrame()
     keys = setting_keys(jobs)
     settings = jobs.apply(lambda r: setting_label(r, keys), axis=1)
-    rows, seed_rows = [], []
+    rows, per_seed_rows = [], []
     for setting in sorted(settings.unique()):
         here = jobs[settings == setting]
         base = here[here["arch"] == baseline]
@@ -434,14 +434,14 @@ def stats_table(jobs: pd.DataFrame, baseline: str = "single", metrics: Sequence[
                 if not np.isfinite(block["effect"]):
                     continue
                 rows.append({"setting": setting, "metric": metric.key, "arch": arch, "baseline": baseline, **block})
-                seed_rows += [{"setting": setting, "metric": metric.key, "arch": arch, "baseline": baseline, **r}
+                per_seed_rows += [{"setting": setting, "metric": metric.key, "arch": arch, "baseline": baseline, **r}
                               for r in per_seed]
     table = pd.DataFrame(rows)
     if not table.empty:
         table["p_holm"] = np.nan
         for _, idx in table.groupby(["setting", "metric"]).groups.items():
             table.loc[idx, "p_holm"] = holm(table.loc[idx, "p"].tolist())
-    return table, pd.DataFrame(seed_rows)
+    return table, pd.DataFrame(per_seed_rows)
 
 
 def write_stats(sweep_dir: str | Path, baseline: str = "single", jobs: pd.DataFrame | None = None) -> list[Path]:
