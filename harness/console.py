@@ -28,7 +28,8 @@ UNITS = {
     "acc": "accuracy: fraction of test pairs ordered as the gold reward / the noisy human label orders them "
            "(0.5 = chance)",
     "params": "params: total = stored; active = used to score one response, mean over the test responses (fewer "
-              "when the arch routes; a token-routed MoE: the experts any of its tokens used); per token: one token's",
+              "when the arch routes; a token-routed MoE: the experts any of its tokens used); per token (metrics.json "
+              "params.active_per_token): what one token uses",
     "d": "d = √KL(optimized policy ‖ initial policy), in nats^½ (best-of-n: KL = log n − (n−1)/n)",
     "bon": "BoN R*: peak of the fitted gold curve R = d(α − βd), in s.d. of the initial policy's gold (0 = its mean; "
            "within-prompt s.d. unless opt.*.reward_scale=total); 'extrapolated': the peak lies beyond the data",

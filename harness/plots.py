@@ -400,7 +400,7 @@ def curves_figure(sweep_dir: Path, series: list[Series], opt: str, by_arch: bool
     ]
     if common is not None:
         key_handles.append(Line2D([], [], color="0.45", linestyle=(0, (4, 2)), linewidth=0.8,
-                                  label="final gap, AUC read at\n" + rf"$\sqrt{{\mathrm{{KL}}}}$ = {common:g}"))
+                                  label="final gap, AUC read at\n" + rf"$\sqrt{{\mathrm{{KL}}}}$ = {common:.2f}"))
     key_handles += _spread_key(Line2D([], [], color="0.2", linewidth=0.8, marker="_", markersize=4,
                                           label=BAND_LABEL), [s for s, _ in curves])
     _legend(fig, [s for s, _ in curves], key_handles)
