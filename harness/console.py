@@ -184,7 +184,9 @@ TABLE_COLUMNS = (
     ("params.active", "active"),
     ("fit.lora.r", "LoRA r"),
     ("bon.gold_peak", "BoN R*"),
-    ("ppo.gold_peak", "PPO R*"),
+    # Observed, not fitted: PPO's Gao fit is often poor (its R² is in metrics.json), and the units line names this.
+    ("ppo.observed_gold_peak", "PPO max gold"),
+    ("ppo.final_gap", "PPO gap at common d"),
     ("timing_s.total", "time (s)"),
     ("error", "error"),
 )
