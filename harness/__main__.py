@@ -34,6 +34,8 @@ quiet_third_party()
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
+    # Again in the job's own process: a joblib worker runs this function without importing this module.
+    quiet_third_party()
     if cfg.threads in (None, "auto") and "joblib" in str(hc.launcher.get("_target_", "")):
         # Several jobs share the cores: split them, or each job's intra-op threads oversubscribe the CPU. The job
         # then records (and a resumed one compares) the number it ran with.
