@@ -209,7 +209,8 @@ class TinyBackbone(Backbone):
         from .world import build_tokenizer
         from .world.vocab import all_words
 
-        spec = {"backbone": self.spec, "world": world_spec, "seed": seed}
+        # Pre-trained on the job's device in its precision: those decide the weights too.
+        spec = self.compute.keyed({"backbone": self.spec, "world": world_spec, "seed": seed})
 
         def build(out: Path) -> None:
             prompts, responses = corpus(self.spec["pretrain_sequences"])

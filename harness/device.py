@@ -58,6 +58,30 @@ class Compute:
         """``x`` (a tensor, a module, or anything with ``.to(device)``) on this device; a no-op on its own device."""
         return x.to(self.device)
 
+    def artifact_identity(self, *, reward_forwards: bool = False) -> dict | None:
+        """What of this compute a cached artifact's numbers depend on, None for the CPU in fp32 (the default).
+
+        The device's type, not its index (cuda:0 and cuda:1 compute the same numbers), and the precision: a bf16
+        autocast run rounds differently from an fp32 one, and a GPU's kernels sum in another order than the
+        CPU's. ``reward_forwards``: the artifact is trained through the reward forwards of harness/packing.py,
+        whose packed rows agree with padded batches only up to float rounding, so ``packing`` enters as well
+        (on the CPU only packing=on packs: auto and off leave the key alone)."""
+        packs = reward_forwards and (self.packing == "on" or (self.packing == "auto" and self.device.type != "cpu"))
+        if self.device.type == "cpu" and self.is_fp32 and not packs:
+            return None
+        identity = {"device": self.device.type, "precision": self.precision}
+        if reward_forwards:
+            identity["packing"] = self.packing
+        return identity
+
+    def keyed(self, spec: dict, *, reward_forwards: bool = False) -> dict:
+        """``spec`` (a cache key's content) with this compute's ``artifact_identity`` under "compute": a bf16 GPU
+        artifact is never reused by a CPU fp32 job, nor the other way round. For the CPU in fp32 it is ``spec``
+        itself, so every key a CPU fp32 job had before devices existed stays the same (existing caches and the
+        CI regression baseline)."""
+        identity = self.artifact_identity(reward_forwards=reward_forwards)
+        return spec if identity is None else {**spec, "compute": identity}
+
     def describe(self) -> str:
         where = str(self.device)
         if self.device.type == "cuda":

@@ -78,6 +78,14 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+def artifact_identity() -> dict | None:
+    """What of the scale-out a trained artifact's numbers depend on (cache keys of trained ensemble members): the
+    number of processes, whose gradients are summed in another order than one process's; None for one process."""
+    if not active():
+        return None
+    return {"processes": world_size()}
+
+
 def barrier() -> None:
     if active():
         dist.barrier()

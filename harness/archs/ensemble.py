@@ -34,6 +34,7 @@ import dataclasses
 import torch
 from torch import nn
 
+from .. import parallel
 from ..cost import BackbonePasses
 from ..data.schema import Batch
 from ..device import CPU, Compute
@@ -118,7 +119,7 @@ class EnsembleRM(RewardModel):
 
     def member_spec(self, ctx: FitContext, member: int) -> dict:
         """Everything that determines a trained member — and nothing else (no aggregator, λ or k)."""
-        return {
+        spec = {
             "data": ctx.data_spec,
             # What the backbone's weights are (a content hash), never where they lie: weights replaced in place
             # retrain the members, a moved cache or model directory reuses them.
@@ -129,6 +130,11 @@ class EnsembleRM(RewardModel):
             "train": dataclasses.asdict(ctx.train),
             "member_seeds": list(member_seeds(ctx.seed, member)),  # (head init, data order)
         }
+        # Trained on the job's device, in its precision, packed or not, by one process or several: all of these
+        # round differently; none of them enters the key of a one-process CPU fp32 job (its keys never moved).
+        spec = self.compute.keyed(spec, reward_forwards=True)
+        scale_out = parallel.artifact_identity()
+        return spec if scale_out is None else {**spec, "parallel": scale_out}
 
     def fit(self, train, val, ctx: FitContext) -> None:
         self.members = nn.ModuleList()

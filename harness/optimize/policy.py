@@ -85,9 +85,13 @@ class Policy:
     def cache_spec(self) -> dict:
         """Identifies the initial policy and its sampling settings (sample caches key on it)."""
         assert self._spec is not None, "prepare() the policy first"
-        return {**self._spec, "temperature": self.temperature, "max_new_tokens": self.max_new_tokens,
-                # Samples are seeded per generation chunk, so the chunk size decides which samples come out.
-                "generation_batch_size": self.generation_batch_size}
+        # Sampling runs on the job's device in its precision (the same weights sample other texts on a GPU in
+        # bf16): that enters the key as "compute", beside the one of a policy whose training it decided.
+        return self.compute.keyed({**self._spec, "temperature": self.temperature,
+                                   "max_new_tokens": self.max_new_tokens,
+                                   # Samples are seeded per generation chunk, so the chunk size decides which
+                                   # samples come out.
+                                   "generation_batch_size": self.generation_batch_size})
 
     def _load(self) -> None:
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
@@ -228,7 +232,9 @@ class TinyPolicy(Policy):
         from ..world import build_tokenizer
 
         # Keyed by the world's text (world_spec), not the preference split sizes: the SFT corpus is world text.
-        self._spec = {"policy": "tiny", "sft": self.sft, "world": data.world_spec(seed), "seed": seed}
+        # SFT runs on the job's device in its precision: those decide the weights too.
+        self._spec = self.compute.keyed({"policy": "tiny", "sft": self.sft, "world": data.world_spec(seed),
+                                         "seed": seed})
 
         def build(out: Path) -> None:
             tok = build_tokenizer()
