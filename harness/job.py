@@ -271,6 +271,7 @@ def validate(cfg: DictConfig, job_dir: Path) -> JobInputs:
         train_cfg = TrainConfig(**cfg.train)
         train_cfg.validate()
         compute = compute_of(cfg)  # a device that is not there: named here, before anything is built
+        parallel.strategy_of(cfg)
         check_eval(cfg.eval)
         check_outputs(job_dir)
         data = build(cfg.data, "data")
@@ -304,7 +305,7 @@ def _run(cfg: DictConfig, job: JobInputs, job_dir: Path, out: dict, metric_logge
     failure keeps it."""
     out["threads"] = job_threads(cfg.threads)
     torch.set_num_threads(out["threads"])
-    parallel.init(job.compute)  # several processes under torchrun; nothing otherwise
+    parallel.init(job.compute, parallel.strategy_of(cfg))  # several processes under torchrun; nothing otherwise
     # Everything that runs a model runs it there: the gold RM, tiny's pre-training, the RM, the RM's labeler.
     place(job.compute, job.gold, job.backbone, job.arch, getattr(job.arch, "labeler", None))
     seed = job.seed
@@ -357,6 +358,7 @@ def _run(cfg: DictConfig, job: JobInputs, job_dir: Path, out: dict, metric_logge
     out["compute"] = {"device": str(job.compute.device), "precision": job.compute.precision,
                       "processes": parallel.world_size()}
     if parallel.world_size() > 1:  # training was data-parallel; rank 0 alone goes on (evaluation, export, studies)
+        out["compute"]["strategy"] = parallel.strategy()
         parallel.barrier()
         parallel.shutdown()
         if parallel.rank() != 0:

@@ -14,6 +14,19 @@ What each process does:
   decision;
 - after training, rank 0 alone evaluates, exports, runs the studies and writes metrics.json; the others end.
 
+``parallel.strategy`` says how the processes share the model:
+- ``ddp`` (default): every process holds the whole RM, its gradients and optimiser state; DDP averages gradients;
+- ``fsdp``: torch's FSDP2 (``torch.distributed.fsdp.fully_shard``) shards the RM's parameters, gradients and AdamW
+  state across the processes for the duration of each training loop: every decoder layer of a transformers trunk
+  (its ``_no_split_modules``, as accelerate's FSDP auto-wrap picks them) is a unit of its own, the rest of the RM
+  (embeddings, heads, routers) the root unit. For a backbone whose TRAINING does not fit one GPU (AdamW holds 16
+  bytes a parameter in fp32, FSDP 16/N). Validation inside training runs on every process through the sharded
+  model, on all pairs (its all-gathers need every process in step). At the end of a loop the shards are gathered
+  back into the RM's own parameters, so what follows (the next phase, rank 0's evaluation, export and studies)
+  sees a plain model: the whole RM must fit one GPU for inference. Works with gloo on the CPU (the test).
+
+    torchrun --standalone --nproc_per_node=4 -m harness device=cuda precision=bf16 parallel.strategy=fsdp
+
 Nothing here runs without torchrun: with one process every function is the identity of today's code.
 """
 
@@ -22,6 +35,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -35,6 +49,31 @@ log = logging.getLogger(__name__)
 # How long a process waits for the others at a collective before it gives up (a crashed rank must not hang
 # the rest forever); the first collectives wait on the slowest process's data and backbone preparation.
 COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=30)
+# parallel.strategy: how several processes share the reward model (module docstring).
+STRATEGIES = ("ddp", "fsdp")
+_strategy = "ddp"
+
+
+def check_strategy(strategy: str) -> str:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"parallel.strategy={strategy!r} must be one of {' | '.join(STRATEGIES)}")
+    return strategy
+
+
+def strategy_of(cfg) -> str:
+    """The job config's ``parallel.strategy`` (default ddp), checked."""
+    node = cfg.get("parallel") or {}
+    return check_strategy(str(node.get("strategy", "ddp")))
+
+
+def strategy() -> str:
+    """``parallel.strategy`` of this job (set by ``init``; ddp until then)."""
+    return _strategy
+
+
+def sharded() -> bool:
+    """Several processes train one FSDP-sharded model."""
+    return active() and _strategy == "fsdp"
 
 
 def launched() -> bool:
@@ -60,8 +99,11 @@ def is_writer() -> bool:
     return rank() == 0
 
 
-def init(compute: Compute) -> None:
-    """Join the process group torchrun describes: NCCL between GPUs, gloo between CPU processes."""
+def init(compute: Compute, strategy: str = "ddp") -> None:
+    """Join the process group torchrun describes: NCCL between GPUs, gloo between CPU processes; ``strategy``:
+    ``parallel.strategy``."""
+    global _strategy
+    _strategy = check_strategy(strategy)
     if not launched() or active():
         return
     backend = "nccl" if compute.device.type == "cuda" else "gloo"
@@ -70,7 +112,8 @@ def init(compute: Compute) -> None:
     dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
     if rank() != 0:  # one process tells the job's story; the others only warn
         logging.getLogger("harness").setLevel(logging.WARNING)
-    log.info("data parallel: process %d of %d (%s, %s)", rank(), world_size(), backend, compute.describe())
+    log.info("data parallel (%s): process %d of %d (%s, %s)", _strategy, rank(), world_size(), backend,
+             compute.describe())
 
 
 def shutdown() -> None:
@@ -83,7 +126,7 @@ def artifact_identity() -> dict | None:
     number of processes, whose gradients are summed in another order than one process's; None for one process."""
     if not active():
         return None
-    return {"processes": world_size()}
+    return {"processes": world_size(), "strategy": _strategy}
 
 
 def barrier() -> None:
@@ -137,8 +180,14 @@ def shard(idx: torch.Tensor) -> tuple[torch.Tensor, float]:
 
 
 def share_of(idx: torch.Tensor) -> torch.Tensor:
-    """This process's part of an evaluation's indices (its counts are then summed with ``sum_over_processes``)."""
-    return idx[rank()::world_size()] if active() else idx
+    """This process's part of an evaluation's indices (its counts are then summed with ``sum_of_shares``). FSDP:
+    all of them (every forward of a sharded model is a collective all processes join in step)."""
+    return idx[rank()::world_size()] if active() and not sharded() else idx
+
+
+def sum_of_shares(count: float) -> float:
+    """The whole evaluation's count from each process's count over its ``share_of``."""
+    return count if sharded() else sum_over_processes(count)
 
 
 class _Call(nn.Module):
@@ -154,12 +203,95 @@ class _Call(nn.Module):
         return self._forward(batch)
 
 
-def data_parallel(model: nn.Module, forward: Callable) -> Callable:
-    """``forward`` through DDP when several processes train (the backward then averages the gradients of
-    ``model``'s trainable parameters across them), else ``forward`` itself.
+class Trainer:
+    """What a training loop trains through (``data_parallel``): ``forward`` for the loss, ``evaluate`` for the
+    validation inside the loop, ``params`` for the optimiser; ``close()`` ends it (after the best state is back)."""
 
-    ``find_unused_parameters``: a phase trains a subset, and routed architectures leave experts unused in a
-    batch (DDP warns once per process when a phase happens to use every parameter)."""
+    def __init__(self, forward: Callable, evaluate: Callable, params: list[nn.Parameter],
+                 close: Callable[[], None] = lambda: None):
+        self.forward, self.evaluate, self.params, self.close = forward, evaluate, params, close
+        self.optimizer_step: Callable | None = None  # the loop's update rule over ``params`` (archs.base)
+
+
+def data_parallel(model: nn.Module, forward: Callable, params: list[nn.Parameter]) -> Trainer:
+    """How a loop trains ``params`` of ``model`` through ``forward``: ``forward`` itself with one process; with
+    several, through DDP (``parallel.strategy=ddp``: the backward then averages the gradients of ``model``'s
+    trainable parameters across them) or FSDP2 (``fsdp``: ``params`` become their shards until ``close``).
+
+    ``find_unused_parameters`` / ``reduce_scatter_unused_params``: a phase trains a subset, and routed architectures
+    leave experts unused in a batch (DDP warns once per process when a phase happens to use every parameter)."""
     if not active():
-        return forward
-    return torch.nn.parallel.DistributedDataParallel(_Call(model, forward), find_unused_parameters=True)
+        return Trainer(forward, forward, params)
+    if _strategy == "fsdp":
+        return _fully_sharded(model, forward, params)
+    ddp = torch.nn.parallel.DistributedDataParallel(_Call(model, forward), find_unused_parameters=True)
+    return Trainer(ddp, forward, params)
+
+
+def _fully_sharded(model: nn.Module, forward: Callable, params: list[nn.Parameter]) -> Trainer:
+    """FSDP2 over ``model`` for one training loop: each transformers decoder layer a unit, the rest the root.
+
+    FSDP2 shards in place (new parameters, a subclass of each unit's class, forward hooks); torch has no inverse, so
+    ``close`` gathers every parameter's shards back into the RM's original parameter objects (the ones the
+    architecture and its later phases hold) and takes FSDP off the units: their class, hooks and the composable-API
+    state fully_shard left on them (torch.distributed._composable_state), so a later loop may shard them again."""
+    from torch.distributed._composable.contract import REGISTRY_KEY, STATE_KEY
+    from torch.distributed._composable_state import _module_state_mapping
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import DTensor
+
+    root = _Call(model, forward)
+    originals = dict(root.named_parameters())
+    scalars = [name.removeprefix("model.") for name, p in originals.items() if p.dim() == 0]
+    if scalars:
+        raise ValueError(f"parallel=fsdp: {type(model).__name__} has scalar parameters ({', '.join(scalars)}), "
+                         f"which FSDP2 cannot shard; train it with parallel=ddp")
+    trained = {id(p) for p in params}
+    layer_classes = {name for m in model.modules() for name in (getattr(m, "_no_split_modules", None) or [])}
+    units = [m for m in model.modules() if type(m).__name__ in layer_classes]
+    device = next(iter(originals.values())).device
+    mesh = init_device_mesh(device.type, (world_size(),))
+    classes = [(m, type(m)) for m in [*units, root]]
+    for unit in units:
+        fully_shard(unit, mesh=mesh)
+    fully_shard(root, mesh=mesh)
+    root.set_reduce_scatter_unused_params(True)
+    # The root's output (RewardOutput's reward, a view) is only read out of place by the loops (.float(),
+    # .chunk): FSDP2's warning against in-place ops on it does not apply.
+    warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
+    shards = dict(root.named_parameters())
+    sharded_params = [shards[name] for name, p in originals.items() if id(p) in trained]
+
+    def close() -> None:
+        for unit, _ in classes:  # a unit may still hold its gathered parameters after a forward
+            unit.reshard()
+        # A collective: every process, the same order. Cloned: a gathered tensor may be a view of FSDP's padded
+        # all-gather buffer, which safetensors refuses to export (and which would keep the whole buffer alive).
+        full = {name: p.full_tensor().clone() if isinstance(p, DTensor) else p.detach()
+                for name, p in root.named_parameters()}
+        for unit, cls in classes:
+            state = fully_shard.state(unit)
+            handles = [state._pre_forward_hook_handle, state._post_forward_hook_handle]
+            for group in state._fsdp_param_groups:  # state-dict hooks that would re-shard a later load_state_dict
+                handles += [fsdp_param._post_load_hook_handle for fsdp_param in group.fsdp_params]
+                handles += [*group._module_to_pre_save_state_dict_hook_handle.values(),
+                            *group._module_to_pre_load_state_dict_hook_handle.values()]
+            for handle in handles:
+                handle.remove()
+            unit.__class__ = cls
+            for key in (STATE_KEY, REGISTRY_KEY):
+                unit.__dict__.pop(key, None)
+            _module_state_mapping.pop(unit, None)
+        for m in root.modules():
+            for flag in ("_is_fsdp_managed_module", "_fsdp_use_orig_params"):
+                m.__dict__.pop(flag, None)
+        with torch.no_grad():
+            for name, param in originals.items():
+                owner, _, attr = name.rpartition(".")
+                param.data = full[name]
+                root.get_submodule(owner)._parameters[attr] = param
+
+    log.info("fsdp: %d decoder layers and the rest of %s sharded over %d processes", len(units),
+             type(model).__name__, world_size())
+    return Trainer(root, root, sharded_params, close)

@@ -292,16 +292,20 @@ def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torc
     return -F.logsigmoid(r_chosen - r_rejected).mean()
 
 
-def _loop_setup(model: RewardModel, params: list[nn.Parameter], cfg: TrainConfig, n_train: int, seed: int):
+def _loop_setup(model: RewardModel, params: list[nn.Parameter], cfg: TrainConfig, n_train: int, seed: int,
+                forward: Callable):
     """What both loops do first: record the trained parameters, move the model to its device, seed the data order,
-    count the steps and build the one update rule. Returns (generator, steps per epoch, total steps, step(loss))."""
+    count the steps, set up the processes (``parallel.data_parallel``: FSDP replaces the parameters by their shards)
+    and build the one update rule over what they train. Returns (generator, steps per epoch, total steps, the
+    ``parallel.Trainer`` with its ``optimizer_step(loss)``)."""
     model.mark_trained(params)
     model.to(model.compute.device)
     gen = torch.Generator().manual_seed(seed)
     steps_per_epoch = -(-n_train // cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
-    return gen, steps_per_epoch, total_steps, make_optimizer_step(params, cfg, total_steps,
-                                                                  model.compute.grad_scaler())
+    trainer = parallel.data_parallel(model, forward, params)
+    trainer.optimizer_step = make_optimizer_step(trainer.params, cfg, total_steps, model.compute.grad_scaler())
+    return gen, steps_per_epoch, total_steps, trainer
 
 
 def train_bradley_terry(
@@ -323,10 +327,12 @@ def train_bradley_terry(
     params = [p for p in params if p.requires_grad]
     if not params:
         raise ValueError(f"{phase}: nothing to train (no parameter requires grad)")
-    gen, steps_per_epoch, total_steps, optimizer_step = _loop_setup(model, params, cfg, len(train), seed)
+    gen, steps_per_epoch, total_steps, trainer = _loop_setup(model, params, cfg, len(train), seed, forward)
+    params, optimizer_step = trainer.params, trainer.optimizer_step
     compute = model.compute
-    # Several processes (torchrun): each runs its share of every batch, DDP averages the gradients.
-    train_forward = parallel.data_parallel(model, forward)
+    # Several processes (torchrun): each runs its share of every batch, DDP averages the gradients (or FSDP shards
+    # the model and reduces them).
+    train_forward = trainer.forward
     eval_every = max(1, steps_per_epoch // cfg.evals_per_epoch)
     best_acc, best_state, since_best, step = -1.0, None, 0, 0
     t0 = time.perf_counter()
@@ -354,7 +360,7 @@ def train_bradley_terry(
             step += 1
             bar.update()
             if val is not None and (step % eval_every == 0 or step == total_steps):
-                acc = evaluate_pairs(forward, val, model)
+                acc = evaluate_pairs(trainer.evaluate, val, model)
                 batch_loss = parallel.batch_mean(loss.item(), weight)
                 bar.set_postfix(loss=f"{batch_loss:.3f}", val_acc=f"{acc:.3f}", refresh=False)
                 if ctx is not None:
@@ -371,11 +377,13 @@ def train_bradley_terry(
         if stop:
             break
     bar.close()
-    del train_forward  # DDP's gradient hooks go with it: a later phase's loop must not sync through them
     if best_state is not None:
         with torch.no_grad():
             for p, best in zip(params, best_state, strict=True):
                 p.copy_(best)
+    # DDP's gradient hooks go (a later phase's loop must not sync through them); FSDP's shards are gathered back.
+    del train_forward
+    trainer.close()
     model.eval()
     seconds = time.perf_counter() - t0
     return {"phase": phase, "steps": step, "best_val_acc": best_acc, "seconds": seconds,
@@ -393,7 +401,7 @@ def evaluate_pairs(forward, pairs: EncodedPairs, model: nn.Module, batch_size: i
         with compute.autocast():
             r_chosen, r_rejected = forward(pairs.batch(idx).to(compute.device)).reward.float().chunk(2)
         correct += int(pair_correct(r_chosen, r_rejected)[0].sum())
-    return parallel.sum_over_processes(correct) / max(1, len(pairs))
+    return parallel.sum_of_shares(correct) / max(1, len(pairs))
 
 
 def train_classifier(
@@ -413,9 +421,10 @@ def train_classifier(
     if (train.domain < 0).any():
         raise ValueError(f"{phase}: training a router needs a domain label on every example "
                          f"({int((train.domain < 0).sum())} of {len(train)} have none)")
-    gen, steps_per_epoch, total_steps, optimizer_step = _loop_setup(model, params, cfg, len(train), seed)
+    gen, steps_per_epoch, total_steps, trainer = _loop_setup(model, params, cfg, len(train), seed, logits_fn)
+    params, optimizer_step = trainer.params, trainer.optimizer_step
     compute = model.compute
-    train_logits = parallel.data_parallel(model, logits_fn)
+    train_logits = trainer.forward
     best_acc, best_state, step = -1.0, None, 0
     t0 = time.perf_counter()
     bar = progress(total=total_steps, desc=f"reward model: training {phase}", unit="step")
@@ -431,16 +440,17 @@ def train_classifier(
             optimizer_step(loss if weight == 1.0 else loss * weight)
             step += 1
             bar.update()
-        acc = classifier_accuracy(logits_fn, val if val is not None else train, model)
+        acc = classifier_accuracy(trainer.evaluate, val if val is not None else train, model)
         if ctx is not None:
             ctx.log({"phase": phase, "step": step, "loss": parallel.batch_mean(loss.item(), weight), "val_acc": acc})
         if acc > best_acc:
             best_acc, best_state = acc, [p.detach().clone() for p in params]
     bar.close()
-    del train_logits
     with torch.no_grad():
         for p, best in zip(params, best_state, strict=True):
             p.copy_(best)
+    del train_logits
+    trainer.close()
     model.eval()
     return {"phase": phase, "steps": step, "best_val_acc": best_acc, "seconds": time.perf_counter() - t0}
 
@@ -454,4 +464,4 @@ def classifier_accuracy(logits_fn, seqs: EncodedSequences, model: nn.Module, bat
         batch = seqs.batch(idx).to(compute.device)
         with compute.autocast():
             correct += int((logits_fn(batch).argmax(-1) == batch.domain).sum())
-    return parallel.sum_over_processes(correct) / max(1, len(seqs))
+    return parallel.sum_of_shares(correct) / max(1, len(seqs))
