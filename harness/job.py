@@ -39,6 +39,7 @@ from .errors import UserError, full_errors
 from .evaluate import active_per_response, evaluate_architecture, split_accuracy
 from .export import EXPORT_DIR, RewardScorer, export_reward_model, prompt_template_of
 from .loggers import MetricLogger
+from .packing import note_padded
 from .progress import Stages, config_name
 from .provenance import provenance
 from .results import CURVES_FILE, METRICS_FILE, read_metrics, write_curves, write_metrics
@@ -308,6 +309,7 @@ def _run(cfg: DictConfig, job: JobInputs, job_dir: Path, out: dict, metric_logge
     parallel.init(job.compute, parallel.strategy_of(cfg))  # several processes under torchrun; nothing otherwise
     # Everything that runs a model runs it there: the gold RM, tiny's pre-training, the RM, the RM's labeler.
     place(job.compute, job.gold, job.backbone, job.arch, getattr(job.arch, "labeler", None))
+    note_padded(job.arch, job.compute)  # architectures that cannot pack say so once
     seed = job.seed
     set_seed(seed)
     cache = ArtifactCache(cfg.cache_dir)

@@ -114,6 +114,22 @@ def use_packing(model: nn.Module, compute: Compute) -> bool:
     return packed
 
 
+def packing_wanted(compute: Compute) -> bool:
+    """Whether ``compute.packing`` asks for packed forwards on this device (on; auto with a fast kernel there)."""
+    return compute.packing == "on" or (compute.packing == "auto" and packed_attention(compute.device) is not None)
+
+
+def note_padded(arch: nn.Module, compute: Compute) -> bool:
+    """One log line when packing is wanted but ``arch`` (a RewardModel whose ``padded_because`` says why) stays
+    padded; its training then saves padding by length-bucketed batches alone. Returns whether it logged."""
+    why = getattr(arch, "padded_because", None)
+    if why is None or not packing_wanted(compute):
+        return False
+    log.info("packing=%s: %s stays padded, with length-bucketed batches (%s)", compute.packing, type(arch).__name__,
+             why)
+    return True
+
+
 def sequence_logits(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                     compute: Compute = CPU) -> torch.Tensor:
     """(B, num_labels) the head's logits at each sequence's last real token, packed or padded as

@@ -1,8 +1,11 @@
 """Padding-free reward forwards (harness/packing.py): a packed row gives the padded batch's rewards (and
 gradients) on the CPU with sdpa, no attention mask and no KV cache."""
 
+import logging
+
 import pytest
 import torch
+from conftest import compose
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
@@ -13,7 +16,8 @@ from transformers import (
 )
 
 from harness.device import resolve_compute
-from harness.packing import PACK_MULTIPLE, can_pack, pack, packed_logits, sequence_logits, use_packing
+from harness.job import build
+from harness.packing import PACK_MULTIPLE, can_pack, note_padded, pack, packed_logits, sequence_logits, use_packing
 
 TINY = dict(vocab_size=101, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, pad_token_id=0, num_labels=1)
@@ -121,3 +125,17 @@ def test_padding_free_training_on_the_cpu_follows_padded_training(tiny):
     for (name, a), b in zip(padded.model.named_parameters(), packed.model.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-4), name
     assert torch.allclose(packed.score(tiny.test.chosen), padded.score(tiny.test.chosen), atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["more", "umm", "dmoerm", "arliss"])
+def test_architectures_that_cannot_pack_stay_padded_and_say_so_once(name, caplog):
+    """more / umm (balance losses on the padded layout), dmoerm (peft experts pooling padded hidden states) and
+    arliss (peft's multi-adapter model) keep padded forwards: where packing is wanted the job logs one line."""
+    arch = build(compose([f"arch={name}"]).arch, "arch")
+    with caplog.at_level(logging.INFO, logger="harness.packing"):
+        assert note_padded(arch, resolve_compute("cpu", "fp32", "on"))
+        assert not note_padded(arch, resolve_compute("cpu", "fp32", "auto"))  # the CPU packs only when asked
+        assert not note_padded(arch, resolve_compute("cpu", "fp32", "off"))
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and type(arch).__name__ in lines[0] and "length-bucketed" in lines[0]
+    assert not note_padded(build(compose(["arch=single"]).arch, "arch"), resolve_compute("cpu", "fp32", "on"))

@@ -65,6 +65,10 @@ def adapter_of(param_name: str) -> str | None:
 
 
 class ARLISS(RewardModel):
+    # One peft model switches adapters per domain: its forwards go through peft's PeftModel, not a transformers
+    # *ForSequenceClassification that packing.sequence_logits can pack (can_pack).
+    padded_because = "its forwards go through peft's multi-adapter PeftModel, which packing cannot split"
+
     def __init__(self, r: int | None, r_fraction: float, lora_scaling: float, lora_dropout: float,
                  target_modules: list[str] | None, lr: float):
         super().__init__()

@@ -118,6 +118,9 @@ class RewardModel(nn.Module):
     # Where the RM runs and in what precision (harness/device.py). The job sets it before ``fit``; the shared loops,
     # ``score`` and ``explain`` move the modules and every batch there and autocast by it.
     compute: Compute = CPU
+    # Why the architecture's forwards stay padded where packing would run (harness/packing.py ``note_padded``: one
+    # log line; length-bucketed batches then save the padding); None: its forwards pack (sequence_logits).
+    padded_because: str | None = None
 
     def __init__(self):
         super().__init__()

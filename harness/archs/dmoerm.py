@@ -86,6 +86,11 @@ def numel(module: nn.Module) -> int:
 
 
 class DMoERM(RewardModel):
+    # Each capability expert is a peft model whose pooled hidden state (last_token of its trunk's padded output)
+    # feeds a per-domain head, and a batch is routed per row to domains: not a *ForSequenceClassification forward
+    # that packing.sequence_logits can pack.
+    padded_because = "its peft experts pool hidden states of padded batches routed per row"
+
     def __init__(
         self,
         router: dict,

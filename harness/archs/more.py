@@ -90,6 +90,10 @@ def upcyclable_layers(model: nn.Module, backbone, layers: list[int] | None, arch
 
 
 class MoRE(RewardModel):
+    # The router's load-balancing loss and per-response active counts read each token's place in the padded (B, T)
+    # layout (attention_mask rows); a packed row would need them re-derived per segment.
+    padded_because = "its MoE balance loss and load counts are computed on the padded (B, T) layout"
+
     def __init__(self, num_experts: int | None, top_k: int, layers: list[int] | None, expert_noise: float,
                  router_init_std: float, aux_loss_coef: float, experts_implementation: str):
         super().__init__()

@@ -117,6 +117,9 @@ def upcyclable_layers(model: nn.Module, backbone, layers: list[int] | None, arch
 class UMMMoE(RewardModel):
     """The unmerged upcycled RM (phases 1-2): backbone with shared-expert MoE FFNs and a scalar head."""
 
+    # As MoRE's: the balance loss and load counts are per token of the padded (B, T) layout.
+    padded_because = "its MoE balance loss and load counts are computed on the padded (B, T) layout"
+
     def __init__(self, num_experts: int | None, top_k: int, layers: list[int] | None, expert_noise: float,
                  router_init_std: float, s_max: str | float, aux_loss_coef: float, experts_implementation: str):
         super().__init__()
@@ -204,6 +207,10 @@ class UMMMoE(RewardModel):
 
 
 class UMMRM(RewardModel):
+    # Phases 1-2 train UMMMoE (balance loss on the padded layout); the merge phase trains merge weights through
+    # torch.func.functional_call of the unmerged model on padded batches.
+    padded_because = "its MoE balance loss and load counts are computed on the padded (B, T) layout"
+
     def __init__(self, num_experts: int | None, top_k: int, layers: list[int] | None, expert_noise: float,
                  router_init_std: float, s_max: str | float, aux_loss_coef: float, experts_implementation: str,
                  merge_fraction: float, merge_train: dict):
