@@ -132,4 +132,4 @@ def test_ensemble_member_key_moves_with_device_precision_and_processes(tiny, mon
     monkeypatch.setattr(parallel, "active", lambda: True)
     monkeypatch.setattr(parallel, "world_size", lambda: 2)
     two = ens.member_spec(ctx, member=1)
-    assert two == {**fp32, "parallel": {"processes": 2}}
+    assert two == {**fp32, "parallel": {"processes": 2, "strategy": "ddp"}}
