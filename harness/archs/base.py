@@ -277,6 +277,29 @@ def require_domains(arch: str, pairs: EncodedPairs, split: str, n_domains: int) 
                          f"{n_domains} domains are known")
 
 
+def capability_points(arch: str, capabilities: dict | None, domains: list[str], dataset) -> list[list[str]]:
+    """Each domain's capability points (DMoERM's experts; the judge questions of the information-matched
+    single_judge): the YAML ``capabilities`` if given, else the data's ``cap_names`` column, which must name the
+    same points on every pair of a domain."""
+    if capabilities is not None:
+        missing = [d for d in domains if not capabilities.get(d)]
+        if missing:
+            raise ValueError(f"arch.capabilities lists no points for domains {missing}")
+        return [list(capabilities[d]) for d in domains]
+    if dataset is None or "cap_names" not in dataset.column_names:
+        raise ValueError(f"arch={arch} needs capability points per domain: data with a `cap_names` column "
+                         "(data=synthetic) or arch.capabilities={domain: [point, ...]}")
+    found: dict[str, list[str]] = {}
+    for domain, names in zip(dataset["domain"], dataset["cap_names"], strict=True):
+        if found.setdefault(domain, list(names)) != list(names):
+            raise ValueError(f"arch={arch}: domain {domain!r} has pairs with different capability points "
+                             f"({found[domain]} vs {list(names)}); give arch.capabilities explicitly")
+    missing = [d for d in domains if not found.get(d)]
+    if missing:
+        raise ValueError(f"arch={arch}: no capability points for domains {missing} in the training data")
+    return [found[d] for d in domains]
+
+
 def route_rows(batch: Batch, domain: torch.Tensor,
                reward: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """(B,) rewards of a batch whose row i goes to the model of domain[i]: ``reward(d, input_ids, attention_mask)``

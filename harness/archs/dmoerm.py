@@ -48,6 +48,7 @@ from .base import (
     RewardOutput,
     TrainConfig,
     View,
+    capability_points,
     lora_rank,
     lora_report,
     require_domains,
@@ -144,31 +145,12 @@ class DMoERM(RewardModel):
         self.report: dict = {}  # what fit learned about itself, for fit_report
 
     # -- structure ----------------------------------------------------------------------------------
-    def capability_points(self, domains: list[str], dataset) -> list[list[str]]:
-        """Each domain's points: the YAML `capabilities` if given, else the data's `cap_names` column."""
-        if self.capabilities is not None:
-            missing = [d for d in domains if not self.capabilities.get(d)]
-            if missing:
-                raise ValueError(f"arch.capabilities lists no points for domains {missing}")
-            return [self.capabilities[d] for d in domains]
-        if dataset is None or "cap_names" not in dataset.column_names:
-            raise ValueError("arch=dmoerm needs capability points per domain: data with a `cap_names` column "
-                             "(data=synthetic) or arch.capabilities={domain: [point, ...]}")
-        found: dict[str, list[str]] = {}
-        for domain, names in zip(dataset["domain"], dataset["cap_names"], strict=True):
-            if found.setdefault(domain, list(names)) != list(names):
-                raise ValueError(f"arch=dmoerm: domain {domain!r} has pairs with different capability points "
-                                 f"({found[domain]} vs {list(names)}); give arch.capabilities explicitly")
-        missing = [d for d in domains if not found.get(d)]
-        if missing:
-            raise ValueError(f"arch=dmoerm: no capability points for domains {missing} in the training data")
-        return [found[d] for d in domains]
-
     def build(self, ctx: FitContext, seed: int) -> DMoERM:
         self.domains = list(ctx.domains)
         if len(self.domains) < 2:
             raise ValueError(f"arch=dmoerm needs at least 2 domains to route between, got {self.domains}")
-        self.points = self.capability_points(self.domains, ctx.data.splits["train"] if ctx.data else None)
+        self.points = capability_points("dmoerm", self.capabilities, self.domains,
+                                         ctx.data.splits["train"] if ctx.data else None)
         self.router = ctx.backbone.reward_model(derive_seed(seed, Stream.ROUTER_INIT), num_labels=len(self.domains))
         H = self.hidden_size = ctx.backbone.hidden_size
         self.rank = lora_rank(self.lora["r"], self.lora["r_fraction"], H)

@@ -30,7 +30,7 @@ import torch
 from ..data.schema import Batch, EncodedPairs, EncodedSequences
 from ..packing import sequence_logits
 from ..seeds import Stream, derive_seed
-from .base import FitContext, RewardModel, RewardOutput, train_bradley_terry
+from .base import FitContext, RewardModel, RewardOutput, capability_points, train_bradley_terry
 
 AGGREGATES = ("fitted", "vote")
 
@@ -102,18 +102,6 @@ class JudgeLabelRM(RewardModel):
         return {"model": self.model}
 
     # -- the judge labels, asked as DMoERM asks them -----------------------------------------------------
-    def points(self, domains: list[str], dataset) -> list[list[str]]:
-        if self.capabilities is not None:
-            missing = [d for d in domains if not self.capabilities.get(d)]
-            if missing:
-                raise ValueError(f"arch.capabilities lists no points for domains {missing}")
-            return [self.capabilities[d] for d in domains]
-        if dataset is None or "cap_names" not in dataset.column_names:
-            raise ValueError("arch=single_judge needs capability points per domain: data with a `cap_names` column "
-                             "(data=synthetic) or arch.capabilities={domain: [point, ...]}")
-        found = dict(zip(dataset["domain"], dataset["cap_names"], strict=True))
-        return [list(found.get(d, [])) for d in domains]
-
     def request_labels(self, train: EncodedPairs, ctx: FitContext) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Training rows grouped by domain (DMoERM's order) and their labels, one (n_d, K_d) tensor per domain."""
         if self.labeler is None:
@@ -122,7 +110,7 @@ class JudgeLabelRM(RewardModel):
         if ctx.data is None:
             raise ValueError("arch=single_judge needs the raw training split (FitContext.data) to ask the labeler")
         dataset = ctx.data.splits["train"]
-        points = self.points(list(ctx.domains), dataset)
+        points = capability_points("single_judge", self.capabilities, list(ctx.domains), dataset)
         # DMoERM's generator: the same capped subset, if capped.
         gen = torch.Generator().manual_seed(derive_seed(ctx.seed, Stream.SUBSAMPLE))
         rows_by_domain = []
