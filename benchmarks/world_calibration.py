@@ -39,6 +39,7 @@ from harness.evaluate import preference_accuracy  # noqa: E402
 from harness.job import build, set_seed  # noqa: E402
 from harness.labelers.oracle import OracleLabeler  # noqa: E402
 from harness.optimize.study import BoNConfig, bon_study, proxy_scores  # noqa: E402
+from harness.progress import quiet_third_party  # noqa: E402
 
 JUDGE_PAIRS = 3000  # training pairs sent to the oracle for the judge statistics
 
@@ -104,6 +105,7 @@ def bon_report(cfg, rm: SingleRM, data, backbone, cache: ArtifactCache, seed: in
 
 def main(argv: list[str]) -> None:
     skip_disturbance = "--skip-disturbance" in argv
+    quiet_third_party()
     overrides = [a for a in argv if a != "--skip-disturbance"]
     conf = str(Path(__file__).resolve().parents[1] / "conf")
     with initialize_config_dir(version_base="1.3", config_dir=conf):
