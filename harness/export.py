@@ -165,7 +165,7 @@ def export_reward_model(rm, backbone: Backbone, arch_cfg, out_dir: str | os.Path
 
 def save_dense(model: torch.nn.Module, tokenizer, prompt_template: str, max_length: int, out: Path) -> None:
     """``model`` as a plain transformers folder: LoRA adapters merged into a copy (the job's model is untouched),
-    the text template in its config and the truncation length on its tokenizer."""
+    the text template in its config and the truncation length and side on its tokenizer."""
     if any("lora_" in name for name, _ in model.named_parameters()):
         model = merge_lora(copy.deepcopy(model))
     model.save_pretrained(out)
@@ -173,12 +173,14 @@ def save_dense(model: torch.nn.Module, tokenizer, prompt_template: str, max_leng
     config = json.loads(config_path.read_text(encoding="utf-8"))
     config["rmharness_prompt_template"] = prompt_template
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    saved_max = tokenizer.model_max_length
+    saved = tokenizer.model_max_length, tokenizer.truncation_side
     try:
-        tokenizer.model_max_length = max_length  # `truncation=True` then cuts where the harness did
+        # `truncation=True` then cuts at the harness's length and from the left: the prompt's start goes, the
+        # response and the last token (where the reward is read) stay, as in the harness (data/schema.py).
+        tokenizer.model_max_length, tokenizer.truncation_side = max_length, "left"
         tokenizer.save_pretrained(out)
     finally:
-        tokenizer.model_max_length = saved_max
+        tokenizer.model_max_length, tokenizer.truncation_side = saved
 
 
 # -------------------------------------------------------------------------------------------------------- load

@@ -55,6 +55,10 @@ def test_dense_rms_are_plain_transformers_folders(exported, name, members, tiny)
         texts = [template.format(prompt=p, response=r) for p, r in zip(ds["prompt"], ds["chosen"], strict=True)]
         enc = tok(texts, truncation=True, padding=True, return_tensors="pt")
         assert tok.model_max_length == tiny.backbone.max_length
+        # An over-long text loses its prompt's start, not the response's end (the harness's truncation side).
+        long_text = template.format(prompt=" ".join([ds["prompt"][0]] * 50), response=ds["chosen"][0])
+        full, cut = tok(long_text)["input_ids"], tok(long_text, truncation=True)["input_ids"]
+        assert len(full) > len(cut) == tiny.backbone.max_length and cut[-8:] == full[-8:]
         with torch.inference_mode():
             reward = model(**enc).logits.squeeze(-1)
         want = expected[:, i] if name.startswith("ens") else rm.score(tiny.test.chosen)
