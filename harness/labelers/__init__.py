@@ -31,7 +31,7 @@ class LabelingError(RuntimeError):
 
 def check_min_kept_fraction(value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise UserError(f"labeler.min_kept_fraction={value!r} must be a number in [0, 1]")
+        raise UserError(f"arch.labeler.min_kept_fraction={value!r} must be a number in [0, 1]")
     return float(value)
 
 
@@ -41,8 +41,8 @@ def require_kept(stats: Mapping, min_kept_fraction: float, who: str, why: str) -
     if stats["asked"] and stats["kept_fraction"] < min_kept_fraction:
         raise LabelingError(
             f"{who} kept {stats['kept']} of {stats['asked']} labels (kept_fraction {stats['kept_fraction']:.3f} < "
-            f"labeler.min_kept_fraction={min_kept_fraction}): {why}. Too few labels to train the capability "
-            f"experts on; fix the judge, or lower labeler.min_kept_fraction to accept it."
+            f"arch.labeler.min_kept_fraction={min_kept_fraction}): {why}. Too few labels to train the capability "
+            f"experts on; fix the judge, or lower arch.labeler.min_kept_fraction to accept it."
         )
 
 # The paper's question (methods.md §2.4, `prepare_data/main.py`). Reply 1 / reply 2 are the two responses in the
@@ -63,10 +63,10 @@ def resolve_template(language: str, template: str | None) -> str:
     if template is not None:
         missing = [f for f in ("{point}", "{query}", "{response1}", "{response2}") if f not in template]
         if missing:
-            raise ValueError(f"labeler.template lacks the fields {missing}")
+            raise ValueError(f"arch.labeler.template lacks the fields {missing}")
         return template
     if language not in TEMPLATES:
-        raise ValueError(f"labeler.language={language!r}: valid choices are {sorted(TEMPLATES)}")
+        raise ValueError(f"arch.labeler.language={language!r}: valid choices are {sorted(TEMPLATES)}")
     return TEMPLATES[language]
 
 

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def _no_corpus(n: int):
-    raise ValueError("labeler=local: this backbone needs pre-training on world text; give a pretrained model "
+    raise ValueError("arch/labeler=local: this backbone needs pre-training on world text; give a pretrained model "
                      "(e.g. backbone smollm2 or a local path) as the judge")
 
 
@@ -44,9 +44,9 @@ class LocalLabeler:
         min_kept_fraction: float = 0.2,
     ):
         if batch_size < 1:
-            raise ValueError(f"labeler.batch_size={batch_size} must be >= 1")
+            raise ValueError(f"arch.labeler.batch_size={batch_size} must be >= 1")
         if len(answer_tokens) != 2 or answer_tokens[0] == answer_tokens[1]:
-            raise ValueError(f"labeler.answer_tokens={answer_tokens} must be two different strings")
+            raise ValueError(f"arch.labeler.answer_tokens={answer_tokens} must be two different strings")
         self.backbone = backbone  # a harness.backbones.Backbone (instantiated by Hydra), prepared on first use
         self.cache_dir = cache_dir
         self.template = resolve_template(language, template)
@@ -72,7 +72,7 @@ class LocalLabeler:
         for t in self.answer_tokens:
             enc = tok.encode(t, add_special_tokens=False)
             if len(enc) != 1 or enc[0] == tok.unk_token_id:
-                raise ValueError(f"labeler=local: the answer {t!r} is not one token of the judge's vocabulary "
+                raise ValueError(f"arch/labeler=local: the answer {t!r} is not one token of the judge's vocabulary "
                                  f"(encodes to {enc}); choose a judge model that has it or other answer_tokens")
             ids.append(enc[0])
         self.answer_ids = ids
@@ -97,7 +97,8 @@ class LocalLabeler:
         enc = [tok.encode(t, add_special_tokens=False) for t in texts]
         margins = torch.empty(len(texts))
         order = sorted(range(len(texts)), key=lambda i: len(enc[i]))  # similar lengths per batch: less padding
-        for start in progress(range(0, len(order), self.batch_size), desc="labeler=local: questions", unit="batch"):
+        for start in progress(range(0, len(order), self.batch_size), desc="arch/labeler=local: questions",
+                              unit="batch"):
             rows = order[start : start + self.batch_size]
             lengths = torch.tensor([len(enc[i]) for i in rows])
             ids = torch.full((len(rows), int(lengths.max())), tok.pad_token_id, dtype=torch.long)
@@ -133,7 +134,7 @@ class LocalLabeler:
         labels = [[swap_and_agree(answer(i), answer(j)) for i, j in row] for row in slots]
         stats = summarize(labels, cols, questions=len(unique), ties=int((margins == 0).sum()))
         stats["answered_first"] = float((margins > 0).float().mean()) if len(margins) else 0.0
-        require_kept(stats, self.min_kept_fraction, "labeler=local", (
+        require_kept(stats, self.min_kept_fraction, "arch/labeler=local", (
             f"{len(unique)} questions to the judge {self.backbone.name} ({self.backbone.path}): {stats['ties']} "
             f"exact ties (no answer), {stats['answered_first']:.0%} answered 'reply 1' (a judge that always names "
             f"the same position loses every label to swap-and-agree)"))

@@ -76,15 +76,15 @@ class OpenAILabeler:
         max_consecutive_failures: int = 10,
     ):
         if max_concurrency < 1:
-            raise ValueError(f"labeler.max_concurrency={max_concurrency} must be >= 1")
+            raise ValueError(f"arch.labeler.max_concurrency={max_concurrency} must be >= 1")
         if max_retries < 0:
-            raise ValueError(f"labeler.max_retries={max_retries} must be >= 0")
+            raise ValueError(f"arch.labeler.max_retries={max_retries} must be >= 0")
         if timeout_s <= 0 or backoff_s < 0 or max_backoff_s < 0:
-            raise ValueError("labeler.timeout_s must be > 0 and backoff_s, max_backoff_s >= 0")
+            raise ValueError("arch.labeler.timeout_s must be > 0 and backoff_s, max_backoff_s >= 0")
         if max_tokens < 1:
-            raise ValueError(f"labeler.max_tokens={max_tokens} must be >= 1")
+            raise ValueError(f"arch.labeler.max_tokens={max_tokens} must be >= 1")
         if max_consecutive_failures < 1:
-            raise ValueError(f"labeler.max_consecutive_failures={max_consecutive_failures} must be >= 1")
+            raise ValueError(f"arch.labeler.max_consecutive_failures={max_consecutive_failures} must be >= 1")
         self.base_url = base_url.rstrip("/")
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
@@ -115,9 +115,9 @@ class OpenAILabeler:
             return None  # a local server that wants no key
         key = os.environ.get(self.api_key_env)
         if not key:
-            raise UserError(f"labeler=openai: the environment variable {self.api_key_env!r} (labeler.api_key_env) "
-                            f"is not set; export the API key there, or set labeler.api_key_env=null for a keyless "
-                            f"server")
+            raise UserError(f"arch/labeler=openai: the environment variable {self.api_key_env!r} "
+                            f"(arch.labeler.api_key_env) is not set; export the API key there, or set "
+                            f"arch.labeler.api_key_env=null for a keyless server")
         return key
 
     def check(self) -> None:
@@ -159,8 +159,9 @@ class OpenAILabeler:
                 e.close()
                 if e.code in FATAL_STATUS:
                     run.stop.set()
-                    raise LabelingError(f"labeler=openai: HTTP {e.code} from {self.url} (check labeler.base_url, "
-                                        f"labeler.model and the key in ${self.api_key_env})") from None
+                    raise LabelingError(f"arch/labeler=openai: HTTP {e.code} from {self.url} (check "
+                                        f"arch.labeler.base_url, arch.labeler.model and the key in "
+                                        f"${self.api_key_env})") from None
                 if not (e.code == 429 or e.code == 408 or e.code >= 500):
                     return {"status": "failed", "content": None, "attempts": attempts, "reason": f"HTTP {e.code}"}
                 reason = f"HTTP {e.code}"
@@ -201,21 +202,21 @@ class OpenAILabeler:
                     answers[key] = row[0]
             missing = [k for k in unique if k not in answers]
             if self.max_requests is not None and len(missing) > self.max_requests:
-                raise RuntimeError(f"labeler=openai: {len(missing)} uncached questions exceed max_requests="
+                raise RuntimeError(f"arch/labeler=openai: {len(missing)} uncached questions exceed max_requests="
                                    f"{self.max_requests}; raise it or label fewer pairs")
             counts = {"questions": len(unique), "cache_hits": len(unique) - len(missing), "requests": 0,
                       "retries": 0, "malformed": 0, "failed": 0}
             reasons: Counter = Counter()  # why questions were dropped, for the error message
             if missing:
                 self._api_key()  # fail before the first request, not in a worker thread
-                log.info("labeler=openai: %d questions, %d cached, asking %s at %s for %d", len(unique),
+                log.info("arch/labeler=openai: %d questions, %d cached, asking %s at %s for %d", len(unique),
                          counts["cache_hits"], self.model, self.base_url, len(missing))
             run = _Run(self.max_consecutive_failures)
             with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
                 futures = {pool.submit(self.ask, unique[k], run): k for k in missing}
                 try:
-                    for future in progress(as_completed(futures), total=len(futures), desc="labeler=openai: questions",
-                                           unit="q"):
+                    for future in progress(as_completed(futures), total=len(futures),
+                                           desc="arch/labeler=openai: questions", unit="q"):
                         key, result = futures[future], future.result()
                         counts["requests"] += result["attempts"]
                         counts["retries"] += max(0, result["attempts"] - 1)
@@ -228,14 +229,14 @@ class OpenAILabeler:
                         elif result["status"] != "stopped":
                             counts[result["status"]] += 1
                             reasons[f"{result['status']}: {result.get('reason', '')}"] += 1
-                            log.warning("labeler=openai: question dropped (%s: %s)", result["status"],
+                            log.warning("arch/labeler=openai: question dropped (%s: %s)", result["status"],
                                         result.get("reason", ""))
                     if run.dead is not None:
                         raise LabelingError(
-                            f"labeler=openai: stopped after {self.max_consecutive_failures} requests in a row got "
+                            f"arch/labeler=openai: stopped after {self.max_consecutive_failures} requests in a row got "
                             f"no answer from {self.url} (model {self.model}; {run.dead}); {len(answers)} of "
-                            f"{len(unique)} questions answered. Is the server running at labeler.base_url? "
-                            "(labeler.max_consecutive_failures sets how many failures in a row end the run)")
+                            f"{len(unique)} questions answered. Is the server running at arch.labeler.base_url? "
+                            "(arch.labeler.max_consecutive_failures sets how many failures in a row end the run)")
                 except BaseException:
                     run.stop.set()  # wakes workers waiting to retry
                     pool.shutdown(wait=False, cancel_futures=True)  # a fatal error: do not send the rest
@@ -250,7 +251,7 @@ class OpenAILabeler:
         readable = [v for v in parsed.values() if v is not None]
         stats["answered_first"] = sum(v == 1 for v in readable) / max(1, len(readable))  # position-bias check
         dropped = ", ".join(f"{n} {r}" for r, n in reasons.most_common()) or "none"
-        require_kept(stats, self.min_kept_fraction, "labeler=openai", (
+        require_kept(stats, self.min_kept_fraction, "arch/labeler=openai", (
             f"{len(unique)} questions to {self.url} (model {self.model}): {len(unique) - len(missing)} from the "
             f"cache, {len(missing)} asked; dropped: {dropped}; {counts['unparseable']} answers named neither reply; "
             f"{len(readable)} readable answers, {stats['answered_first']:.0%} of them 'reply 1' (swap-and-agree "
@@ -266,8 +267,8 @@ class OpenAILabeler:
             db.execute(CREATE_ANSWERS)
             return db, True
         except (OSError, sqlite3.Error) as e:
-            log.warning("labeler=openai: the answer cache %s cannot be written (%s): reading it, but answers asked "
-                        "now are not kept", self.cache_path, e)
+            log.warning("arch/labeler=openai: the answer cache %s cannot be written (%s): reading it, but answers "
+                        "asked now are not kept", self.cache_path, e)
         if self.cache_path.is_file():
             return sqlite3.connect(f"{self.cache_path.resolve().as_uri()}?mode=ro", uri=True), False
         db = sqlite3.connect(":memory:")

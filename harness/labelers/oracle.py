@@ -24,7 +24,7 @@ class OracleLabeler:
 
     def label(self, pairs, seed: int, world=None) -> dict:
         if world is None:
-            raise ValueError("labeler=oracle needs the synthetic world (data=synthetic); for other data use "
+            raise ValueError("arch/labeler=oracle needs the synthetic world (data=synthetic); for other data use "
                              "arch/labeler=openai or arch/labeler=local")
         cols = columns(pairs)
         rng = np.random.default_rng(derive_seed(seed, Stream.ORACLE_LABELS, self.seed_offset))
@@ -36,7 +36,7 @@ class OracleLabeler:
             value_r = world.capabilities(prompt, rejected, domain)
             unknown = [p for p in points if p not in value_c]
             if unknown:
-                raise ValueError(f"labeler=oracle: domain {domain!r} has no capability points {unknown} "
+                raise ValueError(f"arch/labeler=oracle: domain {domain!r} has no capability points {unknown} "
                                  f"(it has {list(value_c)})")
             row = []
             for point in points:
