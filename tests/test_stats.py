@@ -11,6 +11,7 @@ import pytest
 from conftest import PAIRED_SEEDS as SEEDS
 from conftest import make_sweep, paired_jobs_table
 from datasets import Dataset
+from scipy import stats as sps
 
 from harness import results, stats
 
@@ -41,6 +42,16 @@ def test_heavy_tailed_metrics_use_the_median():
     table, _ = stats.stats_table(jobs, metrics=[stats.Metric("ppo.final_gap", heavy_tailed=True)])
     row = table.iloc[0]
     assert row["statistic"] == "median" and abs(row["effect"]) < 0.05  # the mean would be ~2
+
+
+def test_seed_p_value_keeps_its_level_at_few_seeds():
+    # Every seed agrees in sign: a p read off the bootstrap would be ~2/(B+1) at any n; the tests are not.
+    assert stats.seed_p_value([0.01, 0.02, 0.03]) == pytest.approx(sps.ttest_1samp([0.01, 0.02, 0.03], 0).pvalue)
+    assert stats.seed_p_value([0.01, 0.02, 0.03]) > 0.05
+    # The exact Wilcoxon test's smallest two-sided p at 5 seeds is 2/2^5: a median claim is not "reproduced" there.
+    assert stats.seed_p_value([1.0, 2.0, 3.0, 4.0, 5.0], heavy_tailed=True) == pytest.approx(0.0625)
+    assert math.isnan(stats.seed_p_value([0.5])) and stats.seed_p_value([2.0, 2.0, 2.0]) == 0.0
+    assert stats.bootstrap_seeds([0.01, 0.02, 0.03])["p"] > 0.05
 
 
 def test_two_level_bootstrap_is_exact_on_degenerate_data_and_widens_with_few_pairs():
