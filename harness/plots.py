@@ -109,11 +109,12 @@ def shipped_archs() -> list[str]:
 
 
 def arch_colors(archs) -> dict[str, tuple]:
-    """Shipped archs keep their tab10 colour (by their place in the registry) in every sweep; others take the light
-    tab20 shades in alphabetical order; a view's series ("<arch>:<view>") is a lighter shade of its arch's."""
-    tab10 = colormaps["tab10"].colors
+    """Shipped archs keep their colour (by their place in the registry: tab10, then Dark2 past ten, so eleven and
+    more stay distinct) in every sweep; others take the light tab20 shades in alphabetical order; a view's series
+    ("<arch>:<view>") is a lighter shade of its arch's."""
+    palette = list(colormaps["tab10"].colors) + list(colormaps["Dark2"].colors)
     tab20 = colormaps["tab20"].colors
-    colors = {a: tab10[i % len(tab10)] for i, a in enumerate(shipped_archs())}
+    colors = {a: palette[i % len(palette)] for i, a in enumerate(shipped_archs())}
     others = sorted({a.partition(VIEW_SEP)[0] for a in archs} - set(colors))
     for i, a in enumerate(others):
         colors[a] = tab20[(2 * i + 1) % 20]

@@ -218,3 +218,9 @@ def test_per_arch_small_multiples_one_panel_per_arch_in_arch_order(sweep):
         assert {to_rgb(line.get_color()) for line in ax.lines if line.get_color() != "0.6"} == {s.color}
     # Too few archs for small multiples: the one-panel figure says it all.
     assert plots.curves_figure(sweep, series[:3], "ppo", by_arch=True) is None
+
+
+def test_every_shipped_arch_has_its_own_colour():
+    # Eleven shipped archs outgrew tab10: the eleventh used to take the first one's colour.
+    shipped = plots.shipped_archs()
+    assert len(shipped) > 10 and len(set(plots.arch_colors(shipped).values())) == len(shipped)
