@@ -170,14 +170,16 @@ def _panel_columns(ok: pd.DataFrame) -> list[str]:
 
 
 def _variant_overrides(ok: pd.DataFrame) -> pd.Series:
-    """Per row: the overrides beside seed and config-group choices, and the arch's own nested choices
-    (arch/labeler=...), that vary across rows, as a label."""
+    """Per row: the overrides beside seed and config-group choices, the arch's own nested choices
+    (arch/labeler=...) and the suite (the paper suite's parts share one directory: β = 0.01 and noisier labels
+    are other settings, not more seeds), that vary across rows, as a label."""
     groups = {c[len("choices."):] for c in ok.columns if c.startswith("choices.")} | {"seed"}
-    nested = [c for c in ok.columns if c.startswith("choices.arch/") and ok[c].dropna().nunique() > 1]
+    nested = [c for c in ok.columns if (c.startswith("choices.arch/") or c == "choices.suite")
+              and ok[c].dropna().nunique() > 1]
     per_row = []
     overrides = ok.get("overrides", pd.Series([None] * len(ok), index=ok.index))
     for (_, row), text in zip(ok.iterrows(), overrides, strict=True):
-        keep = [f"{c[len('choices.arch/'):]}={row[c]}" for c in nested if pd.notna(row[c])]
+        keep = [f"{c.split('/', 1)[-1].removeprefix('choices.')}={row[c]}" for c in nested if pd.notna(row[c])]
         for o in split_overrides(text):
             key = o.split("=", 1)[0].lstrip("+~")
             if key not in groups and not key.startswith("hydra"):

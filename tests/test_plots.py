@@ -174,6 +174,18 @@ def test_nested_arch_choice_makes_series_not_panels(sweep):
     assert {"dmoerm (labeler=local)", "dmoerm (labeler=oracle)", "single"} <= labels
 
 
+def test_suite_parts_in_one_directory_are_separate_series(sweep):
+    # The paper suite's parts (paper, paper_kl, paper_noisy) share a directory: one arch's jobs of two parts are
+    # two settings, never pooled as if they were more seeds.
+    summary = results.read_summary(sweep / "summary.csv")
+    ok = summary[summary["status"] == "ok"].copy()
+    ok["choices.suite"] = ["paper" if i % 2 else "paper_kl" for i in range(len(ok))]
+    series = plots._series(ok, plots.arch_colors(ok["choices.arch"].unique()))
+    single = {s.label: len(s.rows) for s in series if s.arch == "single"}
+    assert set(single) == {"single (suite=paper)", "single (suite=paper_kl)"}
+    assert sum(single.values()) == int((ok["choices.arch"] == "single").sum())
+
+
 def test_panels_for_varied_choices_and_series_for_varied_overrides(tmp_path):
     root = make_sweep(tmp_path / "s", archs=("single", "dmoerm"))
     for i, p in enumerate(sorted(root.rglob("metrics.json"))):
