@@ -60,17 +60,33 @@ HYDRA_NODE_KEYS = {"_target_", "_convert_", "_recursive_", "_partial_", "_args_"
 def build(node: DictConfig, where: str, **kwargs):
     """``hydra.utils.instantiate`` with errors that name the config group and the offending key.
 
-    A constructor that rejects its arguments (ValueError, TypeError, a missing file) is a user error."""
+    A constructor that rejects its arguments (ValueError, TypeError, a missing file, a missing optional package)
+    and a ``_target_`` that names no class are user errors; a module of the harness that fails to import while
+    its class is located is an internal error and keeps its traceback."""
     check_node_keys(node, where)
     try:
         return instantiate(node, **kwargs, _convert_="all")
     except InstantiationException as e:
         cause = e.__cause__
-        if cause is None or isinstance(cause, (ValueError, TypeError, FileNotFoundError, IsADirectoryError,
-                                               ImportError)):
+        if cause is None or isinstance(cause, (ValueError, TypeError, FileNotFoundError, IsADirectoryError)) or (
+                isinstance(cause, ImportError) and not target_module_broken(cause, str(node.get("_target_", "")))):
             message = str(cause or e)
             raise UserError(message if message.startswith(where) else f"{where}: {message}") from e
         raise
+
+
+def target_module_broken(error: ImportError, target: str) -> bool:
+    """Whether locating ``target`` failed inside a module that exists (its own imports are broken) rather than
+    because the path names no module or attribute (the user's spelling). Hydra's locator wraps the first error in
+    an ImportError "Error loading '<target>'"; an ImportError a constructor raises itself is not a locating one."""
+    if not str(error).startswith(f"Error loading '{target}'"):
+        return False
+    inner = error.__cause__
+    if isinstance(inner, AttributeError):
+        return False
+    if isinstance(inner, ModuleNotFoundError) and inner.name and target.startswith(inner.name):
+        return False  # the named module itself is not there
+    return inner is not None
 
 
 def check_node_keys(node: DictConfig, where: str) -> None:

@@ -166,3 +166,23 @@ def test_sweep_with_a_user_error_still_summarises_the_other_jobs(tmp_path):
     assert "seed='abc' must be an integer" in proc.stdout + proc.stderr
     summary = read_summary(sweep / "summary.csv")
     assert list(summary["seed"]) == [0] and list(summary["status"]) == ["ok"]  # the user error is not a result
+
+
+def test_a_target_that_names_nothing_is_a_user_error_but_a_broken_harness_module_is_not(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from harness.errors import UserError
+    from harness.job import build
+
+    for target in ("harness.archs.no_such_module.Arch", "harness.archs.single.NoSuchClass"):
+        with pytest.raises(UserError, match="arch"):
+            build(OmegaConf.create({"_target_": target}), "arch")
+    # A module that exists but whose own imports fail (an internal bug) keeps its traceback.
+    package = tmp_path / "brokenpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "arch.py").write_text("from harness.archs.base import no_such_name\nclass Arch: pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(Exception) as info:
+        build(OmegaConf.create({"_target_": "brokenpkg.arch.Arch"}), "arch")
+    assert not isinstance(info.value, UserError)
