@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -31,7 +31,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from .cache import ArtifactCache, content_fingerprint
-from .data.schema import bounded
+from .data.schema import bounded, length_grouped
 from .device import CPU, Compute
 from .optim import UpdateRule, make_optimizer_step
 from .progress import progress
@@ -175,6 +175,7 @@ class TinyBackbone(Backbone):
         pretrain_log_every: int,
         pretrain_sequences: int,
         lora_targets: list[str],
+        pretrain_bucket_chunks: int = 1,
         extra_vocab: int = 0,
         finetune: str = "full",
         lora_r: int = 8,
@@ -185,6 +186,7 @@ class TinyBackbone(Backbone):
             hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
             intermediate_size=intermediate_size, pretrain_batch_size=pretrain_batch_size,
             pretrain_sequences=pretrain_sequences, pretrain_log_every=pretrain_log_every,
+            pretrain_bucket_chunks=pretrain_bucket_chunks,
         ).items():
             if value <= 0:
                 raise ValueError(f"backbone.{key}={value} must be > 0")
@@ -202,6 +204,10 @@ class TinyBackbone(Backbone):
             pretrain_max_grad_norm=pretrain_max_grad_norm, pretrain_sequences=pretrain_sequences,
             extra_vocab=extra_vocab,
         )  # exactly what determines the weights (the cache key); how often it logs does not
+        # Random batches (1) leave the key as it was before length grouping existed: their entries stay valid.
+        if pretrain_bucket_chunks > 1:
+            self.spec["pretrain_bucket_chunks"] = pretrain_bucket_chunks
+        self.bucket_chunks = pretrain_bucket_chunks
         self.update_rule = UpdateRule(pretrain_lr, pretrain_weight_decay, pretrain_warmup, pretrain_max_grad_norm)
         self.log_every = pretrain_log_every
 
@@ -224,7 +230,7 @@ class TinyBackbone(Backbone):
             model = pretrain_causal_lm(
                 tok, texts, self.spec, self.update_rule, steps=self.spec["pretrain_steps"],
                 batch_size=self.spec["pretrain_batch_size"], log_every=self.log_every,
-                init_seed=derive_seed(seed, Stream.BACKBONE_INIT),
+                bucket_chunks=self.bucket_chunks, init_seed=derive_seed(seed, Stream.BACKBONE_INIT),
                 batch_seed=derive_seed(seed, Stream.BACKBONE_BATCHES), compute=self.compute,
             )
             model.save_pretrained(out)
@@ -267,10 +273,14 @@ def tiny_llama_config(tok: PreTrainedTokenizerBase, spec: dict) -> LlamaConfig:
 def pretrain_causal_lm(
     tok: PreTrainedTokenizerBase, texts: list[str], spec: dict, rule: UpdateRule, steps: int, batch_size: int,
     log_every: int, init_seed: int, batch_seed: int, loss_from: list[int] | None = None,
-    what: str = "backbone pre-training", compute: Compute = CPU,
+    what: str = "backbone pre-training", compute: Compute = CPU, bucket_chunks: int = 1,
 ) -> LlamaForCausalLM:
     """Train a tiny Llama causal LM (sized by ``spec``) from scratch on ``texts`` (each ends with EOS) with the
     one update rule; batches are drawn with replacement.
+
+    ``bucket_chunks`` > 1 draws that many batches at once and groups them by length (``length_grouped``): a batch
+    is padded to its own longest text instead of the longest of a random draw. World text is 32 tokens on average
+    against 52 for a random batch of 64's longest, so random batches spend 38% of the compute on padding.
 
     ``loss_from[i]`` is the first token position of text i that counts in the loss (SFT: the response only).
     ``what`` names the model in progress and log lines ("backbone pre-training", "policy SFT"). The model trains
@@ -292,9 +302,9 @@ def pretrain_causal_lm(
     model.train()
     t0 = time.perf_counter()
     first_loss = None
-    bar = progress(range(steps), desc=what, unit="step")
-    for step in bar:
-        idx = torch.randint(0, len(texts), (batch_size,), generator=gen)
+    bar = progress(draws(len(texts), lengths, steps, batch_size, bucket_chunks, gen), desc=what, unit="step",
+                   total=steps)
+    for step, idx in enumerate(bar):
         T = int(lengths[idx].max())
         rows = idx.to(compute.device)
         with compute.autocast():
@@ -311,6 +321,20 @@ def pretrain_causal_lm(
              time.perf_counter() - t0)
     model.eval()
     return model
+
+
+def draws(n: int, lengths: torch.Tensor, steps: int, batch_size: int, bucket_chunks: int,
+          generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """``steps`` batches of row indices into ``n`` rows, drawn with replacement: one random batch per step
+    (``bucket_chunks`` <= 1), or ``bucket_chunks`` batches' worth at a time, grouped by ``lengths``."""
+    if bucket_chunks <= 1:
+        for _ in range(steps):
+            yield torch.randint(0, n, (batch_size,), generator=generator)
+        return
+    for start in range(0, steps, bucket_chunks):
+        chunk = min(bucket_chunks, steps - start)
+        drawn = torch.randint(0, n, (chunk * batch_size,), generator=generator)
+        yield from length_grouped(drawn, lengths, batch_size, chunk, generator)
 
 
 def package_dir(name: str) -> Path:

@@ -121,17 +121,24 @@ class EncodedPairs:
     def bucketed_batches(self, batch_size: int, generator: torch.Generator, chunk_batches: int) -> list[torch.Tensor]:
         """Shuffle, cut into chunks of ``chunk_batches`` batches, sort each chunk by pair length, split into
         batches and shuffle the batch order: less padding than random batches, still a random order."""
-        n = len(self)
-        perm = torch.randperm(n, generator=generator)
+        perm = torch.randperm(len(self), generator=generator)
         pair_len = torch.maximum(self.chosen.lengths, self.rejected.lengths)
-        batches: list[torch.Tensor] = []
-        chunk = batch_size * max(1, chunk_batches)
-        for start in range(0, n, chunk):
-            part = perm[start : start + chunk]
-            part = part[torch.argsort(pair_len[part], stable=True)]
-            batches.extend(part.split(batch_size))
-        order = torch.randperm(len(batches), generator=generator)
-        return [batches[i] for i in order]
+        return length_grouped(perm, pair_len, batch_size, chunk_batches, generator)
+
+
+def length_grouped(order: torch.Tensor, lengths: torch.Tensor, batch_size: int, chunk_batches: int,
+                   generator: torch.Generator) -> list[torch.Tensor]:
+    """``order`` (random row indices) cut into chunks of ``chunk_batches`` batches, each chunk sorted by
+    ``lengths`` and split into batches of ``batch_size``, then the batch order shuffled: a batch is padded only to
+    its own longest row (HF Trainer's group_by_length), and the order stays random."""
+    batches: list[torch.Tensor] = []
+    chunk = batch_size * max(1, chunk_batches)
+    for start in range(0, len(order), chunk):
+        part = order[start : start + chunk]
+        part = part[torch.argsort(lengths[part], stable=True)]
+        batches.extend(part.split(batch_size))
+    shuffle = torch.randperm(len(batches), generator=generator)
+    return [batches[i] for i in shuffle]
 
 
 def bounded(text: str, max_length: int, keep: str) -> str:

@@ -198,6 +198,7 @@ class TinyPolicy(Policy):
         temperature: float,
         max_new_tokens: int,
         generation_batch_size: int,
+        sft_bucket_chunks: int = 1,
         finetune: str = "full",
         lora_r: int = 8,
         lora_alpha: float = 16.0,
@@ -208,7 +209,7 @@ class TinyPolicy(Policy):
         for key, value in dict(hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
                                intermediate_size=intermediate_size, sft_steps=sft_steps,
                                sft_batch_size=sft_batch_size, sft_sequences=sft_sequences,
-                               sft_log_every=sft_log_every).items():
+                               sft_log_every=sft_log_every, sft_bucket_chunks=sft_bucket_chunks).items():
             if value <= 0:
                 raise ValueError(f"policy.{key}={value} must be > 0")
         if hidden_size % num_heads:
@@ -223,6 +224,10 @@ class TinyPolicy(Policy):
                         intermediate_size=intermediate_size, max_length=max_length, sft_steps=sft_steps,
                         sft_batch_size=sft_batch_size, sft_lr=sft_lr, sft_weight_decay=sft_weight_decay,
                         sft_warmup=sft_warmup, sft_max_grad_norm=sft_max_grad_norm, sft_sequences=sft_sequences)
+        # Random batches (1) leave the key as it was before length grouping existed: their entries stay valid.
+        if sft_bucket_chunks > 1:
+            self.sft["sft_bucket_chunks"] = sft_bucket_chunks
+        self.bucket_chunks = sft_bucket_chunks
 
     def prompt_text(self, prompt: str) -> str:
         # The world's join is "{prompt} => {response}" (backbones.Backbone.join): generation starts after "=>".
@@ -242,7 +247,7 @@ class TinyPolicy(Policy):
             model = supervised_finetune(tok, [self.prompt_text(p) for p in prompts], responses, self.sft,
                                         self.update_rule, steps=self.sft["sft_steps"],
                                         batch_size=self.sft["sft_batch_size"], log_every=self.log_every,
-                                        seed=seed, compute=self.compute)
+                                        seed=seed, compute=self.compute, bucket_chunks=self.bucket_chunks)
             model.save_pretrained(out)
             tok.save_pretrained(out)
 
