@@ -65,20 +65,27 @@ class Compute:
         autocast run rounds differently from an fp32 one, and a GPU's kernels sum in another order than the
         CPU's. ``reward_forwards``: the artifact is trained through the reward forwards of harness/packing.py,
         whose packed rows agree with padded batches only up to float rounding, so ``packing`` enters as well
-        (on the CPU only packing=on packs: auto and off leave the key alone)."""
+        (on the CPU only packing=on packs: auto and off leave the key alone).
+
+        On the CPU the torch thread count enters too when it is not 1: a matrix product split over threads sums
+        in another order (1e-7 apart after 20 pre-training steps, more as training goes on), so an artifact built
+        by a 2-thread job is not the one a 1-thread job would have built. One thread keeps the keys of before
+        (the paper suite's and the tests')."""
         packs = reward_forwards and (self.packing == "on" or (self.packing == "auto" and self.device.type != "cpu"))
-        if self.device.type == "cpu" and self.is_fp32 and not packs:
+        threads = torch.get_num_threads() if self.device.type == "cpu" else 1
+        if self.device.type == "cpu" and self.is_fp32 and not packs and threads == 1:
             return None
         identity = {"device": self.device.type, "precision": self.precision}
         if reward_forwards:
             identity["packing"] = self.packing
+        if threads != 1:
+            identity["threads"] = threads
         return identity
 
     def keyed(self, spec: dict, *, reward_forwards: bool = False) -> dict:
         """``spec`` (a cache key's content) with this compute's ``artifact_identity`` under "compute": a bf16 GPU
-        artifact is never reused by a CPU fp32 job, nor the other way round. For the CPU in fp32 it is ``spec``
-        itself, so every key a CPU fp32 job had before devices existed stays the same (existing caches and the
-        CI regression baseline)."""
+        artifact is never reused by a CPU fp32 job, nor the other way round. For the CPU in fp32 on one thread it is
+        ``spec`` itself, so every key such a job had before devices existed stays the same (existing caches)."""
         identity = self.artifact_identity(reward_forwards=reward_forwards)
         return spec if identity is None else {**spec, "compute": identity}
 

@@ -55,6 +55,17 @@ def test_cpu_fp32_keys_nothing_else_keys_device_type_and_precision():
                                                                    "packing": "on"}
 
 
+def test_cpu_keys_name_the_thread_count_when_it_is_not_one(monkeypatch):
+    spec = {"a": 1}
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert CPU.keyed(spec) == {"a": 1, "compute": {"device": "cpu", "precision": "fp32", "threads": 2}}
+    assert BF16_CPU.keyed(spec)["compute"]["threads"] == 2
+    # A GPU computes on the GPU: the CPU's threads decide nothing there.
+    assert "threads" not in BF16_GPU.keyed(spec)["compute"]
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert CPU.keyed(spec) is spec
+
+
 def test_backbone_key_is_todays_on_cpu_fp32_and_moves_with_precision(tiny):
     world = tiny.data.world_spec(0)
 
