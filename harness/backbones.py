@@ -296,6 +296,11 @@ def pretrain_causal_lm(
         positions = torch.arange(ids.shape[1])
         labels = labels.masked_fill(positions[None, :] < torch.tensor(loss_from)[:, None], -100)
     lengths = mask.sum(1)
+    # Grouped batches hold unequal numbers of target tokens (a batch of short texts, few): each batch's mean loss is
+    # weighted by its target tokens over a random batch's expected count, so every token weighs what it would in
+    # random batches (unweighted, short texts' tokens weighed more: +0.02 nats of held-out loss after 400 steps).
+    targets = (labels[:, 1:] != -100).sum(1).float()
+    tokens_per_batch = batch_size * targets.mean()
     ids, mask, labels = ids.to(compute.device), mask.to(compute.device), labels.to(compute.device)
     gen = torch.Generator().manual_seed(batch_seed)
     optimizer_step = make_optimizer_step(list(model.parameters()), rule, steps, compute.grad_scaler())
@@ -312,7 +317,7 @@ def pretrain_causal_lm(
                         use_cache=False)
         if not torch.isfinite(out.loss):
             raise FloatingPointError(f"causal-LM pre-training loss is {out.loss.item()} at step {step}")
-        optimizer_step(out.loss)
+        optimizer_step(out.loss * (targets[idx].sum() / tokens_per_batch) if bucket_chunks > 1 else out.loss)
         first_loss = out.loss.item() if first_loss is None else first_loss
         bar.set_postfix(loss=f"{out.loss.item():.3f}", refresh=False)
         if step % log_every == 0 or step == steps - 1:
