@@ -298,7 +298,8 @@ def pretrain_causal_lm(
     lengths = mask.sum(1)
     # Grouped batches hold unequal numbers of target tokens (a batch of short texts, few): each batch's mean loss is
     # weighted by its target tokens over a random batch's expected count, so every token weighs what it would in
-    # random batches (unweighted, short texts' tokens weighed more: +0.02 nats of held-out loss after 400 steps).
+    # random batches. Held-out loss against random batches, 400 steps, seeds 1-2: +0.019 nats unweighted, +0.015
+    # weighted (the rest is the cost of batches of alike texts).
     targets = (labels[:, 1:] != -100).sum(1).float()
     tokens_per_batch = batch_size * targets.mean()
     ids, mask, labels = ids.to(compute.device), mask.to(compute.device), labels.to(compute.device)
