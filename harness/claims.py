@@ -245,7 +245,8 @@ def markdown(table: pd.DataFrame, claims: list[dict], n_jobs: int) -> str:
                          f"| {int(r['n_seeds']) if r['n_seeds'] else ''} | {measurement} |")
             first = False
         if claim.get("note"):
-            lines.append(f"| ↳ note: {claim['note']} | | | | | | |")
+            # In the measurement column, the widest: in the claim column a long note wraps into a narrow tower.
+            lines.append(f"| | | | | | | ↳ note: {claim['note']} |")
     return "\n".join(lines) + "\n"
 
 
