@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import math
 import os
 import time
 from collections import Counter
@@ -316,15 +317,15 @@ def pretrain_causal_lm(
         with compute.autocast():
             out = model(input_ids=ids[rows, :T], attention_mask=mask[rows, :T], labels=labels[rows, :T],
                         use_cache=False)
-        if not torch.isfinite(out.loss):
-            raise FloatingPointError(f"causal-LM pre-training loss is {out.loss.item()} at step {step}")
+        loss = out.loss.item()  # one device sync per step, read by the checks and logs below
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"causal-LM pre-training loss is {loss} at step {step}")
         optimizer_step(out.loss * (targets[idx].sum() / tokens_per_batch) if bucket_chunks > 1 else out.loss)
-        first_loss = out.loss.item() if first_loss is None else first_loss
-        bar.set_postfix(loss=f"{out.loss.item():.3f}", refresh=False)
+        first_loss = loss if first_loss is None else first_loss
+        bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
         if step % log_every == 0 or step == steps - 1:
-            log.debug("%s step %d/%d loss %.3f (%.0f s)", what, step, steps, out.loss.item(), time.perf_counter() - t0)
-    log.info("%s: %d steps, loss %.3f -> %.3f, %.0f s", what, steps, first_loss, out.loss.item(),
-             time.perf_counter() - t0)
+            log.debug("%s step %d/%d loss %.3f (%.0f s)", what, step, steps, loss, time.perf_counter() - t0)
+    log.info("%s: %d steps, loss %.3f -> %.3f, %.0f s", what, steps, first_loss, loss, time.perf_counter() - t0)
     model.eval()
     return model
 

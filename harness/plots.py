@@ -179,7 +179,8 @@ def _variant_overrides(ok: pd.DataFrame) -> pd.Series:
     per_row = []
     overrides = ok.get("overrides", pd.Series([None] * len(ok), index=ok.index))
     for (_, row), text in zip(ok.iterrows(), overrides, strict=True):
-        keep = [f"{c.split('/', 1)[-1].removeprefix('choices.')}={row[c]}" for c in nested if pd.notna(row[c])]
+        keep = [f"{c.removeprefix('choices.arch/').removeprefix('choices.')}={row[c]}" for c in nested
+                if pd.notna(row[c])]
         for o in split_overrides(text):
             key = o.split("=", 1)[0].lstrip("+~")
             if key not in groups and not key.startswith("hydra"):
