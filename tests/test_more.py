@@ -3,8 +3,9 @@ import torch
 from conftest import compose
 from hydra.utils import instantiate
 
-from harness.archs.base import bradley_terry_loss, union_active_params
-from harness.archs.more import MoRE, SparseMoE, load_balancing_loss
+from harness.archs.base import bradley_terry_loss
+from harness.archs.moe import expert_numel, load_balancing_loss, union_active_params
+from harness.archs.more import MoRE, SparseMoE
 from harness.evaluate import expert_load
 from harness.seeds import Stream, derive_seed
 
@@ -106,7 +107,7 @@ def test_per_response_active_count_is_the_union_of_the_experts_its_tokens_used(t
     for block in rm.blocks():
         chosen = block.top_k_index.reshape(B, T, rm.top_k)
         used = torch.tensor([len(set(chosen[i][real[i]].flatten().tolist())) for i in range(B)])
-        expected -= (rm.E - used).double() * rm.expert_numel()
+        expected -= (rm.E - used).double() * expert_numel(rm.blocks())
     # seqs.batch(arange) keeps the order; active_params scores in length order and puts them back
     torch.testing.assert_close(rm.active_params(seqs), expected, rtol=0, atol=0)
     assert (expected < counts["total"]).any() and counts["active_per_token"] <= expected.min()

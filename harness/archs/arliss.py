@@ -17,7 +17,7 @@ head, and ``add_adapter`` still deep-copies the untouched scalar original for ea
 ``Linear`` on ``output_hidden_states`` would need a second pooling code path and would leave peft's unused
 scalar router copy stored beside it.) Only the wrapper's ``original_module`` — the scalar head the model was
 loaded with — is stored but never run once every adapter has its copy; it is counted in ``total`` (it is
-stored) and not in ``active``.
+stored) and not in ``active``. The routing plumbing it shares with rodos is in harness/archs/routed.py.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from torch import nn
 
 from ..data.schema import Batch, EncodedPairs
 from ..seeds import Stream, derive_seed
+from . import routed
 from .base import (
     FitContext,
     RewardModel,
@@ -39,8 +40,6 @@ from .base import (
     View,
     lora_rank,
     lora_report,
-    require_domains,
-    route_rows,
     train_bradley_terry,
     train_classifier,
 )
@@ -93,10 +92,8 @@ class ARLISS(RewardModel):
                           lora_dropout=self.lora_dropout, target_modules=targets)
 
     def build(self, ctx: FitContext, seed: int) -> ARLISS:
-        self.domains = list(ctx.domains)
+        self.domains = routed.domains_to_route("arliss", ctx.domains)
         n = len(self.domains)
-        if n < 2:
-            raise ValueError(f"arch=arliss needs at least 2 domains to route between, got {self.domains}")
         targets = self.target_modules or ctx.backbone.lora_targets
         self.hidden_size = ctx.backbone.hidden_size
         self.rank = lora_rank(self.r, self.r_fraction, self.hidden_size)
@@ -128,17 +125,12 @@ class ARLISS(RewardModel):
         return self.peft(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits.squeeze(-1)
 
     def forward(self, batch: Batch) -> RewardOutput:
-        probs = self.router_logits(batch).float().softmax(-1)  # (B, n)
-        domain_prob, domain = probs.max(-1)  # hard top-1 routing, (B,) each
-        # Grouped by routed domain: one adapter switch and one forward per domain present.
-        return RewardOutput(reward=route_rows(batch, domain, self.adapter_reward),
-                            info={"domain": domain, "domain_prob": domain_prob})
+        # Hard top-1, grouped by routed domain: one adapter switch and one forward per domain present.
+        return routed.route_top1(self.router_logits(batch), batch, self.adapter_reward)
 
     # -- training -----------------------------------------------------------------------------------
     def fit(self, train: EncodedPairs, val: EncodedPairs, ctx: FitContext) -> None:
-        n = len(ctx.domains)
-        require_domains("arliss", train, "train", n)
-        require_domains("arliss", val, "val", n)
+        routed.require_domain_labels("arliss", train, val, len(ctx.domains))
         self.build(ctx, ctx.seed)
         cfg = dataclasses.replace(ctx.train, lr=self.lr)  # LoRA wants its own (usually larger) learning rate
 
@@ -151,17 +143,13 @@ class ARLISS(RewardModel):
 
         # Reward adapter d + its head: Bradley-Terry on domain d's pairs only, early-stopped on val's domain d.
         for d, name in enumerate(self.domains):
-            train_d = train.subset((train.chosen.domain == d).nonzero(as_tuple=True)[0])
-            val_idx = (val.chosen.domain == d).nonzero(as_tuple=True)[0]
-            if len(train_d) == 0:
-                raise ValueError(f"arch=arliss: domain {name!r} has no training pairs, so it cannot get an adapter")
+            train_d, val_d = routed.domain_pairs(train, val, d, "arliss", name, "an adapter")
 
             def forward(batch: Batch, d=d) -> RewardOutput:
                 return RewardOutput(reward=self.adapter_reward(d, batch.input_ids, batch.attention_mask))
 
             self.peft.set_adapter(reward_adapter(d))
-            result = train_bradley_terry(self, self.adapter_parameters(reward_adapter(d)), train_d,
-                                         val.subset(val_idx) if len(val_idx) else None, cfg,
+            result = train_bradley_terry(self, self.adapter_parameters(reward_adapter(d)), train_d, val_d, cfg,
                                          derive_seed(ctx.seed, Stream.RM_ORDER, d), ctx, phase=f"arliss/{name}",
                                          forward=forward)
             ctx.log(result)
@@ -174,14 +162,14 @@ class ARLISS(RewardModel):
     def views(self) -> dict[str, View]:
         """``oracle_routing``: each pair scored by its TRUE domain's adapter — the ceiling a perfect router would
         reach, so the gap to the RM's own accuracy is what routing errors cost."""
-        return {"oracle_routing": View(lambda b: route_rows(b, b.domain, self.adapter_reward), needs_domain=True)}
+        return {"oracle_routing": routed.oracle_routing(self.adapter_reward)}
 
     def fit_report(self) -> dict:
         """``lora``: the adapters' rank and its share of the hidden size."""
         return {"lora": lora_report(self.rank, self.r, self.hidden_size)}
 
     def routing(self) -> Callable[[Batch], torch.Tensor]:
-        return lambda batch: self.router_logits(batch).float().softmax(-1).argmax(-1)  # forward's decision
+        return routed.top1_routing(self.router_logits)  # forward's decision
 
     def param_counts(self) -> dict[str, int]:
         """total: backbone once + every adapter + every head (+ peft's stored, unused original scalar head);

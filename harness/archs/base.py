@@ -240,14 +240,6 @@ class RewardModel(nn.Module):
         return torch.full((len(seqs),), float(self.param_counts()["active"]), dtype=torch.float64)
 
 
-def union_active_params(total: int, expert_tokens: torch.Tensor, expert_numel: int) -> torch.Tensor:
-    """(N,) parameters a token-routed MoE uses to score each sequence: all ``total`` but, in every MoE layer, the
-    experts none of its tokens was routed to. ``expert_tokens`` (N, L, E): tokens each expert processed per layer;
-    ``expert_numel``: parameters of one routed expert."""
-    unused = (expert_tokens == 0).sum(dim=(1, 2)).double()  # (N,) (layer, expert) slots no token used
-    return total - unused * expert_numel
-
-
 def lora_rank(r: int | None, r_fraction: float, hidden_size: int) -> int:
     """A LoRA rank: ``r`` when given (an absolute override), else ``r_fraction`` of the backbone's hidden size,
     rounded, at least 1 -- so an adapter is the same share of its model on any backbone."""

@@ -4,7 +4,8 @@ domain reward models; a (prompt, response) is scored by the RM of the domain the
 The router is the backbone with a classification head over domains that reads the PROMPT only (real prompts do
 not announce their task category: predicting it is the router's job). Each domain RM is a full copy of the
 backbone with a scalar head, trained with the Bradley-Terry loss on its own domain's pairs only. Every model is
-stored: total = router + n RMs; a scored response touches the router and one RM.
+stored: total = router + n RMs; a scored response touches the router and one RM. The routing plumbing it shares
+with arliss is in harness/archs/routed.py.
 """
 
 from __future__ import annotations
@@ -17,16 +18,8 @@ from torch import nn
 from ..data.schema import Batch, EncodedPairs
 from ..packing import sequence_logits
 from ..seeds import Stream, derive_seed
-from .base import (
-    FitContext,
-    RewardModel,
-    RewardOutput,
-    View,
-    require_domains,
-    route_rows,
-    train_bradley_terry,
-    train_classifier,
-)
+from . import routed
+from .base import FitContext, RewardModel, RewardOutput, View, train_bradley_terry, train_classifier
 
 
 class RODOS(RewardModel):
@@ -37,10 +30,8 @@ class RODOS(RewardModel):
         self.domains: list[str] = []
 
     def build(self, ctx: FitContext, seed: int) -> RODOS:
-        self.domains = list(ctx.domains)
+        self.domains = routed.domains_to_route("rodos", ctx.domains)
         n = len(self.domains)
-        if n < 2:
-            raise ValueError(f"arch=rodos needs at least 2 domains to route between, got {self.domains}")
         self.router = ctx.backbone.reward_model(derive_seed(seed, Stream.ROUTER_INIT), num_labels=n)
         # Each domain RM's head starts from its own draw: domain d's RM is model d of the job.
         self.experts = nn.ModuleList(ctx.backbone.reward_model(derive_seed(seed, Stream.RM_INIT, d)) for d in range(n))
@@ -56,17 +47,11 @@ class RODOS(RewardModel):
         return sequence_logits(self.experts[d], input_ids, attention_mask, self.compute).squeeze(-1)
 
     def forward(self, batch: Batch) -> RewardOutput:
-        probs = self.router_logits(batch).float().softmax(-1)  # (B, n)
-        domain_prob, domain = probs.max(-1)  # hard top-1 routing, (B,) each
-        # Each domain RM runs once per batch, on the rows routed to it (unrouted RMs are not touched).
-        return RewardOutput(reward=route_rows(batch, domain, self.expert_reward),
-                            info={"domain": domain, "domain_prob": domain_prob})
+        return routed.route_top1(self.router_logits(batch), batch, self.expert_reward)  # hard top-1: one RM per row
 
     # -- training -----------------------------------------------------------------------------------
     def fit(self, train: EncodedPairs, val: EncodedPairs, ctx: FitContext) -> None:
-        n = len(ctx.domains)
-        require_domains("rodos", train, "train", n)
-        require_domains("rodos", val, "val", n)
+        routed.require_domain_labels("rodos", train, val, len(ctx.domains))
         self.build(ctx, ctx.seed)
 
         # Router: cross-entropy over domains on the training prompts (the chosen side carries prompt + domain).
@@ -77,18 +62,14 @@ class RODOS(RewardModel):
 
         # Domain RMs: each trained (and early-stopped) on its own domain's pairs only.
         for d, name in enumerate(self.domains):
-            train_d = train.subset((train.chosen.domain == d).nonzero(as_tuple=True)[0])
-            val_idx = (val.chosen.domain == d).nonzero(as_tuple=True)[0]
-            if len(train_d) == 0:
-                raise ValueError(f"arch=rodos: domain {name!r} has no training pairs, so it cannot get an RM")
+            train_d, val_d = routed.domain_pairs(train, val, d, "rodos", name, "an RM")
             expert = self.experts[d]
 
             def forward(batch: Batch, expert=expert) -> RewardOutput:
                 return RewardOutput(reward=expert(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                                                   use_cache=False).logits.squeeze(-1))
 
-            result = train_bradley_terry(self, list(expert.parameters()), train_d,
-                                         val.subset(val_idx) if len(val_idx) else None, ctx.train,
+            result = train_bradley_terry(self, list(expert.parameters()), train_d, val_d, ctx.train,
                                          derive_seed(ctx.seed, Stream.RM_ORDER, d), ctx, phase=f"rodos/{name}",
                                          forward=forward)
             ctx.log(result)
@@ -97,10 +78,10 @@ class RODOS(RewardModel):
     def views(self) -> dict[str, View]:
         """``oracle_routing``: each pair scored by its TRUE domain's RM — the ceiling a perfect router would reach,
         so the gap to the RM's own accuracy is what routing errors cost."""
-        return {"oracle_routing": View(lambda b: route_rows(b, b.domain, self.expert_reward), needs_domain=True)}
+        return {"oracle_routing": routed.oracle_routing(self.expert_reward)}
 
     def routing(self) -> Callable[[Batch], torch.Tensor]:
-        return lambda batch: self.router_logits(batch).float().softmax(-1).argmax(-1)  # forward's decision
+        return routed.top1_routing(self.router_logits)  # forward's decision
 
     def param_counts(self) -> dict[str, int]:
         """total: router + every domain RM; active: router + the one RM a response is routed to."""
