@@ -49,7 +49,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-from harness.optimize.fits import bon_peak, ppo_peak  # noqa: E402
+from harness.optimize.fits import FORMS  # noqa: E402
 from harness.results import (  # noqa: E402
     SUMMARY_FILE,
     read_curves,
@@ -291,21 +291,14 @@ def _save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
 # ------------------------------------------------------------------------------------------ figures
 
 
-def _fit_bon(d, alpha, beta):
-    return d * (alpha - beta * d)
-
-
-def _fit_ppo(d, alpha, beta):
-    return d * (alpha - beta * np.log(d))
-
-
 # Sweeps with at least this many archs also get the curves as small multiples (one panel per arch).
 MIN_ARCHS_PER_ARCH_FIGURE = 4
 
-# opt -> (x key column in curves.csv, fit, fit formula for the legend, title)
+# opt -> (x key column in curves.csv, fit formula for the legend, title); the fit's curve and peak are
+# optimize.fits.FORMS[opt], drawn with the (alpha, beta) the jobs' fits found (summary.csv).
 CURVE_KINDS = {
-    "bon": ("n", _fit_bon, r"fit $d(\alpha-\beta d)$", "Best-of-n over-optimization"),
-    "ppo": ("step", _fit_ppo, r"fit $d(\alpha-\beta\,\log d)$", "PPO over-optimization"),
+    "bon": ("n", r"fit $d(\alpha-\beta d)$", "Best-of-n over-optimization"),
+    "ppo": ("step", r"fit $d(\alpha-\beta\,\log d)$", "PPO over-optimization"),
 }
 
 
@@ -338,7 +331,8 @@ def curves_figure(sweep_dir: Path, series: list[Series], opt: str, by_arch: bool
     """Gold and proxy against sqrt(KL), one panel per sweep variant; ``by_arch``: one panel per arch as well
     (small multiples, in arch order), for sweeps with too many archs to read on one panel. None: too few archs
     for small multiples, or no curve of ``opt`` at all."""
-    key, fit, fit_label, title = CURVE_KINDS[opt]
+    key, fit_label, title = CURVE_KINDS[opt]
+    fit, peak = FORMS[opt]
     if by_arch:
         if len({s.label for s in series}) < MIN_ARCHS_PER_ARCH_FIGURE:
             return None
@@ -380,7 +374,7 @@ def curves_figure(sweep_dir: Path, series: list[Series], opt: str, by_arch: bool
                 ax.plot(d, fit(d, alpha, beta), "-" if good_fit else ":", color=s.color,
                         linewidth=1.4 if good_fit else 1.0)
                 # The fitted peak, only where the data reach: beyond them it is the formula's, not the data's.
-                d_star = (bon_peak if opt == "bon" else ppo_peak)(alpha, beta)[0]
+                d_star = peak(alpha, beta)[0]
                 if good_fit and 0 < d_star <= np.nanmax(x):
                     ax.plot([d_star], [fit(d_star, alpha, beta)], "*", color=s.color, markersize=8,
                             markeredgecolor="white", markeredgewidth=0.5, zorder=4)

@@ -2,7 +2,7 @@
 
 The unit of replication is the seed: two jobs of one *setting* (the same config apart from the architecture and
 the seed) and one seed share the world, its data, the backbone and the policy, so their difference on a metric is
-a paired observation. For each metric, architecture A and baseline B (``single`` by default):
+a paired observation. For each metric, architecture A and baseline B (``baseline`` in conf/claims.yaml):
 
 - per seed s, ``d_s = metric(A, s) - metric(B, s)`` (``stats_per_seed.csv`` lists every value);
 - the effect is the mean of the ``d_s`` — the median for heavy-tailed metrics (proxy-gold gaps, fitted peaks);
@@ -34,6 +34,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from .evaluate import pair_correct
+from .optimize.fits import value_at
 from .results import METRICS_FILE, atomic_write_text, find_job_dirs, flatten, read_curves, read_metrics
 
 log = logging.getLogger(__name__)
@@ -168,23 +170,14 @@ def _same(value, want) -> bool:
 
 
 def curve_value(job_dir: str | Path, opt: str, quantity: str, sqrt_kl: float) -> float:
-    """``quantity`` (gold | proxy | gap = proxy - gold) of one job's ``opt`` curve at distance ``sqrt_kl``,
-    linearly interpolated between the first eval point that reached it and the one before; NaN if never reached."""
+    """``quantity`` (gold | proxy | gap = proxy - gold) of one job's ``opt`` curve at distance ``sqrt_kl``, read
+    as the job's own matched values are (``optimize.fits.value_at``, in the run's order); NaN if never reached."""
     curve = read_curves(job_dir)
     order = "step" if opt == "ppo" else "n"
     if not {"opt", order, "sqrt_kl", "proxy", "gold"} <= set(curve.columns):
         return math.nan  # a damaged curves.csv: no value, not a failed aggregation
     curve = curve[curve["opt"] == opt].sort_values(order)
-    d = curve["sqrt_kl"].to_numpy(float)
-    y = _quantity(curve, quantity)
-    reached = np.nonzero(d >= sqrt_kl - 1e-12)[0]
-    if not len(reached):
-        return math.nan
-    i = int(reached[0])
-    if i == 0 or d[i] == d[i - 1]:
-        return float(y[i])
-    w = (sqrt_kl - d[i - 1]) / (d[i] - d[i - 1])
-    return float(y[i - 1] + w * (y[i] - y[i - 1]))
+    return value_at(curve["sqrt_kl"].to_numpy(float), _quantity(curve, quantity), sqrt_kl)
 
 
 def _quantity(curve: pd.DataFrame, quantity: str) -> np.ndarray:
@@ -269,11 +262,12 @@ def pair_correctness(job_dir: str | Path, metric: str) -> np.ndarray | None:
         return None
     r_c, r_r = scores[f"{prefix}chosen"].to_numpy(float), scores[f"{prefix}rejected"].to_numpy(float)
     if basis == "human":
-        correct = (r_c > r_r).astype(float)
-    else:
+        correct, decided = pair_correct(r_c, r_r)
+    else:  # the gold order (+1 / -1 / 0) against 0 orders each pair as the gold rewards do
         order = scores["gold_order"].to_numpy(float)
-        correct = np.where(order > 0, r_c > r_r, r_r > r_c).astype(float)
-        correct[order == 0] = np.nan
+        correct, decided = pair_correct(r_c, r_r, order, np.zeros_like(order))
+    correct = correct.astype(float)
+    correct[~decided] = np.nan
     if domain is not None:
         correct[scores["domain"].astype(str).to_numpy() != domain] = np.nan
     return correct
@@ -411,7 +405,7 @@ def _one_per_seed(jobs: pd.DataFrame) -> dict[int, pd.Series]:
     return out
 
 
-def stats_table(jobs: pd.DataFrame, baseline: str = "single", metrics: Sequence[Metric] = METRICS
+def stats_table(jobs: pd.DataFrame, baseline: str, metrics: Sequence[Metric] = METRICS
                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every arch against ``baseline`` on every metric present, within each setting. Returns (stats, per-seed)."""
     if jobs.empty:
@@ -452,7 +446,7 @@ def stats_table(jobs: pd.DataFrame, baseline: str = "single", metrics: Sequence[
     return table, pd.DataFrame(per_seed_rows)
 
 
-def write_stats(sweep_dir: str | Path, baseline: str = "single", jobs: pd.DataFrame | None = None) -> list[Path]:
+def write_stats(sweep_dir: str | Path, baseline: str, jobs: pd.DataFrame | None = None) -> list[Path]:
     """stats.csv and stats_per_seed.csv in ``sweep_dir`` (nothing when the baseline arch did not run)."""
     root = Path(sweep_dir)
     jobs = load_jobs(root) if jobs is None else jobs

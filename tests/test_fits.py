@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from harness.optimize.fits import (
+    FORMS,
     area_to,
     bon_peak,
     fit_bon,
@@ -64,6 +65,16 @@ def test_peaks_match_formulas():
     # the fitted curve is indeed maximal there
     grid = np.linspace(0.01, 30, 5000)
     assert ppo_form(grid, 1.2, 0.4).max() <= r + 1e-9
+
+
+def test_the_forms_plots_draw_are_the_forms_the_fits_fit():
+    d = np.linspace(0.25, 6.0, 24)  # d > 0: both forms are defined
+    for kind, form, fit, (a, b) in (("bon", bon_form, fit_bon, (0.8, 0.15)), ("ppo", ppo_form, fit_ppo, (1.2, 0.4))):
+        curve, peak = FORMS[kind]
+        np.testing.assert_allclose(curve(d, *fit(d, form(d, a, b))), form(d, a, b), rtol=0, atol=1e-10)
+        d_star, r_star = peak(a, b)
+        assert r_star == pytest.approx(float(form(np.array([d_star]), a, b)[0]))
+        assert curve(d_star, a, b) >= max(curve(d_star * 0.9, a, b), curve(d_star * 1.1, a, b))
 
 
 def test_peaks_without_interior_maximum():

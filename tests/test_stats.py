@@ -14,6 +14,7 @@ from datasets import Dataset
 from scipy import stats as sps
 
 from harness import results, stats
+from harness.evaluate import preference_accuracy
 
 
 def test_holm_matches_hand_computation():
@@ -39,7 +40,7 @@ def test_known_difference_has_a_ci_that_excludes_zero_and_zero_effect_one_that_c
 def test_heavy_tailed_metrics_use_the_median():
     jobs = paired_jobs_table({"other": 0.0}, metric="ppo.final_gap")
     jobs.loc[(jobs["arch"] == "other") & (jobs["seed"] == 0), "ppo.final_gap"] += 10.0  # one wild seed
-    table, _ = stats.stats_table(jobs, metrics=[stats.Metric("ppo.final_gap", heavy_tailed=True)])
+    table, _ = stats.stats_table(jobs, "single", metrics=[stats.Metric("ppo.final_gap", heavy_tailed=True)])
     row = table.iloc[0]
     assert row["statistic"] == "median" and abs(row["effect"]) < 0.05  # the mean would be ~2
 
@@ -92,6 +93,25 @@ def test_per_pair_scores_drive_accuracy_cis(tmp_path):
     assert domain_block["effect"] == pytest.approx(means["better"] - means["single"])
 
 
+def test_per_pair_correctness_is_the_evaluation_rule(tmp_path):
+    # Model ties (wrong), gold ties (no answer) and two domains: the resampled scores average to the job's accuracy.
+    rng = np.random.default_rng(3)
+    n = 400
+    gold_c, gold_r = rng.integers(0, 3, n).astype(float), rng.integers(0, 3, n).astype(float)
+    r_c, r_r = rng.integers(0, 4, n).astype(float), rng.integers(0, 4, n).astype(float)
+    domains = np.array(["a", "b"] * (n // 2))
+    split = Dataset.from_dict({"domain": list(domains), "gold_chosen": gold_c, "gold_rejected": gold_r})
+    stats.write_test_scores(tmp_path, r_c, r_r, split)
+    accuracy = preference_accuracy(r_c, r_r, domains, gold_c, gold_r)
+    for basis in ("gold", "human"):
+        correct = stats.pair_correctness(tmp_path, f"accuracy.{basis}.overall")
+        assert np.nanmean(correct) == pytest.approx(accuracy[basis]["overall"])
+        assert np.isfinite(correct).sum() == accuracy[basis]["n"]
+        per_domain = stats.pair_correctness(tmp_path, f"accuracy.{basis}.per_domain.b")
+        assert np.nanmean(per_domain) == pytest.approx(accuracy[basis]["per_domain"]["b"])
+    assert np.isnan(stats.pair_correctness(tmp_path, "accuracy.gold.overall")[gold_c == gold_r]).all()
+
+
 def test_gold_at_matched_sqrt_kl_interpolates_where_both_runs_reached(tmp_path):
     def job(name, ds, golds):
         d = tmp_path / name
@@ -111,7 +131,7 @@ def test_gold_at_matched_sqrt_kl_interpolates_where_both_runs_reached(tmp_path):
 def test_settings_split_by_config_and_filters_let_missing_keys_pass():
     jobs = pd.concat([paired_jobs_table({"ens": 0.01}, extra={"config.data.world.human_agreement": 0.7}),
                       paired_jobs_table({"ens": 0.04}, extra={"config.data.world.human_agreement": 0.6})])
-    table, _ = stats.stats_table(jobs, metrics=[stats.Metric("accuracy.gold.overall")])
+    table, _ = stats.stats_table(jobs, "single", metrics=[stats.Metric("accuracy.gold.overall")])
     assert set(table["setting"]) == {"data.world.human_agreement=0.6", "data.world.human_agreement=0.7"}
     jobs["config.opt.ppo.kl_coef"] = np.nan  # no PPO ran: a PPO filter cannot exclude these jobs
     kept = jobs[stats.matches(jobs, {"data.world.human_agreement": 0.6, "opt.ppo.kl_coef": 0.0})]
@@ -120,7 +140,7 @@ def test_settings_split_by_config_and_filters_let_missing_keys_pass():
 
 def test_write_stats_on_a_fake_sweep(tmp_path):
     root = make_sweep(tmp_path / "sweep", seeds=(0, 1, 2))
-    paths = stats.write_stats(root)
+    paths = stats.write_stats(root, "single")
     table = pd.read_csv(paths[0])
     assert {"effect", "ci_low", "ci_high", "p", "p_holm", "n_seeds"} <= set(table.columns)
     assert set(table["baseline"]) == {"single"} and "single" not in set(table["arch"])

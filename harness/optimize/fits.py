@@ -14,6 +14,16 @@ import math
 import numpy as np
 
 
+def bon_curve(d, alpha, beta):
+    """The BoN form ``R(d) = d (alpha - beta d)`` at ``d`` (a number or an array)."""
+    return d * (alpha - beta * d)
+
+
+def ppo_curve(d, alpha, beta):
+    """The RL form ``R(d) = d (alpha - beta log d)`` at ``d > 0`` (a number or an array)."""
+    return d * (alpha - beta * np.log(d))
+
+
 def _as_xy(d, R) -> tuple[np.ndarray, np.ndarray]:
     d = np.asarray(d, dtype=float).ravel()
     R = np.asarray(R, dtype=float).ravel()
@@ -85,6 +95,10 @@ def ppo_peak(alpha: float, beta: float) -> tuple[float, float]:
     with np.errstate(over="ignore"):
         d_star = float(np.exp(alpha / beta - 1.0))
     return d_star, beta * d_star
+
+
+# kind -> (the curve R(d; alpha, beta), its peak (d*, R*)): what a fit of that kind draws (harness.plots).
+FORMS = {"bon": (bon_curve, bon_peak), "ppo": (ppo_curve, ppo_peak)}
 
 
 def _json_float(x: float) -> float | None:
@@ -175,12 +189,12 @@ def summarize(kind: str, rows: list[dict], sqrt_kl_grid=(), common_sqrt_kl: floa
     if kind == "bon":
         alpha, beta = fit_bon(d, gold)
         d_fit, g_fit = _as_xy(d, gold)
-        pred = d_fit * (alpha - beta * d_fit)
+        pred = bon_curve(d_fit, alpha, beta)
         d_peak, gold_peak = bon_peak(alpha, beta)
     else:
         alpha, beta = fit_ppo(d, gold)
         d_fit, g_fit = _ppo_points(*_as_xy(d, gold))
-        pred = d_fit * (alpha - beta * np.log(d_fit))
+        pred = ppo_curve(d_fit, alpha, beta)
         d_peak, gold_peak = ppo_peak(alpha, beta)
 
     last = len(d) - 1 - int(np.argmax(d[::-1]))
