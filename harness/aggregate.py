@@ -23,8 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.aggregate", description=__doc__.splitlines()[0])
     parser.add_argument("dir", type=Path, help="a Hydra sweep dir (or one job dir)")
     parser.add_argument("--no-figures", action="store_true", help="write summary.csv only")
-    parser.add_argument("--baseline", default="single",
-                        help="arch every other arch is compared with in stats.csv (paired by seed; default single)")
+    parser.add_argument("--baseline", default=None,
+                        help="arch every other arch is compared with in stats.csv (paired by seed; default: the "
+                             "claims file's `baseline`)")
     parser.add_argument("--claims", type=Path, default=None,
                         help="claims YAML checked into claims.md / claims.csv (default conf/claims.yaml)")
     args = parser.parse_args(argv)

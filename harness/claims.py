@@ -58,6 +58,16 @@ def load_claims(path: str | Path = CLAIMS_FILE) -> tuple[list[dict], dict]:
     return claims, defaults
 
 
+def load_baseline(path: str | Path = CLAIMS_FILE) -> str:
+    """The architecture stats.csv compares every other one with: the claims file's ``baseline``."""
+    doc = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    baseline = doc.get("baseline")
+    if not isinstance(baseline, str) or not baseline:
+        raise ValueError(f"{path}: `baseline` must name the architecture stats.csv compares every other one with, "
+                         f"got {baseline!r}")
+    return baseline
+
+
 def _as_list(x) -> list:
     return list(x) if isinstance(x, (list, tuple)) else [x]
 

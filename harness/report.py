@@ -232,11 +232,11 @@ def write_report(sweep_dir: str | Path) -> Path:
     return path
 
 
-def aggregate(sweep_dir: str | os.PathLike, figures: bool = True, baseline: str = "single",
+def aggregate(sweep_dir: str | os.PathLike, figures: bool = True, baseline: str | None = None,
               claims_file: str | os.PathLike | None = None) -> dict:
-    """Write `summary.csv`, the paired statistics against `baseline` (stats.csv, stats_per_seed.csv), the claims
-    table (claims.md, claims.csv; when any claim of `claims_file`, default conf/claims.yaml, is measured), figures
-    and the HTML report into `sweep_dir`.
+    """Write `summary.csv`, the paired statistics against `baseline` (stats.csv, stats_per_seed.csv; None: the
+    claims file's `baseline`), the claims table (claims.md, claims.csv; when any claim of `claims_file`, default
+    conf/claims.yaml, is measured), figures and the HTML report into `sweep_dir`.
 
     summary.csv is written before anything else, so a statistics or plotting error can never cost the table.
     Raises FileNotFoundError when `sweep_dir` holds no job at all.
@@ -252,6 +252,7 @@ def aggregate(sweep_dir: str | os.PathLike, figures: bool = True, baseline: str 
     atomic_write_text(summary, df.to_csv(index=False, lineterminator="\n"))
     claims_file = claims_file or claims.CLAIMS_FILE
     claims.load_claims(claims_file)  # a malformed claims file is the user's error: it fails, naming the claim
+    baseline = baseline or claims.load_baseline(claims_file)
     tables: list[Path] = []
     try:  # like a figure, a statistics error must not cost the rest of the aggregation
         jobs = stats.load_jobs(root)

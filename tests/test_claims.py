@@ -4,8 +4,11 @@ loads."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
+from conftest import CONF_DIR
 from conftest import paired_jobs_table as jobs_table
 
 from harness import claims as claims_mod
@@ -98,6 +101,17 @@ def test_shipped_claims_file_loads_and_writes_tables(tmp_path):
     assert by_id["disturbance"] == ["not measured"]
     text = paths[1].read_text()
     assert "| DMoERM is more accurate (gold) than a single RM" in text and "**reproduced**" in text
+
+
+def test_the_baseline_is_named_once_in_the_claims_file(tmp_path):
+    # The shipped file names an architecture the harness ships (conf/arch/<baseline>.yaml).
+    assert (Path(CONF_DIR) / "arch" / f"{claims_mod.load_baseline()}.yaml").is_file()
+    path = tmp_path / "claims.yaml"
+    path.write_text("baseline: ensemble\nclaims: []\n")
+    assert claims_mod.load_baseline(path) == "ensemble"
+    path.write_text("claims: []\n")
+    with pytest.raises(ValueError, match="claims.yaml: `baseline` must name"):
+        claims_mod.load_baseline(path)
 
 
 def test_bad_claims_file_names_the_claim(tmp_path):
