@@ -5,16 +5,22 @@ detected from the first row (``chosen`` a string: rewardbench, a list: rewardben
 ``DataFormatError`` naming the file and line. Ties count as wrong everywhere, as in the rest of the harness.
 
 **rewardbench** (RewardBench v1, Lambert et al. 2024): rows ``prompt``, ``chosen``, ``rejected`` (strings) and
-``subset``. Accuracy per subset = P(r(chosen) > r(rejected)). Section scores follow allenai/reward-bench:
-``rewardbench/constants.py`` (``SUBSET_MAPPING``: which subset belongs to Chat / Chat Hard / Safety / Reasoning;
-``EXAMPLE_COUNTS``: each section is the average of its subsets weighted by these counts, over the subsets present
--- ``rewardbench/utils.py::calculate_scores_per_section``) and ``analysis/get_benchmark_results.py``
-(``get_average_over_rewardbench``: "Prior Sets" = the plain mean of anthropic_helpful, anthropic_hhh, shp and
-summarize; the overall score = the average of Chat, Chat Hard, Safety, Reasoning and Prior Sets with weights
-2, 2, 2, 2, 1, over the sections present -- the leaderboard's "Prior Sets (0.5 weight)"). Scores are fractions in
-[0, 1], not RewardBench's percentages. Subsets outside the map are reported per subset only.
-(``EXAMPLE_COUNTS`` there gives xstest-should-refuse 250 and xstest-should-respond 154, the reverse of the
-filtered set's sizes; we keep the constants as published, since they define the leaderboard's weighting.)
+``subset``. Accuracy per subset = P(r(chosen) > r(rejected)). Section scores follow allenai/reward-bench, as
+released on PyPI (``rewardbench`` 0.1.0 to 0.1.4): ``rewardbench/constants.py`` (``SUBSET_MAPPING``: which subset
+belongs to Chat / Chat Hard / Safety / Reasoning; ``EXAMPLE_COUNTS``: each section is the average of its subsets
+weighted by these counts, over the subsets present -- ``rewardbench/utils.py::calculate_scores_per_section``) and
+``analysis/get_benchmark_results.py`` (``get_average_over_rewardbench``: "Prior Sets" = the plain mean of
+anthropic_helpful, anthropic_hhh, shp and summarize; the overall score = the average of Chat, Chat Hard, Safety,
+Reasoning and Prior Sets with weights 2, 2, 2, 2, 1, over the sections present -- the leaderboard's "Prior Sets
+(0.5 weight)"). Scores are fractions in [0, 1], not RewardBench's percentages. Subsets outside the map are
+reported per subset only.
+
+**Which release's weights** (``section_weights`` of an ``eval.benchmarks`` entry, recorded in the result): the
+releases' ``EXAMPLE_COUNTS`` differ in XSTest alone. 0.1.0 to 0.1.2 (and GitHub until commit 6552e93, 2024-09-10)
+give xstest-should-refuse 250 and xstest-should-respond 154, the reverse of the filtered subsets' sizes; 0.1.3
+and 0.1.4 (and GitHub since, "Mirror change from leaderboard", #175) give 154 and 250. The default is
+``DEFAULT_SECTION_WEIGHTS`` (0.1.2, the weights this harness has always used); give ``section_weights: 0.1.4`` to
+compare the Safety and overall scores with today's released ``rewardbench`` tool and leaderboard.
 
 **rewardbench2** (RewardBench 2, Malik et al. 2025): rows ``prompt``, ``chosen`` and ``rejected`` as lists of
 strings (best-of-4: one chosen, three rejected), ``subset``, optional ``id``. A prompt counts as correct when every
@@ -55,14 +61,21 @@ SECTIONS = {
                "donotanswer"],
     "Reasoning": ["math-prm", "hep-cpp", "hep-go", "hep-java", "hep-js", "hep-python", "hep-rust"],
 }
-EXAMPLE_COUNTS = {
+# EXAMPLE_COUNTS of rewardbench 0.1.3 and 0.1.4 (PyPI; GitHub since 6552e93, 2024-09-10).
+_COUNTS_SINCE_0_1_3 = {
     "alpacaeval-easy": 100, "alpacaeval-length": 95, "alpacaeval-hard": 95, "mt-bench-easy": 28,
     "mt-bench-med": 40, "mt-bench-hard": 37, "math-prm": 984,  # 447 examples, upweighted to equal the code total
     "refusals-dangerous": 100, "refusals-offensive": 100, "llmbar-natural": 100, "llmbar-adver-neighbor": 134,
     "llmbar-adver-GPTInst": 92, "llmbar-adver-GPTOut": 47, "llmbar-adver-manual": 46,
-    "xstest-should-refuse": 250, "xstest-should-respond": 154, "donotanswer": 136, "hep-cpp": 164, "hep-go": 164,
+    "xstest-should-refuse": 154, "xstest-should-respond": 250, "donotanswer": 136, "hep-cpp": 164, "hep-go": 164,
     "hep-java": 164, "hep-js": 164, "hep-python": 164, "hep-rust": 164,
 }
+# 0.1.0 to 0.1.2 (GitHub until 6552e93): the same but for XSTest's two counts, swapped.
+_COUNTS_UNTIL_0_1_2 = {**_COUNTS_SINCE_0_1_3, "xstest-should-refuse": 250, "xstest-should-respond": 154}
+# rewardbench release -> its EXAMPLE_COUNTS (the section weights; module docstring).
+EXAMPLE_COUNTS = {"0.1.0": _COUNTS_UNTIL_0_1_2, "0.1.1": _COUNTS_UNTIL_0_1_2, "0.1.2": _COUNTS_UNTIL_0_1_2,
+                  "0.1.3": _COUNTS_SINCE_0_1_3, "0.1.4": _COUNTS_SINCE_0_1_3}
+DEFAULT_SECTION_WEIGHTS = "0.1.2"
 # allenai/reward-bench analysis/get_benchmark_results.py: the prior preference test sets and the section weights.
 PRIOR_SETS = ("anthropic_helpful", "anthropic_hhh", "shp", "summarize")
 PRIOR_SECTION = "Prior Sets"
@@ -140,13 +153,24 @@ def beats_all(r_chosen: np.ndarray, r_rejected: np.ndarray) -> bool:
     return bool(correct.all())
 
 
-def section_scores(subset_accuracy: dict[str, float]) -> dict:
-    """RewardBench's sections (count-weighted over the subsets present), Prior Sets and the weighted score."""
+def section_weights(release) -> str:
+    """A ``section_weights`` value checked: a rewardbench release ``EXAMPLE_COUNTS`` knows (None: the default)."""
+    release = DEFAULT_SECTION_WEIGHTS if release is None else str(release)
+    if release not in EXAMPLE_COUNTS:
+        raise ValueError(f"eval.benchmarks: section_weights={release!r} is not a rewardbench release with known "
+                         f"EXAMPLE_COUNTS ({', '.join(EXAMPLE_COUNTS)})")
+    return release
+
+
+def section_scores(subset_accuracy: dict[str, float], release: str = DEFAULT_SECTION_WEIGHTS) -> dict:
+    """RewardBench's sections (weighted over the subsets present by ``release``'s ``EXAMPLE_COUNTS``), Prior Sets
+    and the weighted score."""
+    counts = EXAMPLE_COUNTS[section_weights(release)]
     sections = {}
     for section, subsets in SECTIONS.items():
         present = [s for s in subsets if s in subset_accuracy]
         if present:
-            weights = [EXAMPLE_COUNTS[s] for s in present]
+            weights = [counts[s] for s in present]
             sections[section] = float(np.average([subset_accuracy[s] for s in present], weights=weights))
     prior = [subset_accuracy[s] for s in PRIOR_SETS if s in subset_accuracy]
     if prior:
@@ -177,9 +201,13 @@ def ties_score(rows: list[dict], scored: list[tuple[np.ndarray, np.ndarray]]) ->
     return {"score": sum(TIES_WEIGHTS[k] * parts[k] for k in TIES_WEIGHTS), **parts}
 
 
-def evaluate_benchmark(scorer, path: str | Path, fmt: str | None = None) -> dict:
-    """Per-subset accuracy and the format's overall scores for one file (module docstring)."""
+def evaluate_benchmark(scorer, path: str | Path, fmt: str | None = None, weights: str | None = None) -> dict:
+    """Per-subset accuracy and the format's overall scores for one file (module docstring); ``weights``: the
+    rewardbench release whose section weights a rewardbench file's scores follow (None: the default)."""
     fmt, rows = read_benchmark(path, fmt)
+    if fmt != "rewardbench" and weights is not None:
+        raise ValueError(f"eval.benchmarks: section_weights={weights!r} for {path}, but its format is {fmt}: only "
+                         f"rewardbench files have sections")
     scored = score_rows(scorer, rows)
     correct = np.array([beats_all(r_c, r_r) for r_c, r_r in scored])
     by_subset: dict[str, list[int]] = defaultdict(list)
@@ -189,7 +217,9 @@ def evaluate_benchmark(scorer, path: str | Path, fmt: str | None = None) -> dict
                for name, idx in sorted(by_subset.items())}
     out = {"format": fmt, "path": str(path), "n": len(rows), "accuracy": float(correct.mean()), "subsets": subsets}
     if fmt == "rewardbench":
-        out.update(section_scores({name: s["accuracy"] for name, s in subsets.items()}))
+        release = section_weights(weights)
+        out.update(section_scores({name: s["accuracy"] for name, s in subsets.items()}, release))
+        out["section_weights"] = f"rewardbench {release}"
         return out
     for name, idx in by_subset.items():
         if name.lower() != TIES_SUBSET:
@@ -204,28 +234,34 @@ def evaluate_benchmark(scorer, path: str | Path, fmt: str | None = None) -> dict
     return out
 
 
-def benchmark_entries(entries) -> list[tuple[str, Path, str | None]]:
-    """``eval.benchmarks`` as (name, path, format): a path, or {path, format}; names are file stems, made unique."""
+ENTRY_KEYS = {"path", "format", "name", "section_weights"}  # of an eval.benchmarks entry given as a mapping
+
+
+def benchmark_entries(entries) -> list[tuple[str, Path, str | None, str | None]]:
+    """``eval.benchmarks`` as (name, path, format, section_weights): a path, or {path, format, name,
+    section_weights}; names are file stems, made unique."""
     out, seen = [], defaultdict(int)
     for i, entry in enumerate(entries):
         if isinstance(entry, str):
-            path, fmt = entry, None
-        elif isinstance(entry, dict) and "path" in entry and set(entry) <= {"path", "format", "name"}:
-            path, fmt = entry["path"], entry.get("format")
+            path, fmt, weights = entry, None, None
+        elif isinstance(entry, dict) and "path" in entry and set(entry) <= ENTRY_KEYS:
+            path, fmt, weights = entry["path"], entry.get("format"), entry.get("section_weights")
+            if weights is not None:
+                weights = section_weights(weights)
         else:
             raise ValueError(f"eval.benchmarks[{i}]={entry!r}: give a path or {{path: FILE, format: "
-                             f"{'|'.join(FORMATS)}}}")
+                             f"{'|'.join(FORMATS)}, section_weights: {'|'.join(EXAMPLE_COUNTS)}}}")
         name = entry.get("name") if isinstance(entry, dict) and entry.get("name") else Path(path).stem
         seen[name] += 1
-        out.append((name if seen[name] == 1 else f"{name}_{seen[name]}", Path(path), fmt))
+        out.append((name if seen[name] == 1 else f"{name}_{seen[name]}", Path(path), fmt, weights))
     return out
 
 
-def check_benchmarks(entries) -> list[tuple[str, Path, str | None]]:
-    """``eval.benchmarks`` parsed, with every file present and every format known: a job calls this before it
-    trains, so a typo fails in seconds, not after training."""
+def check_benchmarks(entries) -> list[tuple[str, Path, str | None, str | None]]:
+    """``eval.benchmarks`` parsed, with every file present and every format and release known: a job calls this
+    before it trains, so a typo fails in seconds, not after training."""
     parsed = benchmark_entries(entries)
-    for _, path, fmt in parsed:
+    for _, path, fmt, _ in parsed:
         if not path.is_file():
             raise FileNotFoundError(f"eval.benchmarks: {path} is not a file")
         if fmt is not None and fmt not in FORMATS:
@@ -236,8 +272,8 @@ def check_benchmarks(entries) -> list[tuple[str, Path, str | None]]:
 def evaluate_benchmarks(scorer, entries) -> dict:
     """{name: result} for every entry of ``eval.benchmarks``."""
     results = {}
-    for name, path, fmt in check_benchmarks(entries):
-        results[name] = evaluate_benchmark(scorer, path, fmt)
+    for name, path, fmt, weights in check_benchmarks(entries):
+        results[name] = evaluate_benchmark(scorer, path, fmt, weights)
         score = results[name].get("score")
         log.info("benchmark %s (%s): accuracy %.3f, score %s", name, results[name]["format"],
                  results[name]["accuracy"], "n/a" if score is None or math.isnan(score) else f"{score:.3f}")
