@@ -32,6 +32,7 @@ from torch import nn
 
 from ..data.schema import Batch, EncodedPairs
 from ..seeds import Stream, derive_seed
+from ..train import train_bradley_terry, train_classifier
 from .base import (
     FitContext,
     RewardModel,
@@ -41,8 +42,6 @@ from .base import (
     lora_report,
     require_domains,
     route_rows,
-    train_bradley_terry,
-    train_classifier,
 )
 
 ROUTER = "router"

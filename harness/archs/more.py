@@ -23,7 +23,8 @@ from transformers.models.mixtral.modeling_mixtral import MixtralExperts, Mixtral
 
 from ..data.schema import Batch
 from ..seeds import Stream, derive_seed
-from .base import FitContext, RewardModel, RewardOutput, train_bradley_terry, union_active_params
+from ..train import train_bradley_terry
+from .base import FitContext, RewardModel, RewardOutput, union_active_params
 
 
 class SparseMoE(nn.Module):

@@ -17,6 +17,7 @@ from torch import nn
 from ..data.schema import Batch, EncodedPairs
 from ..packing import sequence_logits
 from ..seeds import Stream, derive_seed
+from ..train import train_bradley_terry, train_classifier
 from .base import (
     FitContext,
     RewardModel,
@@ -24,8 +25,6 @@ from .base import (
     View,
     require_domains,
     route_rows,
-    train_bradley_terry,
-    train_classifier,
 )
 
 

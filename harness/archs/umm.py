@@ -40,7 +40,8 @@ from transformers.models.mixtral.modeling_mixtral import MixtralExperts, Mixtral
 from ..backbones import merge_lora
 from ..data.schema import Batch, EncodedPairs
 from ..seeds import Stream, derive_seed
-from .base import FitContext, RewardModel, RewardOutput, View, train_bradley_terry, union_active_params
+from ..train import train_bradley_terry
+from .base import FitContext, RewardModel, RewardOutput, View, union_active_params
 
 log = logging.getLogger(__name__)
 
