@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import random
 import tempfile
 import time
 import traceback
@@ -20,7 +19,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
@@ -42,17 +40,15 @@ from .loggers import MetricLogger
 from .packing import note_padded
 from .progress import Stages, config_name
 from .provenance import provenance
-from .results import CURVES_FILE, METRICS_FILE, read_metrics, write_curves, write_metrics
+from .results import CURVES_FILE, METRICS_FILE, read_metrics, write_curves, write_metrics, write_test_scores
 from .rewardbench import check_benchmarks, evaluate_benchmarks
-from .stats import write_test_scores
+from .seeds import SEED_LIMIT, set_seed
 from .threads import job_threads
 
 log = logging.getLogger(__name__)
 
 # The primary config: its keys and default groups are the only top-level keys a job accepts.
 PRIMARY_CONFIG = Path(__file__).resolve().parents[1] / "conf" / "config.yaml"
-# numpy's legacy global seeding (np.random.seed) takes 32-bit seeds only.
-SEED_LIMIT = 2**32
 # Hydra's own keys in a config node that are not constructor arguments.
 HYDRA_NODE_KEYS = {"_target_", "_convert_", "_recursive_", "_partial_", "_args_"}
 
@@ -104,12 +100,6 @@ def check_node_keys(node: DictConfig, where: str) -> None:
         raise UserError(f"{', '.join(f'{where}.{k}' for k in unknown)}: not a setting of {where} "
                         f"({node['_target_']}, whose settings are: {', '.join(valid) or 'none'}). Check the "
                         "spelling, or drop the override.")
-
-
-def set_seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 @dataclass
