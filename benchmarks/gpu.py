@@ -13,7 +13,7 @@ vocabulary, so the loss can fall. Batch 32 pairs (one forward of 64 sequences), 
 
 Training variants, each from the same initial weights and on the same pairs, every one timed over one epoch after
 an untimed warm-up of a few batches (the first run of a shape also pays kernel autotuning and flex compilation):
-  harness         ``archs.base.train_bradley_terry`` on a ``single`` RM: length-bucketed padded batches,
+  harness         ``train.train_bradley_terry`` on a ``single`` RM: length-bucketed padded batches,
                   ``precision`` autocast over fp32 weights (harness/device.py);
   harness_packed  the same loop, each batch packed into one row (harness/packing.py; flex_attention or
                   flash-attention on CUDA, sdpa on the CPU);
@@ -58,11 +58,12 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.archs.base import TrainConfig, train_bradley_terry  # noqa: E402
+from harness.archs.base import TrainConfig  # noqa: E402
 from harness.archs.single import SingleRM  # noqa: E402
 from harness.data.schema import EncodedPairs, EncodedSequences  # noqa: E402
 from harness.device import resolve_compute  # noqa: E402
 from harness.optimize.policy import Policy, response_mask  # noqa: E402
+from harness.train import train_bradley_terry  # noqa: E402
 
 # The published configurations (config.json of HuggingFaceTB/SmolLM2-135M and Qwen/Qwen2.5-0.5B); random weights.
 SHAPES = {

@@ -38,7 +38,8 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from harness.archs.base import FitContext, TrainConfig  # noqa: E402
 from harness.cache import ArtifactCache  # noqa: E402
 from harness.data.schema import encode_pairs  # noqa: E402
-from harness.job import build, set_seed  # noqa: E402
+from harness.job import build  # noqa: E402
+from harness.seeds import set_seed  # noqa: E402
 
 ALL_ARCHS = sorted(p.stem for p in (ROOT / "conf" / "arch").glob("*.yaml"))
 

@@ -36,10 +36,11 @@ from harness.archs.single_judge import fit_point_weights  # noqa: E402
 from harness.cache import ArtifactCache  # noqa: E402
 from harness.data.schema import encode_pairs  # noqa: E402
 from harness.evaluate import preference_accuracy  # noqa: E402
-from harness.job import build, set_seed  # noqa: E402
+from harness.job import build  # noqa: E402
 from harness.labelers.oracle import OracleLabeler  # noqa: E402
 from harness.optimize.study import BoNConfig, bon_study, proxy_scores  # noqa: E402
 from harness.progress import quiet_third_party  # noqa: E402
+from harness.seeds import set_seed  # noqa: E402
 
 JUDGE_PAIRS = 3000  # training pairs sent to the oracle for the judge statistics
 

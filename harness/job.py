@@ -1,4 +1,8 @@
-"""One job, top to bottom: validate -> data -> backbone -> fit the architecture -> evaluate -> optimize -> results.
+"""One job, top to bottom: validate, then the stages of ``_run`` -- set up, prepare the data and backbone, fit the
+architecture, evaluate it (test pairs, then benchmarks), export it, run the optimisation studies, write the results.
+
+``validate`` reads the config once into ``JobInputs``; each stage takes what it needs from there and from the
+stages before it (``Prepared``, ``ScoredTestPairs``), never from the config.
 
 Everything the input alone can show to be wrong is checked first (``validate``), before any data is prepared or
 model trained: a user error costs seconds and ends as ``status: user_error`` with one message naming the key or
@@ -11,7 +15,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import random
 import tempfile
 import time
 import traceback
@@ -33,7 +36,7 @@ from .cache import ArtifactCache
 from .cost import BackbonePasses, cost_block
 from .data.hf import HubUnavailableError
 from .data.readers import DataFormatError
-from .data.schema import drop_identical_inputs, encode_pairs, input_report
+from .data.schema import EncodedPairs, drop_identical_inputs, encode_pairs, input_report
 from .device import Compute, compute_of, place
 from .errors import UserError, full_errors
 from .evaluate import active_per_response, evaluate_architecture, split_accuracy
@@ -42,17 +45,15 @@ from .loggers import MetricLogger
 from .packing import note_padded
 from .progress import Stages, config_name
 from .provenance import provenance
-from .results import CURVES_FILE, METRICS_FILE, read_metrics, write_curves, write_metrics
+from .results import CURVES_FILE, METRICS_FILE, read_metrics, write_curves, write_metrics, write_test_scores
 from .rewardbench import check_benchmarks, evaluate_benchmarks
-from .stats import write_test_scores
+from .seeds import SEED_LIMIT, set_seed
 from .threads import job_threads
 
 log = logging.getLogger(__name__)
 
 # The primary config: its keys and default groups are the only top-level keys a job accepts.
 PRIMARY_CONFIG = Path(__file__).resolve().parents[1] / "conf" / "config.yaml"
-# numpy's legacy global seeding (np.random.seed) takes 32-bit seeds only.
-SEED_LIMIT = 2**32
 # Hydra's own keys in a config node that are not constructor arguments.
 HYDRA_NODE_KEYS = {"_target_", "_convert_", "_recursive_", "_partial_", "_args_"}
 
@@ -106,15 +107,29 @@ def check_node_keys(node: DictConfig, where: str) -> None:
                         "spelling, or drop the override.")
 
 
-def set_seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+@dataclass
+class EvalSettings:
+    """``eval``: how the fitted reward model is evaluated."""
+
+    batch_size: int  # sequences per scoring batch: the RM, its views, benchmarks, lm-eval, the studies' rewards
+    benchmarks: list  # benchmark entries, checked (harness/rewardbench.py); empty: none
+    lm_eval_tasks: list[str]  # lm-eval tasks the RM answers (harness/lmeval.py); empty: none
+    lm_eval_limit: int | None  # questions per lm-eval task; None: all
+
+
+@dataclass
+class ExportSettings:
+    """``export_dense`` and the config nodes the export records, so that harness/export.py can rebuild the RM."""
+
+    arch_cfg: DictConfig
+    backbone_cfg: DictConfig
+    dense: bool  # the plain transformers copies too
 
 
 @dataclass
 class JobInputs:
-    """The job's config, checked and instantiated; nothing prepared or trained yet."""
+    """The job's config, checked and instantiated; nothing prepared or trained yet. The stages read their settings
+    here, never in the config itself."""
 
     seed: int
     config: dict  # resolved, as recorded in metrics.json
@@ -125,9 +140,16 @@ class JobInputs:
     backbone: object
     arch: object
     studies: dict
-    benchmarks: list
     compute: Compute  # device and precision (harness/device.py)
     studies_skipped: list  # selected in opt but read in gold units, and the job has no gold reward
+    threads: int | str | None  # the ``threads`` setting (harness/threads.py resolves auto)
+    strategy: str  # parallel.strategy, used under torchrun (harness/parallel.py)
+    cache_dir: str
+    data_name: str  # what stage lines call the data and backbone choices (progress.config_name)
+    backbone_name: str
+    policy: DictConfig  # the policy the studies optimise (and gold=rm samples from)
+    eval: EvalSettings
+    export: ExportSettings | None  # None: export=false
 
 
 def run_job(cfg: DictConfig, job_dir: Path, choices: dict, overrides: list[str]) -> dict:
@@ -146,7 +168,7 @@ def run_job(cfg: DictConfig, job_dir: Path, choices: dict, overrides: list[str])
         if parallel.rank() == 0:  # one set of live curves per job, not one per data-parallel process
             metric_logger = build(cfg.logger, "logger", job_dir=str(job_dir))
         metric_logger.log_config(job.config)
-        _run(cfg, job, job_dir, metrics, metric_logger)
+        _run(job, job_dir, metrics, metric_logger)
         metrics["status"] = "ok"
     except UserError as e:
         metrics["status"], metrics["error"] = "user_error", str(e)
@@ -279,7 +301,7 @@ def validate(cfg: DictConfig, job_dir: Path) -> JobInputs:
 
     config = resolve(cfg)
     seed = check_seed(cfg.seed)
-    set_seed(seed)  # constructors below run seeded too (none draws today; _run seeds again before preparing)
+    set_seed(seed)  # constructors below run seeded too (none draws today; set_up seeds again before preparing)
     # While only the config is read, a rejected value or a missing file can only be the user's to fix.
     with user_errors(ValueError, TypeError, FileNotFoundError, IsADirectoryError, HubUnavailableError):
         if cfg.threads not in (None, "auto") and (isinstance(cfg.threads, bool) or not isinstance(cfg.threads, int)
@@ -288,7 +310,7 @@ def validate(cfg: DictConfig, job_dir: Path) -> JobInputs:
         train_cfg = TrainConfig(**cfg.train)
         train_cfg.validate()
         compute = compute_of(cfg)  # a device that is not there: named here, before anything is built
-        parallel.strategy_of(cfg)
+        strategy = parallel.strategy_of(cfg)
         check_eval(cfg.eval)
         check_outputs(job_dir)
         data = build(cfg.data, "data")
@@ -303,7 +325,8 @@ def validate(cfg: DictConfig, job_dir: Path) -> JobInputs:
         check_benchmarks(benchmarks)
         # A gold reward comes with the data (the world's) or from a gold RM that relabels it (gold=rm).
         has_gold = hasattr(data, "gold") or callable(getattr(gold, "identity", None))
-        studies, skipped = without_gold_studies(dict(cfg.get("opt") or {}), has_gold, config_name(cfg.data))
+        data_name = config_name(cfg.data)
+        studies, skipped = without_gold_studies(dict(cfg.get("opt") or {}), has_gold, data_name)
         if studies:
             check_studies(studies, cfg.policy, has_gold, getattr(data, "name", type(data).__name__))
         # The data source's cache key (file contents for jsonl, hub fingerprints for hf, the world's config for
@@ -311,49 +334,87 @@ def validate(cfg: DictConfig, job_dir: Path) -> JobInputs:
         identity = {"data": data.spec(seed),
                     "gold": gold.identity() if callable(getattr(gold, "identity", None)) else None}
         fingerprint = ArtifactCache.key("data", identity)
+    evaluation = EvalSettings(batch_size=cfg.eval.batch_size, benchmarks=benchmarks,
+                              lm_eval_tasks=list(cfg.eval.lm_eval_tasks), lm_eval_limit=cfg.eval.lm_eval_limit)
+    export = None
+    if cfg.get("export", True):
+        export = ExportSettings(arch_cfg=cfg.arch, backbone_cfg=cfg.backbone, dense=cfg.get("export_dense", True))
     return JobInputs(seed=seed, config=config, data_fingerprint=fingerprint, train=train_cfg, data=data, gold=gold,
-                     backbone=backbone, arch=arch, studies=studies, benchmarks=benchmarks, compute=compute,
-                     studies_skipped=skipped)
+                     backbone=backbone, arch=arch, studies=studies, compute=compute, studies_skipped=skipped,
+                     threads=cfg.threads, strategy=strategy, cache_dir=cfg.cache_dir, data_name=data_name,
+                     backbone_name=config_name(cfg.backbone), policy=cfg.policy, eval=evaluation, export=export)
 
 
 # ------------------------------------------------------------------------------------------------ run
-def _run(cfg: DictConfig, job: JobInputs, job_dir: Path, out: dict, metric_logger: MetricLogger) -> None:
-    """Prepare, train, evaluate, optimize; every result goes into ``out`` as soon as it exists, so a later
-    failure keeps it."""
-    out["threads"] = job_threads(cfg.threads)
+def _run(job: JobInputs, job_dir: Path, out: dict, metric_logger: MetricLogger) -> None:
+    """The job's stages, in order. Each writes its results into ``out`` (the job's metrics) as soon as they exist,
+    so a later failure keeps them."""
+    set_up(job, out)
+    # data, backbone, reward model, evaluation; then the policy and each study.
+    stages = Stages(4 + (1 + len(job.studies) if job.studies else 0))
+    prepared = prepare_data(job, stages, out)
+    fit_passes = fit_reward_model(job, prepared, job_dir, metric_logger, stages, out)
+    if not leave_data_parallel(out):
+        return
+    test_scores = evaluate_on_test(job, prepared, fit_passes, stages, out)
+    write_test_scores(job_dir, test_scores.chosen, test_scores.rejected, test_scores.pairs, test_scores.views)
+    evaluate_on_benchmarks(job, prepared, job_dir, out)
+    if job.export is not None:
+        export_model(job, prepared, job_dir, out)
+    curves = optimization_studies(job, prepared, metric_logger, stages, out) if job.studies else []
+    write_curves(job_dir, curves)
+
+
+def set_up(job: JobInputs, out: dict) -> None:
+    """Threads, the processes under torchrun, where every model runs, and the global generators' seed."""
+    out["threads"] = job_threads(job.threads)
     torch.set_num_threads(out["threads"])
-    parallel.init(job.compute, parallel.strategy_of(cfg))  # several processes under torchrun; nothing otherwise
+    parallel.init(job.compute, job.strategy)  # several processes under torchrun; nothing otherwise
     # Everything that runs a model runs it there: the gold RM, tiny's pre-training, the RM, the RM's labeler.
     place(job.compute, job.gold, job.backbone, job.arch, getattr(job.arch, "labeler", None))
     note_padded(job.arch, job.compute)  # architectures that cannot pack say so once
-    seed = job.seed
-    set_seed(seed)
-    cache = ArtifactCache(cfg.cache_dir)
-    train_cfg = job.train
-    timing: dict[str, float] = out.setdefault("timing_s", {})
-
-    studies = job.studies
+    set_seed(job.seed)
+    out.setdefault("timing_s", {})
     if job.studies_skipped:
         out["opt_skipped"] = job.studies_skipped
-    # data, backbone, reward model, evaluation; then the policy and each study.
-    stages = Stages(4 + (1 + len(studies) if studies else 0))
+
+
+@dataclass
+class Prepared:
+    """What the fit, evaluation and studies work on: the prepared data and backbone, the cache they came from, and
+    the three splits encoded for the backbone."""
+
+    data: object  # the data source, prepared (relabelled by the gold RM under gold=rm)
+    backbone: object  # harness.backbones.Backbone, prepared
+    cache: ArtifactCache
+    train: EncodedPairs  # less the pairs whose two inputs are identical (no gradient)
+    val: EncodedPairs
+    test: EncodedPairs
+
+
+def prepare_data(job: JobInputs, stages: Stages, out: dict) -> Prepared:
+    """The data (built once per seed, then cached; relabelled by a gold RM where there is one), the backbone
+    (pre-trained or converted once, then cached) and the encoded splits; ``out["data"]``: per split, its pairs,
+    truncated and identical inputs (data/schema.py)."""
+    seed, timing = job.seed, out["timing_s"]
+    cache = ArtifactCache(job.cache_dir)
     t0 = time.perf_counter()
     # Malformed data files (DataFormatError), a data set the hub cannot give, a model path with no model in it.
     with user_errors(DataFormatError, FileNotFoundError, IsADirectoryError, HubUnavailableError):
-        stages.next(f"data: {config_name(cfg.data)} preference pairs (built once per seed, then cached)")
+        stages.next(f"data: {job.data_name} preference pairs (built once per seed, then cached)")
         data = job.data.prepare(cache, seed)
         if job.gold is not None:
-            data = job.gold.apply(data, cfg.policy, cache, seed)
-        stages.next(f"backbone: {config_name(cfg.backbone)} (pre-trained or converted once, then cached)")
+            data = job.gold.apply(data, job.policy, cache, seed)
+        stages.next(f"backbone: {job.backbone_name} (pre-trained or converted once, then cached)")
         backbone = job.backbone.prepare(
             cache, corpus=lambda n: data.corpus(n, seed), seed=seed, world_spec=data.world_spec(seed)
         )
     timing["prepare"] = time.perf_counter() - t0
 
-    inputs: dict[str, dict] = {}  # per split: pairs, truncated, identical inputs (data/schema.py)
+    inputs: dict[str, dict] = {}
     out["data"] = inputs
 
-    def encode(split: str):
+    def encode(split: str) -> EncodedPairs:
         pairs = encode_pairs(data.splits[split], backbone.tokenizer, backbone.join, data.domains,
                              backbone.max_length)
         inputs[split] = input_report(pairs, split, backbone.max_length)
@@ -363,71 +424,117 @@ def _run(cfg: DictConfig, job: JobInputs, job_dir: Path, out: dict, metric_logge
     # Identical inputs give no gradient: training leaves them out; evaluation keeps them (a tie counts wrong).
     train, data.splits["train"], inputs["train"]["dropped"] = drop_identical_inputs(train, data.splits["train"],
                                                                                     backbone.max_length)
-    ctx = FitContext(backbone=backbone, train=train_cfg, cache=cache, seed=seed, domains=data.domains,
-                     data_spec=data.spec(seed), data=data, artifact_dir=job_dir, metric_logger=metric_logger)
-    arch = job.arch
+    return Prepared(data=data, backbone=backbone, cache=cache, train=train, val=val, test=test)
 
+
+def fit_reward_model(job: JobInputs, prepared: Prepared, job_dir: Path, metric_logger: MetricLogger, stages: Stages,
+                     out: dict) -> BackbonePasses:
+    """The architecture's ``fit`` on the training pairs (every process under torchrun), seeded afresh; ``out``:
+    its training log (``train_log``), its own report (``fit``) and where it ran (``compute``). Returns the backbone
+    passes fit made, for the cost block."""
+    seed, arch = job.seed, job.arch
+    ctx = FitContext(backbone=prepared.backbone, train=job.train, cache=prepared.cache, seed=seed,
+                     domains=prepared.data.domains, data_spec=prepared.data.spec(seed), data=prepared.data,
+                     artifact_dir=job_dir, metric_logger=metric_logger)
     set_seed(seed)
     t0 = time.perf_counter()
-    stages.next(f"reward model: training {type(arch).__name__} on {len(train)} pairs")
+    stages.next(f"reward model: training {type(arch).__name__} on {len(prepared.train)} pairs")
     with BackbonePasses() as fit_passes:
-        arch.fit(train, val, ctx)
-    timing["train"] = time.perf_counter() - t0
+        arch.fit(prepared.train, prepared.val, ctx)
+    out["timing_s"]["train"] = time.perf_counter() - t0
     out["compute"] = {"device": str(job.compute.device), "precision": job.compute.precision,
                       "processes": parallel.world_size()}
-    if parallel.world_size() > 1:  # training was data-parallel; rank 0 alone goes on (evaluation, export, studies)
-        out["compute"]["strategy"] = parallel.strategy()
-        parallel.barrier()
-        parallel.shutdown()
-        if parallel.rank() != 0:
-            out["data_parallel"] = {"rank": parallel.rank()}
-            return
+    out["train_log"] = [r for r in ctx.logs if "best_val_acc" in r]
+    if report := arch.fit_report():
+        out["fit"] = report
+    return fit_passes
 
+
+def leave_data_parallel(out: dict) -> bool:
+    """After a data-parallel fit, the processes part: rank 0 alone goes on (evaluation, export, studies). Whether
+    this process goes on (always, in a job of one process)."""
+    if parallel.world_size() == 1:
+        return True
+    out["compute"]["strategy"] = parallel.strategy()
+    parallel.barrier()
+    parallel.shutdown()
+    if parallel.rank() != 0:
+        out["data_parallel"] = {"rank": parallel.rank()}
+        return False
+    return True
+
+
+@dataclass
+class ScoredTestPairs:
+    """The fitted RM's rewards of every test pair, and its views' where a view scores every pair: what
+    test_scores.csv keeps for statistics to resample (harness/results.py ``write_test_scores``)."""
+
+    chosen: np.ndarray
+    rejected: np.ndarray
+    pairs: object  # the raw test split: domain and gold of each pair
+    views: dict  # view name -> (chosen, rejected)
+
+
+def evaluate_on_test(job: JobInputs, prepared: Prepared, fit_passes: BackbonePasses, stages: Stages,
+                     out: dict) -> ScoredTestPairs:
+    """The fitted RM and everything it exposes (views, routing, MoE load) on the test pairs, with the one rule of
+    harness/evaluate.py; ``out``: ``accuracy``, ``params`` (active per scored response, SPEC §6), ``cost`` and the
+    views' blocks."""
+    arch, test, batch_size, timing = job.arch, prepared.test, job.eval.batch_size, out["timing_s"]
     t0 = time.perf_counter()
     stages.next(f"reward model: evaluating on {len(test)} test pairs")
     with BackbonePasses() as score_passes:
-        r_chosen, r_rejected = arch.score(test.chosen, cfg.eval.batch_size), arch.score(test.rejected,
-                                                                                        cfg.eval.batch_size)
+        r_chosen, r_rejected = arch.score(test.chosen, batch_size), arch.score(test.rejected, batch_size)
     timing["score_per_1k"] = (time.perf_counter() - t0) / (2 * len(test)) * 1000
-    ds = data.splits["test"]
-    out["accuracy"] = split_accuracy(r_chosen.numpy(), r_rejected.numpy(), ds)
-    # Active parameters per scored response (SPEC §6), measured on the test responses where they depend on them.
-    out["params"] = {**arch.param_counts(), **active_per_response(arch.active_params, test, cfg.eval.batch_size)}
-    out["cost"] = cost_block(fit_passes, score_passes, 2 * len(test), len(train) + len(val), arch.cost())
-    out["train_log"] = [r for r in ctx.logs if "best_val_acc" in r]
-    # Everything else the architecture exposes (views, routing, MoE load), evaluated with the same rule.
+    pairs = prepared.data.splits["test"]
+    out["accuracy"] = split_accuracy(r_chosen.numpy(), r_rejected.numpy(), pairs)
+    # Active parameters per scored response, measured on the test responses where they depend on them.
+    out["params"] = {**arch.param_counts(), **active_per_response(arch.active_params, test, batch_size)}
+    out["cost"] = cost_block(fit_passes, score_passes, 2 * len(test), len(prepared.train) + len(prepared.val),
+                             arch.cost())
     view_scores: dict = {}
-    out.update(evaluate_architecture(arch, val, test, ds, data.domains, cfg.eval.batch_size, view_scores))
-    # Per test pair, the RM's and its views' rewards, so statistics can resample pairs (harness.stats).
-    write_test_scores(job_dir, r_chosen.numpy(), r_rejected.numpy(), ds, view_scores)
-    if report := arch.fit_report():
-        out["fit"] = report
-    if job.benchmarks:
+    out.update(evaluate_architecture(arch, prepared.val, test, pairs, prepared.data.domains, batch_size,
+                                     view_scores))
+    return ScoredTestPairs(chosen=r_chosen.numpy(), rejected=r_rejected.numpy(), pairs=pairs, views=view_scores)
+
+
+def evaluate_on_benchmarks(job: JobInputs, prepared: Prepared, job_dir: Path, out: dict) -> None:
+    """The fitted RM on the benchmarks the job names (``out["benchmarks"]``, harness/rewardbench.py) and on its
+    lm-eval tasks (``out["lm_eval_rm"]``, harness/lmeval.py); nothing when it names none."""
+    arch, backbone, batch_size = job.arch, prepared.backbone, job.eval.batch_size
+    if job.eval.benchmarks:
         t0 = time.perf_counter()
-        scorer = RewardScorer(arch, backbone.tokenizer, prompt_template_of(backbone), backbone.max_length,
-                              cfg.eval.batch_size)
-        out["benchmarks"] = evaluate_benchmarks(scorer, job.benchmarks)
-        timing["benchmarks"] = time.perf_counter() - t0
-    if cfg.get("export", True):
-        out["export"] = export_reward_model(arch, backbone, cfg.arch, job_dir / EXPORT_DIR, domains=data.domains,
-                                            seed=seed, batch_size=cfg.eval.batch_size, backbone_cfg=cfg.backbone,
-                                            dense=cfg.get("export_dense", True))
-        timing["export"] = out["export"]["seconds"]
-    if cfg.eval.lm_eval_tasks:
+        scorer = RewardScorer(arch, backbone.tokenizer, prompt_template_of(backbone), backbone.max_length, batch_size)
+        out["benchmarks"] = evaluate_benchmarks(scorer, job.eval.benchmarks)
+        out["timing_s"]["benchmarks"] = time.perf_counter() - t0
+    if job.eval.lm_eval_tasks:
         from .lmeval import rm_lm_eval
 
-        out["lm_eval_rm"] = rm_lm_eval(arch, backbone, list(cfg.eval.lm_eval_tasks), ds, job_dir,
-                                       cfg.eval.lm_eval_limit, cfg.eval.batch_size, seed)
+        out["lm_eval_rm"] = rm_lm_eval(arch, backbone, job.eval.lm_eval_tasks, prepared.data.splits["test"], job_dir,
+                                       job.eval.lm_eval_limit, batch_size, job.seed)
 
-    curves: list[dict] = []
-    if studies:
-        from .optimize.study import run_studies
 
-        t0 = time.perf_counter()
-        results, curves = run_studies(studies, arch=arch, data=data, backbone=backbone, policy_cfg=cfg.policy,
-                                      cache=cache, seed=seed, eval_batch_size=cfg.eval.batch_size,
-                                      metric_logger=metric_logger, stages=stages, compute=job.compute)
-        metric_logger.curve_rows(curves)
-        out.update(results)
-        timing["optimize"] = time.perf_counter() - t0
-    write_curves(job_dir, curves)
+def export_model(job: JobInputs, prepared: Prepared, job_dir: Path, out: dict) -> None:
+    """The fitted RM as a folder that harness/export.py loads back and harness/serve.py serves (``out["export"]``)."""
+    settings = job.export
+    out["export"] = export_reward_model(job.arch, prepared.backbone, settings.arch_cfg, job_dir / EXPORT_DIR,
+                                        domains=prepared.data.domains, seed=job.seed, batch_size=job.eval.batch_size,
+                                        backbone_cfg=settings.backbone_cfg, dense=settings.dense)
+    out["timing_s"]["export"] = out["export"]["seconds"]
+
+
+def optimization_studies(job: JobInputs, prepared: Prepared, metric_logger: MetricLogger, stages: Stages,
+                         out: dict) -> list[dict]:
+    """The policy optimised against the fitted RM, one study after the other (harness/optimize/study.py); ``out``:
+    each study's block. Returns the curves' rows (curves.csv)."""
+    from .optimize.study import run_studies
+
+    t0 = time.perf_counter()
+    results, curves = run_studies(job.studies, arch=job.arch, data=prepared.data, backbone=prepared.backbone,
+                                  policy_cfg=job.policy, cache=prepared.cache, seed=job.seed,
+                                  eval_batch_size=job.eval.batch_size, metric_logger=metric_logger, stages=stages,
+                                  compute=job.compute)
+    metric_logger.curve_rows(curves)
+    out.update(results)
+    out["timing_s"]["optimize"] = time.perf_counter() - t0
+    return curves

@@ -7,6 +7,8 @@ aggregate CLI, the end-of-sweep callback, figures, regression checks), so their 
 - `curves.csv`: one row per BoN n or PPO eval step, columns `CURVE_COLUMNS`; `n` is set on BoN rows,
   `step` on PPO rows, the other is left empty; `proxy_se` / `gold_se` are standard errors over prompts (files
   written before they existed read back with them empty).
+- `test_scores.csv`: one row per test pair, its domain, gold order and the RM's (and its views') rewards
+  (`write_test_scores`): what harness.stats resamples.
 - `summary.csv`: one row per job found under a sweep directory (at any depth), flattened to dotted
   columns (`accuracy.gold.overall`, `choices.arch`, `bon.alpha`, ...). A job that failed -- or died
   before writing `metrics.json` at all -- is still a row, with `status=failed` and its `error`. A job stopped by
@@ -34,6 +36,7 @@ from harness.cache import atomic_write_json, atomic_write_text
 
 METRICS_FILE = "metrics.json"
 CURVES_FILE = "curves.csv"
+TEST_SCORES_FILE = "test_scores.csv"
 SUMMARY_FILE = "summary.csv"
 CURVE_COLUMNS = ("opt", "n", "step", "kl", "sqrt_kl", "proxy", "gold", "proxy_se", "gold_se")
 # Columns a curves.csv of an older harness lacks: read back empty rather than refused.
@@ -118,6 +121,25 @@ def read_curves(job_dir: str | os.PathLike) -> pd.DataFrame:
         df[c] = pd.to_numeric(df[c], errors="coerce")
     df["opt"] = df["opt"].astype(str)
     return df
+
+
+def write_test_scores(job_dir: str | os.PathLike, r_chosen, r_rejected, dataset,
+                      views: Mapping[str, tuple] | None = None) -> Path:
+    """Per test pair of ``dataset`` (the raw test split): its domain, the gold order (+1 chosen better, -1 rejected
+    better, 0 tie; absent without gold) and the RM's rewards (``chosen``/``rejected``), plus ``views.<name>.chosen``
+    / ``.rejected`` for views scored on every pair — what statistics resample."""
+    columns = dataset.column_names
+    table = {"domain": [str(d) for d in (dataset["domain"] if "domain" in columns else [""] * len(dataset))]}
+    if "gold_chosen" in columns:
+        g_c, g_r = np.asarray(dataset["gold_chosen"], dtype=float), np.asarray(dataset["gold_rejected"], dtype=float)
+        table["gold_order"] = np.sign(g_c - g_r).astype(int)
+    table["chosen"], table["rejected"] = np.asarray(r_chosen, dtype=float), np.asarray(r_rejected, dtype=float)
+    for view, (c, r) in (views or {}).items():
+        table[f"views.{view}.chosen"] = np.asarray(c, dtype=float)
+        table[f"views.{view}.rejected"] = np.asarray(r, dtype=float)
+    path = Path(job_dir) / TEST_SCORES_FILE
+    atomic_write_text(path, pd.DataFrame(table).to_csv(index=False, lineterminator="\n", float_format="%.9g"))
+    return path
 
 
 # ----------------------------------------------------------------------------------------- flatten

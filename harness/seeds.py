@@ -9,14 +9,22 @@ s+1's router no longer trains with job seed s's first domain RM's data order (as
 Two architectures asking for the same (stream, indices) in one job get the same seed on purpose (common
 random numbers): the single RM and ensemble member 0 start from the same head. ``Stream`` lists every stream
 the harness uses; tests/test_seeds.py checks that none of them collide for job seeds 0..99.
+
+What draws outside the named streams (code that takes no generator: a library's own initialisation, a module built
+on torch's default generator) reads the process-wide generators, which ``set_seed`` seeds with the job seed itself.
 """
 
 from __future__ import annotations
 
 import hashlib
+import random
 from enum import Enum
 
 import numpy as np
+import torch
+
+# numpy's legacy global seeding (np.random.seed, in set_seed) takes 32-bit seeds only: job seeds lie below this.
+SEED_LIMIT = 2**32
 
 
 class Stream(str, Enum):
@@ -87,3 +95,11 @@ def derive_seed(job_seed: int, stream: Stream, *indices: int) -> int:
     # indices go in the spawn key, which SeedSequence mixes in word by word after it.
     sequence = np.random.SeedSequence(int(job_seed), spawn_key=(*_name_words(stream), *map(int, indices)))
     return int(sequence.generate_state(1, dtype=np.uint64)[0])
+
+
+def set_seed(seed: int) -> None:
+    """Seed the process-wide generators -- Python's ``random``, numpy's legacy global one, torch's default -- with
+    ``seed`` (< ``SEED_LIMIT``)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

@@ -36,11 +36,18 @@ from scipy import stats as sps
 
 from .evaluate import pair_correct
 from .optimize.fits import value_at
-from .results import METRICS_FILE, atomic_write_text, find_job_dirs, flatten, read_curves, read_metrics
+from .results import (
+    METRICS_FILE,
+    TEST_SCORES_FILE,
+    atomic_write_text,
+    find_job_dirs,
+    flatten,
+    read_curves,
+    read_metrics,
+)
 
 log = logging.getLogger(__name__)
 
-TEST_SCORES_FILE = "test_scores.csv"
 STATS_FILE = "stats.csv"
 PER_SEED_FILE = "stats_per_seed.csv"
 CONFIDENCE = 0.95
@@ -457,25 +464,6 @@ def write_stats(sweep_dir: str | Path, baseline: str, jobs: pd.DataFrame | None 
     atomic_write_text(paths[0], table.to_csv(index=False, lineterminator="\n"))
     atomic_write_text(paths[1], per_seed.to_csv(index=False, lineterminator="\n"))
     return paths
-
-
-def write_test_scores(job_dir: str | Path, r_chosen, r_rejected, dataset,
-                      views: Mapping[str, tuple] | None = None) -> Path:
-    """Per test pair of ``dataset`` (the raw test split): its domain, the gold order (+1 chosen better, -1 rejected
-    better, 0 tie; absent without gold) and the RM's rewards (``chosen``/``rejected``), plus ``views.<name>.chosen``
-    / ``.rejected`` for views scored on every pair — what statistics resample."""
-    columns = dataset.column_names
-    table = {"domain": [str(d) for d in (dataset["domain"] if "domain" in columns else [""] * len(dataset))]}
-    if "gold_chosen" in columns:
-        g_c, g_r = np.asarray(dataset["gold_chosen"], dtype=float), np.asarray(dataset["gold_rejected"], dtype=float)
-        table["gold_order"] = np.sign(g_c - g_r).astype(int)
-    table["chosen"], table["rejected"] = np.asarray(r_chosen, dtype=float), np.asarray(r_rejected, dtype=float)
-    for view, (c, r) in (views or {}).items():
-        table[f"views.{view}.chosen"] = np.asarray(c, dtype=float)
-        table[f"views.{view}.rejected"] = np.asarray(r, dtype=float)
-    path = Path(job_dir) / TEST_SCORES_FILE
-    atomic_write_text(path, pd.DataFrame(table).to_csv(index=False, lineterminator="\n", float_format="%.9g"))
-    return path
 
 
 def describe(block: Mapping, digits: int = 3) -> str:

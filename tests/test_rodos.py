@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from harness.archs.base import bradley_terry_loss
 from harness.archs.rodos import RODOS
 from harness.evaluate import evaluate_architecture, routing_accuracy
+from harness.train import bradley_terry_loss
 
 
 def without_domains(pairs):

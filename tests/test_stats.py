@@ -77,7 +77,7 @@ def test_per_pair_scores_drive_accuracy_cis(tmp_path):
             job.mkdir()
             r_c, r_r = skill * gold_c + rng.normal(size=n), skill * gold_r + rng.normal(size=n)
             split = Dataset.from_dict({"domain": list(domains), "gold_chosen": gold_c, "gold_rejected": gold_r})
-            stats.write_test_scores(job, r_c, r_r, split)
+            results.write_test_scores(job, r_c, r_r, split)
             correct = np.where(gold_c > gold_r, r_c > r_r, r_r > r_c)
             rows.append({"arch": arch, "seed": s, "job_dir": str(job), "accuracy.gold.overall": correct.mean(),
                          "accuracy.gold.per_domain.a": correct[domains == "a"].mean()})

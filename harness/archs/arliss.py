@@ -32,6 +32,7 @@ from torch import nn
 
 from ..data.schema import Batch, EncodedPairs
 from ..seeds import Stream, derive_seed
+from ..train import train_bradley_terry, train_classifier
 from . import routed
 from .base import (
     FitContext,
@@ -40,8 +41,6 @@ from .base import (
     View,
     lora_rank,
     lora_report,
-    train_bradley_terry,
-    train_classifier,
 )
 
 ROUTER = "router"

@@ -1,9 +1,12 @@
-"""The reward-model interface every architecture implements, and the one shared Bradley-Terry training loop.
+"""The reward-model interface every architecture implements: ``RewardModel``, what ``fit`` receives
+(``FitContext``, ``TrainConfig``) and what a forward returns (``RewardOutput``), with the small helpers the
+interface's methods share (routing rows by domain, LoRA ranks, capability points). The training loops that ``fit``
+calls are harness/train.py's.
 
 The seam (STYLE.md): ``forward(batch)`` returns a ``RewardOutput`` whose ``reward`` (B,) is all trainers and
 evaluators act on, an optional already-weighted ``aux_loss`` the loop adds without asking why, and an ``info``
 dict for ``explain()`` and plots. Multi-phase recipes live in the architecture's own ``fit``, calling
-``train_bradley_terry`` as often as they need.
+``harness.train.train_bradley_terry`` as often as they need.
 
 Beside its reward an architecture may expose, for evaluation only: ``views()``, its alternative scorers by name
 (ensemble members, a model before a merge, oracle routing, single experts), ``routing()``, its domain router, and
@@ -14,19 +17,15 @@ Beside its reward an architecture may expose, for evaluation only: ``views()``, 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .. import parallel
 from ..data.schema import Batch, EncodedPairs, EncodedSequences
 from ..device import CPU, Compute
-from ..evaluate import pair_correct
-from ..optim import UpdateRule, make_optimizer_step
+from ..optim import UpdateRule
 from ..progress import progress
 
 log = logging.getLogger(__name__)
@@ -67,7 +66,7 @@ class TrainConfig:
     evals_per_epoch: int
     patience: int
     bucket_chunks: int
-    # Weight of an L2 penalty on the rewards themselves (see train_bradley_terry); 0: none.
+    # Weight of an L2 penalty on the rewards themselves (see harness.train.train_bradley_terry); 0: none.
     score_l2: float = 0.0
 
     def validate(self, where: str = "train") -> None:
@@ -115,8 +114,8 @@ class RewardModel(nn.Module):
     """Interface. Subclasses implement ``forward`` and ``fit``; override ``param_counts``/``explain`` where the
     default (every parameter active, ``info`` of the forward) is not what the architecture does."""
 
-    # Where the RM runs and in what precision (harness/device.py). The job sets it before ``fit``; the shared loops,
-    # ``score`` and ``explain`` move the modules and every batch there and autocast by it.
+    # Where the RM runs and in what precision (harness/device.py). The job sets it before ``fit``; the training loops
+    # (harness/train.py), ``score`` and ``explain`` move the modules and every batch there and autocast by it.
     compute: Compute = CPU
     # Why the architecture's forwards stay padded where packing would run (harness/packing.py ``note_padded``: one
     # log line; length-bucketed batches then save the padding); None: its forwards pack (sequence_logits).
@@ -303,183 +302,3 @@ def route_rows(batch: Batch, domain: torch.Tensor,
         T = int(batch.attention_mask[rows].sum(1).max())  # rows of one domain may be shorter than the batch
         out = out.index_put((rows,), reward(d, batch.input_ids[rows, :T], batch.attention_mask[rows, :T]).float())
     return out
-
-
-def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
-    """-log sigmoid(r_w - r_l), averaged: log 2 when the rewards are equal."""
-    return -F.logsigmoid(r_chosen - r_rejected).mean()
-
-
-def _loop_setup(model: RewardModel, params: list[nn.Parameter], cfg: TrainConfig, n_train: int, seed: int,
-                forward: Callable):
-    """What both loops do first: record the trained parameters, move the model to its device, seed the data order,
-    count the steps, set up the processes (``parallel.data_parallel``: FSDP replaces the parameters by their shards)
-    and build the one update rule over what they train. Returns (generator, steps per epoch, total steps, the
-    ``parallel.Trainer`` with its ``optimizer_step(loss)``)."""
-    model.mark_trained(params)
-    model.to(model.compute.device)
-    gen = torch.Generator().manual_seed(seed)
-    steps_per_epoch = -(-n_train // cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
-    trainer = parallel.data_parallel(model, forward, params)
-    trainer.optimizer_step = make_optimizer_step(trainer.params, cfg, total_steps, model.compute.grad_scaler())
-    return gen, steps_per_epoch, total_steps, trainer
-
-
-def train_bradley_terry(
-    model: RewardModel,
-    params: list[nn.Parameter],
-    train: EncodedPairs,
-    val: EncodedPairs | None,
-    cfg: TrainConfig,
-    seed: int,
-    ctx: FitContext | None = None,
-    phase: str = "bt",
-    forward: Callable[[Batch], RewardOutput] | None = None,
-) -> dict:
-    """Train ``params`` of ``model`` with the Bradley-Terry loss (+ ``cfg.score_l2`` times the rewards' L2, + the
-    model's aux loss), AdamW, linear warm-up/decay, gradient clipping, length-bucketed batches; evaluate on ``val``
-    ``evals_per_epoch`` times an epoch and keep the best state (early stopping). ``forward`` defaults to the
-    model's own."""
-    forward = forward or model
-    params = [p for p in params if p.requires_grad]
-    if not params:
-        raise ValueError(f"{phase}: nothing to train (no parameter requires grad)")
-    gen, steps_per_epoch, total_steps, trainer = _loop_setup(model, params, cfg, len(train), seed, forward)
-    params, optimizer_step = trainer.params, trainer.optimizer_step
-    compute = model.compute
-    # Several processes (torchrun): each runs its share of every batch, DDP averages the gradients (or FSDP shards
-    # the model and reduces them).
-    train_forward = trainer.forward
-    eval_every = max(1, steps_per_epoch // cfg.evals_per_epoch)
-    best_acc, best_state, since_best, step = -1.0, None, 0, 0
-    t0 = time.perf_counter()
-    stop = False
-    bar = progress(total=total_steps, desc=f"reward model: training {phase}", unit="step")
-    for epoch in range(cfg.epochs):
-        model.train()
-        for idx in train.bucketed_batches(cfg.batch_size, gen, cfg.bucket_chunks):
-            share, weight = parallel.shard(idx)  # the whole batch, weight 1, in one process
-            with compute.autocast():
-                out = train_forward(train.batch(share).to(compute.device))
-                r_chosen, r_rejected = out.reward.float().chunk(2)
-                loss = bradley_terry_loss(r_chosen, r_rejected)
-                if cfg.score_l2:
-                    # The BT loss sees reward differences only, so a reward's offset drifts freely (members of an
-                    # ensemble end up apart); Coste et al. pin it, as Open-Assistant's RMLoss does:
-                    # β · ½ (r_w² + r_l²), averaged, β = score_l2_reg = 0.001 (methods.md §1.1).
-                    loss = loss + cfg.score_l2 * 0.5 * (r_chosen**2 + r_rejected**2).mean()
-                if out.aux_loss is not None:
-                    loss = loss + out.aux_loss
-            if not parallel.all_agree(bool(torch.isfinite(loss))):
-                raise FloatingPointError(f"{phase}: loss is {loss.item()} at step {step} (epoch {epoch}); "
-                                         f"try a lower learning rate")
-            optimizer_step(loss if weight == 1.0 else loss * weight)
-            step += 1
-            bar.update()
-            if val is not None and (step % eval_every == 0 or step == total_steps):
-                acc = evaluate_pairs(trainer.evaluate, val, model)
-                batch_loss = parallel.batch_mean(loss.item(), weight)
-                bar.set_postfix(loss=f"{batch_loss:.3f}", val_acc=f"{acc:.3f}", refresh=False)
-                if ctx is not None:
-                    ctx.log({"phase": phase, "step": step, "loss": batch_loss, "val_acc": acc})
-                if acc > best_acc:
-                    best_acc, since_best = acc, 0
-                    best_state = [p.detach().clone() for p in params]
-                else:
-                    since_best += 1
-                    if since_best >= cfg.patience:
-                        stop = True
-                        break
-                model.train()
-        if stop:
-            break
-    bar.close()
-    if best_state is not None:
-        with torch.no_grad():
-            for p, best in zip(params, best_state, strict=True):
-                p.copy_(best)
-    # DDP's gradient hooks go (a later phase's loop must not sync through them); FSDP's shards are gathered back.
-    del train_forward
-    trainer.close()
-    model.eval()
-    seconds = time.perf_counter() - t0
-    return {"phase": phase, "steps": step, "best_val_acc": best_acc, "seconds": seconds,
-            "pairs_per_s": step * cfg.batch_size / max(seconds, 1e-9)}
-
-
-@torch.inference_mode()
-def evaluate_pairs(forward, pairs: EncodedPairs, model: nn.Module, batch_size: int = 256) -> float:
-    """Accuracy of ``forward`` on encoded pairs against their chosen/rejected labels (the one rule: ties wrong).
-    With several processes each scores its share and the counts are summed: every process gets the same accuracy."""
-    model.eval()
-    compute = getattr(model, "compute", CPU)
-    correct = 0
-    for idx in parallel.share_of(torch.arange(len(pairs))).split(batch_size):
-        with compute.autocast():
-            r_chosen, r_rejected = forward(pairs.batch(idx).to(compute.device)).reward.float().chunk(2)
-        correct += int(pair_correct(r_chosen, r_rejected)[0].sum())
-    return parallel.sum_of_shares(correct) / max(1, len(pairs))
-
-
-def train_classifier(
-    model: RewardModel,
-    params: list[nn.Parameter],
-    logits_fn: Callable[[Batch], torch.Tensor],
-    train: EncodedSequences,
-    val: EncodedSequences | None,
-    cfg: TrainConfig,
-    seed: int,
-    ctx: FitContext | None = None,
-    phase: str = "router",
-) -> dict:
-    """Cross-entropy training of a classifier over ``train.domain`` (e.g. a domain router reading
-    ``batch.prompt_ids``); same optimiser, schedule and best-on-validation rule as ``train_bradley_terry``."""
-    params = [p for p in params if p.requires_grad]
-    if (train.domain < 0).any():
-        raise ValueError(f"{phase}: training a router needs a domain label on every example "
-                         f"({int((train.domain < 0).sum())} of {len(train)} have none)")
-    gen, steps_per_epoch, total_steps, trainer = _loop_setup(model, params, cfg, len(train), seed, logits_fn)
-    params, optimizer_step = trainer.params, trainer.optimizer_step
-    compute = model.compute
-    train_logits = trainer.forward
-    best_acc, best_state, step = -1.0, None, 0
-    t0 = time.perf_counter()
-    bar = progress(total=total_steps, desc=f"reward model: training {phase}", unit="step")
-    for _ in range(cfg.epochs):
-        model.train()
-        for idx in torch.randperm(len(train), generator=gen).split(cfg.batch_size):
-            share, weight = parallel.shard(idx)
-            batch = train.batch(share).to(compute.device)
-            with compute.autocast():
-                loss = F.cross_entropy(train_logits(batch).float(), batch.domain)
-            if not parallel.all_agree(bool(torch.isfinite(loss))):
-                raise FloatingPointError(f"{phase}: loss is {loss.item()} at step {step}")
-            optimizer_step(loss if weight == 1.0 else loss * weight)
-            step += 1
-            bar.update()
-        acc = classifier_accuracy(trainer.evaluate, val if val is not None else train, model)
-        if ctx is not None:
-            ctx.log({"phase": phase, "step": step, "loss": parallel.batch_mean(loss.item(), weight), "val_acc": acc})
-        if acc > best_acc:
-            best_acc, best_state = acc, [p.detach().clone() for p in params]
-    bar.close()
-    with torch.no_grad():
-        for p, best in zip(params, best_state, strict=True):
-            p.copy_(best)
-    del train_logits
-    trainer.close()
-    model.eval()
-    return {"phase": phase, "steps": step, "best_val_acc": best_acc, "seconds": time.perf_counter() - t0}
-
-
-@torch.inference_mode()
-def classifier_accuracy(logits_fn, seqs: EncodedSequences, model: nn.Module, batch_size: int = 256) -> float:
-    model.eval()
-    compute = getattr(model, "compute", CPU)
-    correct = 0
-    for idx in parallel.share_of(torch.arange(len(seqs))).split(batch_size):
-        batch = seqs.batch(idx).to(compute.device)
-        with compute.autocast():
-            correct += int((logits_fn(batch).argmax(-1) == batch.domain).sum())
-    return parallel.sum_of_shares(correct) / max(1, len(seqs))

@@ -42,6 +42,7 @@ from torch import nn
 
 from ..data.schema import Batch, EncodedPairs, EncodedSequences
 from ..seeds import Stream, derive_seed
+from ..train import train_bradley_terry, train_classifier
 from .base import (
     FitContext,
     RewardModel,
@@ -53,8 +54,6 @@ from .base import (
     lora_report,
     require_domains,
     route_rows,
-    train_bradley_terry,
-    train_classifier,
 )
 
 

@@ -30,7 +30,8 @@ import torch
 from ..data.schema import Batch, EncodedPairs, EncodedSequences
 from ..packing import sequence_logits
 from ..seeds import Stream, derive_seed
-from .base import FitContext, RewardModel, RewardOutput, capability_points, train_bradley_terry
+from ..train import train_bradley_terry
+from .base import FitContext, RewardModel, RewardOutput, capability_points
 
 AGGREGATES = ("fitted", "vote")
 

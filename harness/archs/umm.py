@@ -40,8 +40,9 @@ from transformers.models.mixtral.modeling_mixtral import MixtralExperts, Mixtral
 from ..backbones import merge_lora
 from ..data.schema import Batch, EncodedPairs
 from ..seeds import Stream, derive_seed
+from ..train import train_bradley_terry
 from . import moe
-from .base import FitContext, RewardModel, RewardOutput, View, train_bradley_terry
+from .base import FitContext, RewardModel, RewardOutput, View
 
 log = logging.getLogger(__name__)
 
