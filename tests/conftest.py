@@ -164,8 +164,9 @@ def lm_eval_index(monkeypatch):
 
 # ------------------------------------------------------------------------------ fitted and exported RMs
 # Tiny budgets for fitting an arch on the tiny world: a few seconds per architecture.
-EXPORT_SHRINK = {"ens_mean": ["arch.k=2"], "ens_wco": ["arch.k=2"], "ens_uwo": ["arch.k=2"],
-                 "dmoerm": ["arch.phase1.epochs=1", "arch.phase2.epochs=1", "arch.phase3.epochs=1", "arch.r=4"]}
+EXPORT_SHRINK = {"ens_mean": ["arch.k=2"], "ens_wco": ["arch.k=2"], "ens_uwo": ["arch.k=2"], "warm": ["arch.m=2"],
+                 "dmoerm": ["arch.phase1.epochs=1", "arch.phase2.epochs=1", "arch.phase3.epochs=1", "arch.r=4"],
+                 "armo": ["arch.gating_train.epochs=2"], "single_judge_compute": ["arch.train.epochs=1"]}
 
 
 @pytest.fixture(scope="session")

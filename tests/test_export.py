@@ -40,7 +40,8 @@ def test_every_arch_loads_back_with_the_jobs_scores(exported, name, tiny):
 
 
 @pytest.mark.parametrize("name, members", [("single", ["model"]), ("umm", ["merged"]),
-                                           ("ens_mean", ["member0", "member1"]), ("more", [])])
+                                           ("ens_mean", ["member0", "member1"]), ("more", []), ("warm", ["model"]),
+                                           ("single_judge_compute", ["model"]), ("armo", [])])
 def test_dense_rms_are_plain_transformers_folders(exported, name, members, tiny):
     _, rm, out, info = exported(name)
     assert info["dense"] == sorted(members)

@@ -127,10 +127,11 @@ def test_padding_free_training_on_the_cpu_follows_padded_training(tiny):
     assert torch.allclose(packed.score(tiny.test.chosen), padded.score(tiny.test.chosen), atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["more", "umm", "dmoerm", "arliss"])
+@pytest.mark.parametrize("name", ["more", "umm", "dmoerm", "arliss", "armo"])
 def test_architectures_that_cannot_pack_stay_padded_and_say_so_once(name, caplog):
-    """more / umm (balance losses on the padded layout), dmoerm (peft experts pooling padded hidden states) and
-    arliss (peft's multi-adapter model) keep padded forwards: where packing is wanted the job logs one line."""
+    """more / umm (balance losses on the padded layout), dmoerm (peft experts pooling padded hidden states),
+    arliss (peft's multi-adapter model) and armo (hidden states of the response and of the prompt) keep padded
+    forwards: where packing is wanted the job logs one line."""
     arch = build(compose([f"arch={name}"]).arch, "arch")
     with caplog.at_level(logging.INFO, logger="harness.packing"):
         assert note_padded(arch, resolve_compute("cpu", "fp32", "on"))

@@ -72,6 +72,82 @@ def member_reward(member: nn.Module, batch: Batch, compute: Compute = CPU) -> to
     return sequence_logits(member, batch.input_ids, batch.attention_mask, compute).squeeze(-1)
 
 
+def trained_member_spec(ctx: FitContext, compute: Compute, seeds: tuple[int, int]) -> dict:
+    """Everything that determines a member trained by ``train_member`` from ``seeds`` (head init, data order) —
+    and nothing else: ensemble members and WARM's share the artifact cache wherever their seeds agree."""
+    spec = {
+        "data": ctx.data_spec,
+        # What the backbone's weights are (a content hash), never where they lie: weights replaced in place
+        # retrain the members, a moved cache or model directory reuses them.
+        "backbone": ctx.backbone.content_id(),
+        # Truncation of the encoded training pairs: a backbone knob that is not always part of its path.
+        "max_length": ctx.backbone.max_length,
+        "finetune": ctx.backbone.finetune_spec,
+        "train": dataclasses.asdict(ctx.train),
+        "member_seeds": list(seeds),  # (head init, data order)
+    }
+    # Trained on the job's device, in its precision, packed or not, by one process or several: all of these
+    # round differently; none of them enters the key of a one-process CPU fp32 job (its keys never moved).
+    spec = compute.keyed(spec, reward_forwards=True)
+    scale_out = parallel.artifact_identity()
+    return spec if scale_out is None else {**spec, "parallel": scale_out}
+
+
+def train_member(owner: RewardModel, member: nn.Module, seeds: tuple[int, int], train, val, ctx: FitContext,
+                 phase: str, index: int) -> tuple[bool, dict]:
+    """Train ``member`` (a single RM just built from ``seeds[0]`` and already part of ``owner``) with the shared loop
+    in the data order of ``seeds[1]``, or load it from the artifact cache where an earlier job trained it (its log
+    rows then join ``ctx.logs`` marked cached). Returns (built here, the cache entry's meta: the loop's result, its
+    log rows and the backbone tokens it trained on)."""
+    built = False
+
+    def build():
+        nonlocal built
+        built = True
+        first_row = len(ctx.logs)
+        # The shared loop on this member alone, in its own data order.
+        with BackbonePasses() as passes:  # what it cost, for the jobs that reuse it
+            result = train_bradley_terry(owner, list(member.parameters()), train, val, ctx.train, seeds[1], ctx,
+                                         phase=phase,
+                                         forward=lambda batch: RewardOutput(member_reward(member, batch,
+                                                                                          owner.compute)))
+        state = {name: t.detach().clone() for name, t in member.state_dict().items()}
+        return state, {"member": index, "seeds": list(seeds), "result": result, "log": ctx.logs[first_row:],
+                       "train_backbone_tokens": passes.counts["train"]["tokens"]}
+
+    state, meta = ctx.cache.tensors("ens_member", trained_member_spec(ctx, owner.compute, seeds), build)
+    member.load_state_dict(state)  # a no-op in value when just built; the trained weights otherwise
+    if not built:
+        for row in meta["log"]:
+            ctx.logs.append({**row, "cached": True})
+    return built, meta
+
+
+@torch.no_grad()
+def reference_normalization(owner: RewardModel, members, reference, normalize: str) -> tuple[torch.Tensor,
+                                                                                               torch.Tensor]:
+    """(shift, scale) (k,) that re-express each member's raw reward as (raw - shift) / scale, from its rewards on
+    ``reference`` (encoded pairs: the validation split), per ``normalize`` (module docstring)."""
+    k = len(members)
+    shift, scale = torch.zeros(k), torch.ones(k)
+    if normalize == "none":
+        return shift, scale
+    if reference is None or not len(reference):
+        raise ValueError(f"arch.normalize={normalize} needs validation pairs to measure the members on; "
+                         "there are none (data.n_val), or use arch.normalize=none")
+    raw = {side: torch.stack([owner.score(seqs, scorer=lambda b, m=m: member_reward(m, b, owner.compute))
+                              for m in members], dim=-1).double()  # (V, k)
+           for side, seqs in (("chosen", reference.chosen), ("rejected", reference.rejected))}
+    shift = torch.cat([raw["chosen"], raw["rejected"]]).mean(0).float()
+    if normalize == "standardize":
+        within = ((raw["chosen"] - raw["rejected"]) ** 2).mean(0).div(2).sqrt()
+        if not bool((within > 0).all()):
+            raise ValueError(f"ensemble: a member gives both sides of every validation pair the same reward "
+                             f"(within-pair s.d. {within.tolist()}); cannot standardize it (arch.normalize)")
+        scale = within.float()
+    return shift, scale
+
+
 class EnsembleRM(RewardModel):
     def __init__(self, aggregator: str, k: int = 5, uwo_lambda: float | dict = 0.5, normalize: str = "standardize"):
         super().__init__()
@@ -120,22 +196,7 @@ class EnsembleRM(RewardModel):
 
     def member_spec(self, ctx: FitContext, member: int) -> dict:
         """Everything that determines a trained member — and nothing else (no aggregator, λ or k)."""
-        spec = {
-            "data": ctx.data_spec,
-            # What the backbone's weights are (a content hash), never where they lie: weights replaced in place
-            # retrain the members, a moved cache or model directory reuses them.
-            "backbone": ctx.backbone.content_id(),
-            # Truncation of the encoded training pairs: a backbone knob that is not always part of its path.
-            "max_length": ctx.backbone.max_length,
-            "finetune": ctx.backbone.finetune_spec,
-            "train": dataclasses.asdict(ctx.train),
-            "member_seeds": list(member_seeds(ctx.seed, member)),  # (head init, data order)
-        }
-        # Trained on the job's device, in its precision, packed or not, by one process or several: all of these
-        # round differently; none of them enters the key of a one-process CPU fp32 job (its keys never moved).
-        spec = self.compute.keyed(spec, reward_forwards=True)
-        scale_out = parallel.artifact_identity()
-        return spec if scale_out is None else {**spec, "parallel": scale_out}
+        return trained_member_spec(ctx, self.compute, member_seeds(ctx.seed, member))
 
     def fit(self, train, val, ctx: FitContext) -> None:
         self.members = nn.ModuleList()
@@ -145,31 +206,12 @@ class EnsembleRM(RewardModel):
             seeds = member_seeds(ctx.seed, i)
             member = ctx.backbone.reward_model(seeds[0])  # seeds the head init (and the global RNG for dropout)
             self.members.append(member)
-            built = False
-
-            def build(member=member, seeds=seeds, i=i):
-                nonlocal built
-                built = True
-                first_row = len(ctx.logs)
-                # The shared loop on this member alone, in its own data order.
-                with BackbonePasses() as passes:  # what it cost, for the jobs that reuse it
-                    result = train_bradley_terry(self, list(member.parameters()), train, val, ctx.train, seeds[1],
-                                                 ctx, phase=f"member{i}",
-                                                 forward=lambda batch: RewardOutput(member_reward(member, batch,
-                                                                                                  self.compute)))
-                state = {name: t.detach().clone() for name, t in member.state_dict().items()}
-                return state, {"member": i, "seeds": list(seeds), "result": result, "log": ctx.logs[first_row:],
-                               "train_backbone_tokens": passes.counts["train"]["tokens"]}
-
-            state, meta = ctx.cache.tensors("ens_member", self.member_spec(ctx, i), build)
-            member.load_state_dict(state)  # a no-op in value when just built; the trained weights otherwise
+            built, meta = train_member(self, member, seeds, train, val, ctx, phase=f"member{i}", index=i)
             # "trainable = updated in any phase": a cached member was trained, only in an earlier job.
             self.mark_trained(member.parameters())
             self.provenance.append("trained" if built else "cached")
             if not built:
                 self.reused_tokens += int(meta.get("train_backbone_tokens", 0))
-                for row in meta["log"]:
-                    ctx.logs.append({**row, "cached": True})
             ctx.log({**meta["result"], "member": i, "source": self.provenance[-1]})
         self.set_reference(val)
 
@@ -177,23 +219,9 @@ class EnsembleRM(RewardModel):
     def set_reference(self, reference) -> None:
         """Each member's shift and scale from its raw rewards on ``reference`` (encoded pairs: the validation split),
         per ``normalize`` (module docstring)."""
-        self.member_shift.zero_()
-        self.member_scale.fill_(1.0)
-        if self.normalize == "none":
-            return
-        if reference is None or not len(reference):
-            raise ValueError(f"arch.normalize={self.normalize} needs validation pairs to measure the members on; "
-                             "there are none (data.n_val), or use arch.normalize=none")
-        raw = {side: torch.stack([self.score(seqs, scorer=lambda b, m=m: member_reward(m, b, self.compute))
-                                  for m in self.members], dim=-1).double()  # (V, k)
-               for side, seqs in (("chosen", reference.chosen), ("rejected", reference.rejected))}
-        self.member_shift.copy_(torch.cat([raw["chosen"], raw["rejected"]]).mean(0))
-        if self.normalize == "standardize":
-            scale = ((raw["chosen"] - raw["rejected"]) ** 2).mean(0).div(2).sqrt()
-            if not bool((scale > 0).all()):
-                raise ValueError(f"ensemble: a member gives both sides of every validation pair the same reward "
-                                 f"(within-pair s.d. {scale.tolist()}); cannot standardize it (arch.normalize)")
-            self.member_scale.copy_(scale)
+        shift, scale = reference_normalization(self, self.members, reference, self.normalize)
+        self.member_shift.copy_(shift)
+        self.member_scale.copy_(scale)
 
     def cost(self) -> dict:
         """Members taken from the cache were trained by an earlier job: their training tokens count here too."""

@@ -24,6 +24,8 @@ information.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
@@ -31,7 +33,7 @@ from ..data.schema import Batch, EncodedPairs, EncodedSequences
 from ..packing import sequence_logits
 from ..seeds import Stream, derive_seed
 from ..train import train_bradley_terry
-from .base import FitContext, RewardModel, RewardOutput, capability_points
+from .base import FitContext, RewardModel, RewardOutput, TrainConfig, capability_points
 
 AGGREGATES = ("fitted", "vote")
 
@@ -72,10 +74,53 @@ def concat_pairs(a: EncodedPairs, b: EncodedPairs) -> EncodedPairs:
     return EncodedPairs(cat(a.chosen, b.chosen), cat(a.rejected, b.rejected))
 
 
+def request_judge_labels(arch: str, labeler, capabilities: dict | None, label_pairs_per_domain: int | None,
+                         train: EncodedPairs, ctx: FitContext, gen: torch.Generator):
+    """The capability questions DMoERM asks, asked the same way: every point of (up to ``label_pairs_per_domain``,
+    drawn with ``gen``) training pairs of each domain, in one request. Returns (the training rows grouped by domain,
+    DMoERM's order; their labels, one (n_d, K_d) long tensor per domain, +1 chosen better, -1 rejected better, 0
+    dropped; each domain's points; the labeler's name and statistics)."""
+    if labeler is None:
+        raise ValueError(f"arch={arch} needs a capability labeler (arch.labeler; arch/labeler=oracle|openai|local)")
+    if ctx.data is None:
+        raise ValueError(f"arch={arch} needs the raw training split (FitContext.data) to ask the labeler")
+    dataset = ctx.data.splits["train"]
+    points = capability_points(arch, capabilities, list(ctx.domains), dataset)
+    rows_by_domain = []
+    for d in range(len(ctx.domains)):
+        rows = (train.chosen.domain == d).nonzero(as_tuple=True)[0]
+        if label_pairs_per_domain is not None and len(rows) > label_pairs_per_domain:
+            rows = rows[torch.randperm(len(rows), generator=gen)[:label_pairs_per_domain]].sort().values
+        rows_by_domain.append(rows)
+    order = torch.cat(rows_by_domain)
+    data = dataset.select(order.tolist())
+    if capabilities is None:
+        request = data
+    else:
+        request = {c: data[c] for c in ("prompt", "chosen", "rejected", "domain")}
+        index = {name: d for d, name in enumerate(ctx.domains)}
+        request["cap_names"] = [points[index[dom]] for dom in data["domain"]]
+    result = labeler.label(request, ctx.seed, world=getattr(ctx.data, "world", None))
+    stats = {"name": getattr(labeler, "name", type(labeler).__name__), **result["stats"]}
+    labels, start, per_domain = result["labels"], 0, []
+    for d, rows in enumerate(rows_by_domain):
+        block = labels[start : start + len(rows)]
+        start += len(rows)
+        per_domain.append(torch.tensor(block, dtype=torch.long).reshape(len(rows), len(points[d])))
+    return order, per_domain, points, stats
+
+
 class JudgeLabelRM(RewardModel):
     def __init__(self, labeler, aggregate: str, with_human_labels: bool, weight_l2: float, newton_steps: int,
-                 label_pairs_per_domain: int | None, capabilities: dict[str, list[str]] | None):
+                 label_pairs_per_domain: int | None, capabilities: dict[str, list[str]] | None,
+                 train: dict | None = None):
         super().__init__()
+        # Overrides of the shared `train` settings for this RM alone (the compute-matched variant,
+        # conf/arch/single_judge_compute.yaml); none: the shared ones.
+        self.train_overrides = dict(train or {})
+        unknown = set(self.train_overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
+        if unknown:
+            raise ValueError(f"arch.train: unknown keys {sorted(unknown)} (valid: the keys of `train`)")
         self.labeler = labeler  # harness.labelers.*, the same config group as dmoerm's (arch/labeler)
         if aggregate not in AGGREGATES:
             raise ValueError(f"arch.aggregate={aggregate!r} is not one of {', '.join(AGGREGATES)}")
@@ -105,37 +150,11 @@ class JudgeLabelRM(RewardModel):
     # -- the judge labels, asked as DMoERM asks them -----------------------------------------------------
     def request_labels(self, train: EncodedPairs, ctx: FitContext) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Training rows grouped by domain (DMoERM's order) and their labels, one (n_d, K_d) tensor per domain."""
-        if self.labeler is None:
-            raise ValueError("arch=single_judge needs a capability labeler (arch.labeler; arch/labeler=oracle|openai"
-                             "|local)")
-        if ctx.data is None:
-            raise ValueError("arch=single_judge needs the raw training split (FitContext.data) to ask the labeler")
-        dataset = ctx.data.splits["train"]
-        points = capability_points("single_judge", self.capabilities, list(ctx.domains), dataset)
         # DMoERM's generator: the same capped subset, if capped.
         gen = torch.Generator().manual_seed(derive_seed(ctx.seed, Stream.SUBSAMPLE))
-        rows_by_domain = []
-        for d in range(len(ctx.domains)):
-            rows = (train.chosen.domain == d).nonzero(as_tuple=True)[0]
-            if self.label_pairs_per_domain is not None and len(rows) > self.label_pairs_per_domain:
-                rows = rows[torch.randperm(len(rows), generator=gen)[: self.label_pairs_per_domain]].sort().values
-            rows_by_domain.append(rows)
-        order = torch.cat(rows_by_domain)
-        data = dataset.select(order.tolist())
-        if self.capabilities is None:
-            request = data
-        else:
-            request = {c: data[c] for c in ("prompt", "chosen", "rejected", "domain")}
-            index = {name: d for d, name in enumerate(ctx.domains)}
-            request["cap_names"] = [points[index[dom]] for dom in data["domain"]]
-        result = self.labeler.label(request, ctx.seed, world=getattr(ctx.data, "world", None))
-        self.report["labeler"] = {"name": getattr(self.labeler, "name", type(self.labeler).__name__),
-                                  **result["stats"]}
-        labels, start, per_domain = result["labels"], 0, []
-        for d, rows in enumerate(rows_by_domain):
-            block = labels[start : start + len(rows)]
-            start += len(rows)
-            per_domain.append(torch.tensor(block, dtype=torch.long).reshape(len(rows), len(points[d])))
+        order, per_domain, _, stats = request_judge_labels("single_judge", self.labeler, self.capabilities,
+                                                           self.label_pairs_per_domain, train, ctx, gen)
+        self.report["labeler"] = stats
         return order, per_domain
 
     def aggregate_labels(self, train: EncodedPairs, ctx: FitContext) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,7 +192,9 @@ class JudgeLabelRM(RewardModel):
         pairs = concat_pairs(train, judged) if self.with_human_labels else judged
         self.report["training_pairs"] = len(pairs)
         self.build(ctx, ctx.seed)
-        result = train_bradley_terry(self, list(self.model.parameters()), pairs, val, ctx.train,
+        cfg = dataclasses.replace(ctx.train, **self.train_overrides)
+        cfg.validate("arch.train")
+        result = train_bradley_terry(self, list(self.model.parameters()), pairs, val, cfg,
                                      derive_seed(ctx.seed, Stream.RM_ORDER, 0), ctx,
                                      phase="single_judge")
         ctx.log(result)
