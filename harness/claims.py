@@ -173,13 +173,13 @@ def evaluate_comparison(jobs: pd.DataFrame, claim: Mapping, comp: Mapping, conte
         if claim.get("versus") is not None:
             versus = jobs[stats.matches(jobs, {**defaults, **claim["versus"]})]
             _, base_seeds = stats.compare(versus[versus["arch"] == comp["a"]], versus[versus["arch"] == comp["b"]],
-                                    comp["metric"], comp["metric_b"])
+                                          comp["metric"], comp["metric_b"])
             block, diffs = interaction(per_seed, base_seeds, heavy)
         row["secondary"] = _secondary(jobs_a, jobs_b, comp, context)
         seeds = [r["seed"] for r in per_seed]
         row["regimes"] = "; ".join(
-            f"{comp['b']}: {context['regimes'][need]['text']} in %d of %d seeds" % regime_seeds(
-                jobs_b, context["regimes"][need], seeds) for need in _as_list(claim.get("needs") or []))
+            "{}: {} in {} of {} seeds".format(comp["b"], context["regimes"][need]["text"], *regime_seeds(
+                jobs_b, context["regimes"][need], seeds)) for need in _as_list(claim.get("needs") or []))
     except ValueError as e:  # several jobs per seed: the filters do not pin one setting
         row["missing"] = f"ambiguous: {e}"
         return row
@@ -441,10 +441,28 @@ def legend(table: pd.DataFrame, context: Mapping, n_jobs: int) -> list[str]:
     ]
 
 
-def markdown(table: pd.DataFrame, claims: list[dict], n_jobs: int, context: Mapping) -> str:
+def regime_lines(jobs: pd.DataFrame, context: Mapping) -> list[str]:
+    """Per regime of the YAML, in how many seeds each arch of the default setting is in it: which archs a claim
+    that needs the regime can be tested against."""
+    lines = []
+    if jobs.empty:
+        return lines
+    side = jobs[stats.matches(jobs, context["default_filters"])]
+    for name, regime in context["regimes"].items():
+        if regime["metric"] not in side.columns:
+            continue
+        counts = ["{} {}/{}".format(arch, *regime_seeds(side[side["arch"] == arch], regime))
+                  for arch in sorted(side["arch"].unique())]
+        lines.append(f"**Regime `{name}`** ({regime['text']}: `{regime['metric']}` > {regime['above']:g}), seeds in "
+                     f"it per arch, {_filters_text({}, context)}: " + ", ".join(counts) + ".")
+    return lines
+
+
+def markdown(table: pd.DataFrame, claims: list[dict], n_jobs: int, context: Mapping,
+             regimes: Sequence[str] = ()) -> str:
     """claims.md: per claim its verdict and, below, each comparison's effect, intervals, p, seeds needed and
-    measurement."""
-    lines = ["# Claims table", "", *legend(table, context, n_jobs), "",
+    measurement; ``regimes``: lines from ``regime_lines``."""
+    lines = ["# Claims table", "", *legend(table, context, n_jobs), "", *(x for line in regimes for x in (line, "")),
              "| claim | verdict | comparison | effect [95% CI] | bootstrap CI | p (Holm) | seeds: have / to pass "
              "/ 80% power | measurement |",
              "|---|---|---|---|---|---|---|---|"]
@@ -503,5 +521,5 @@ def write_claims(sweep_dir: str | Path, claims_file: str | Path = CLAIMS_FILE, j
         return []
     paths = [root / CSV_FILE, root / MD_FILE]
     atomic_write_text(paths[0], table.to_csv(index=False, lineterminator="\n"))
-    atomic_write_text(paths[1], markdown(table, claims, len(jobs), context))
+    atomic_write_text(paths[1], markdown(table, claims, len(jobs), context, regime_lines(jobs, context)))
     return paths
