@@ -13,7 +13,7 @@ a paired observation. For each metric, architecture A and baseline B (``single``
   for accuracies, when the jobs saved their per-pair scores (``test_scores.csv``), a two-level bootstrap over
   seeds and each drawn seed's test pairs (scipy has none, so it is written out here). Over 5 seeds a bootstrap
   sees at most 126 distinct resamples and its spread is the plug-in (n-1)/n of the sample variance: it
-  under-covers (about 84 % at a nominal 95 % for normal differences, where the t-interval covers 94 %:
+  under-covers (about 84 % at a nominal 95 % for normal differences, where the t-interval covers 96 %:
   tests/test_stats.py), so it is shown, never read for a verdict;
 - the two-sided p-value comes from a test on the per-seed differences: a paired t-test for means (consistent with
   the t-interval: p < 0.05 exactly when it excludes 0), the exact Wilcoxon signed-rank test for medians
