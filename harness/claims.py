@@ -485,7 +485,7 @@ def markdown(table: pd.DataFrame, claims: list[dict], n_jobs: int, context: Mapp
             text = f"{claim['claim']} ({claim.get('source', '')}; {claim['family']})" if first else ""
             verdict_cell = f"**{overall}**{comparisons_note(verdicts)}" if first else ""
             comparison = f"{r['a']} vs {r['b']} ({r['direction']})"
-            boot, p_cell, seeds = "", _fmt_p(r["p_holm"]), ""
+            boot, p_cell, seed_counts = "", _fmt_p(r["p_holm"]), ""
             if r["verdict"] == NOT_MEASURED:
                 effect, measurement = "not measured", f"missing: {r['missing']}"
             else:
@@ -497,9 +497,9 @@ def markdown(table: pd.DataFrame, claims: list[dict], n_jobs: int, context: Mapp
                               f"{'matches' if fits else 'differs'} ({r['a_value']:,.0f} vs {r['b_value']:,.0f})")
                 else:
                     boot = _interval(r, "boot_low", "boot_high")
-                    seeds = f"{int(r['n_seeds'])}"
+                    seed_counts = f"{int(r['n_seeds'])}"
                     if r["seeds_to_pass"]:
-                        seeds += f" / {r['seeds_to_pass']} / {r['seeds_80']}"
+                        seed_counts = f"{seed_counts} / {r['seeds_to_pass']} / {r['seeds_80']}"
                 measurement = f"`{r['metric']}`" + (f" vs `{r['metric_b']}`" if r["metric_b"] != r["metric"] else "")
                 measurement += f"; CI: {r['ci_method']}"
                 if r["not_testable"]:
@@ -511,7 +511,7 @@ def markdown(table: pd.DataFrame, claims: list[dict], n_jobs: int, context: Mapp
                 if r["filters"]:
                     measurement += f"; {r['filters']}"
             lines.append(f"| {text} | {verdict_cell} | {comparison}: {r['verdict']} | {effect} | {boot} | {p_cell} "
-                         f"| {seeds} | {measurement} |")
+                         f"| {seed_counts} | {measurement} |")
             first = False
         if claim.get("note"):
             # In the measurement column, the widest: in the claim column a long note wraps into a narrow tower.
