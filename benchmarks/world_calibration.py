@@ -30,12 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
+from harness.accuracy import preference_accuracy  # noqa: E402
 from harness.archs.base import FitContext, TrainConfig  # noqa: E402
 from harness.archs.single import SingleRM  # noqa: E402
 from harness.archs.single_judge import fit_point_weights  # noqa: E402
 from harness.cache import ArtifactCache  # noqa: E402
 from harness.data.schema import encode_pairs  # noqa: E402
-from harness.evaluate import preference_accuracy  # noqa: E402
 from harness.job import build  # noqa: E402
 from harness.labelers.oracle import OracleLabeler  # noqa: E402
 from harness.optimize.study import BoNConfig, bon_study, proxy_scores  # noqa: E402

@@ -45,8 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .accuracy import pair_correct
 from .data.readers import DataFormatError, read_rows
-from .evaluate import pair_correct
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from .evaluate import pair_correct
+from .accuracy import pair_correct
 from .optimize.fits import value_at
 from .results import (
     METRICS_FILE,

@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import parallel
+from .accuracy import pair_correct
 from .archs.base import FitContext, RewardModel, RewardOutput, TrainConfig
 from .data.schema import Batch, EncodedPairs, EncodedSequences
 from .device import CPU
-from .evaluate import pair_correct
 from .optim import make_optimizer_step
 from .progress import progress
 

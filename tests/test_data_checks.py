@@ -13,11 +13,11 @@ import torch
 from conftest import CONF_DIR, compose
 from omegaconf import OmegaConf
 
+from harness.accuracy import preference_accuracy
 from harness.backbones import PretrainedBackbone, TinyBackbone
 from harness.cache import ArtifactCache
 from harness.data.readers import DataFormatError
 from harness.data.schema import MAX_CHARS_PER_TOKEN, drop_identical_inputs, encode_pairs, input_report
-from harness.evaluate import preference_accuracy
 from harness.job import build, run_job
 from harness.world import build_tokenizer
 

@@ -8,14 +8,9 @@ import pytest
 import torch
 from datasets import Dataset
 
+from harness.accuracy import pair_correct, preference_accuracy
 from harness.archs.base import RewardModel, RewardOutput, View
-from harness.evaluate import (
-    evaluate_architecture,
-    evaluate_views,
-    pair_correct,
-    preference_accuracy,
-    routing_accuracy,
-)
+from harness.evaluate import evaluate_architecture, evaluate_views, routing_accuracy
 
 
 def test_model_ties_count_wrong():

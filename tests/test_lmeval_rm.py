@@ -4,8 +4,8 @@ job's own test pairs) lm-eval's acc must be exactly the harness's gold / human a
 import pytest
 import torch
 
+from harness.accuracy import preference_accuracy
 from harness.archs.single import SingleRM
-from harness.evaluate import preference_accuracy
 from harness.lmeval import RewardModelLM, preference_rows, rm_lm_eval
 
 

@@ -15,7 +15,7 @@ from datasets import Dataset
 from scipy import stats as sps
 
 from harness import results, stats
-from harness.evaluate import preference_accuracy
+from harness.accuracy import preference_accuracy
 
 
 def test_holm_matches_hand_computation():

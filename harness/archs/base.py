@@ -11,7 +11,7 @@ dict for ``explain()`` and plots. Multi-phase recipes live in the architecture's
 Beside its reward an architecture may expose, for evaluation only: ``views()``, its alternative scorers by name
 (ensemble members, a model before a merge, oracle routing, single experts), ``routing()``, its domain router, and
 ``fit_report()``, what fit found out about itself. The job evaluates all of them with the one rule of
-``harness.evaluate``; an architecture never computes metrics of test data itself.
+``harness.accuracy`` (run by ``harness.evaluate``); an architecture never computes metrics of test data itself.
 """
 
 from __future__ import annotations
