@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 DEVICE_CHOICES = "auto | cpu | cuda | cuda:N | mps"
 # precision -> the dtype autocast computes in (fp32: no autocast).
@@ -160,10 +161,14 @@ def _cuda(device: str, where: str, local_rank: int | None) -> torch.device:
 
 def place(compute: Compute, *parts) -> None:
     """Give ``compute`` to each part that runs a model (it declares a ``compute`` attribute: reward models, the
-    local labeler, policies); the part moves its modules and batches there itself."""
+    local labeler, policies); the part moves its modules and batches there itself. A module's submodules that
+    declare one too (UMM's MoE inside the merged RM) get it as well: they train and score themselves."""
     for part in parts:
-        if part is not None and hasattr(part, "compute"):
-            part.compute = compute
+        if part is None:
+            continue
+        for piece in part.modules() if isinstance(part, nn.Module) else (part,):
+            if isinstance(getattr(type(piece), "compute", None), Compute) or piece is part and hasattr(part, "compute"):
+                piece.compute = compute
 
 
 def compute_of(cfg) -> Compute:

@@ -144,3 +144,14 @@ def test_ensemble_member_key_moves_with_device_precision_and_processes(tiny, mon
     monkeypatch.setattr(parallel, "world_size", lambda: 2)
     two = ens.member_spec(ctx, member=1)
     assert two == {**fp32, "parallel": {"processes": 2, "strategy": "ddp"}}
+
+
+def test_place_reaches_reward_models_inside_a_reward_model():
+    """UMM's merged RM trains and scores its MoE itself (harness/archs/umm.py): the MoE must run where the job put
+    the RM, not on the CPU default."""
+    from conftest import compose
+
+    rm = instantiate(compose(["arch=umm"]).arch, _convert_="all")
+    assert rm.moe.compute is CPU
+    place(BF16_GPU, rm)
+    assert rm.compute is BF16_GPU and rm.moe.compute is BF16_GPU
