@@ -83,7 +83,9 @@ def _seconds(s: float) -> str:
 def _sd_unit(block: Mapping) -> str:
     # The unit in words: which s.d. of the initial policy's samples (harness.optimize.bon.reward_units).
     kind = ((block.get("units") or {}).get("gold") or {}).get("scale_kind", "")
-    return {"within_prompt": "within-prompt s.d.", "total": "total s.d."}.get(kind, "s.d.")
+    # gold=verifier: gold is a pass rate less the initial policy's (harness/gold.py VerifierData.gold_units).
+    return {"within_prompt": "within-prompt s.d.", "total": "total s.d.",
+            "pass_rate": "pass-rate units (proxy: within-prompt s.d.)"}.get(kind, "s.d.")
 
 
 def _fit_note(block: Mapping) -> str:

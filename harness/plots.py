@@ -71,7 +71,9 @@ METRIC_PREFIXES = ("accuracy.", "params.", "timing_s.", "bon.", "ppo.")
 REWARD_LABEL = "reward (s.d. of initial policy; 0 = its mean)"
 # The unit in words, per harness.optimize.bon.reward_units scale (metrics.json <opt>.units.gold.scale_kind).
 REWARD_LABELS = {"within_prompt": "reward (within-prompt s.d. of initial policy;\n0 = its mean)",
-                 "total": "reward (total s.d. of initial policy; 0 = its mean)"}
+                 "total": "reward (total s.d. of initial policy; 0 = its mean)",
+                 # gold=verifier: gold is the pass rate less the initial policy's; the proxy keeps its s.d. units.
+                 "pass_rate": "gold: pass-rate gain (fraction; 0 = initial policy)\nproxy: within-prompt s.d."}
 # A Gao fit whose R^2 (mean over seeds) is below this is drawn dotted: the form does not describe the points,
 # so its line and peak are not to be read as the curve's shape.
 MIN_FIT_R2 = 0.5
