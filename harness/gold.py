@@ -320,6 +320,8 @@ class VerifierGold:
     """gold=verifier (module docstring): task prompts, the policy's answers, pairs labelled by the verifier."""
 
     name = "verifier"
+    # The task set is the job's data: the data group is not prepared (harness/job.py prepare_data).
+    replaces_data = True
     # Where the policy samples (harness/device.py); the job gives it its own.
     compute: Compute = CPU
 

@@ -405,12 +405,16 @@ def prepare_data(job: JobInputs, stages: Stages, out: dict) -> Prepared:
     t0 = time.perf_counter()
     # Malformed data files (DataFormatError), a data set the hub cannot give, a model path with no model in it.
     with user_errors(DataFormatError, FileNotFoundError, IsADirectoryError, HubUnavailableError):
-        stages.next(f"data: {job.data_name} preference pairs (built once per seed, then cached)")
-        data = job.data.prepare(cache, seed)
-        if job.gold is not None:
-            data = job.gold.apply(data, job.policy, cache, seed)
-            if (relabelled := getattr(data, "stats", None)) is not None:  # gold=rm, gold=verifier
-                out["gold"] = relabelled  # per split: pairs, label agreement (gold=verifier: pass rates)
+        if getattr(job.gold, "replaces_data", False):  # gold=verifier: its task set is the data
+            stages.next(f"data: gold={job.gold.name} pairs of the policy's answers (sampled once, then cached)")
+            data = job.gold.apply(None, job.policy, cache, seed)
+        else:
+            stages.next(f"data: {job.data_name} preference pairs (built once per seed, then cached)")
+            data = job.data.prepare(cache, seed)
+            if job.gold is not None:
+                data = job.gold.apply(data, job.policy, cache, seed)
+        if job.gold is not None and (relabelled := getattr(data, "stats", None)) is not None:  # gold=rm, =verifier
+            out["gold"] = relabelled  # per split: pairs, label agreement (gold=verifier: pass rates)
         stages.next(f"backbone: {job.backbone_name} (pre-trained or converted once, then cached)")
         backbone = job.backbone.prepare(
             cache, corpus=lambda n: data.corpus(n, seed), seed=seed, world_spec=data.world_spec(seed)
