@@ -13,6 +13,7 @@ from conftest import TINY_OVERRIDES, compose
 from harness.gold import VERIFIER_POINTS, VerifierData, VerifierGold, verifier_pairs
 from harness.job import run_job
 from harness.labelers.oracle import OracleLabeler
+from harness.optimize.study import pass_rate_curve
 from harness.verifiable.tasks import (
     TASK_SPLITS,
     Addition,
@@ -256,7 +257,7 @@ def test_a_job_on_verifier_gold_trains_on_its_pairs_and_reads_bon_as_pass_rate(t
     """The whole job at tiny size: the tiny backbone pre-trains on the pairs' text, BoN reads the verifier."""
     overrides = [*TINY_OVERRIDES, f"cache_dir={tmp_path / 'cache'}", "gold=verifier", "opt=bon",
                  "opt.bon.n_prompts=12", "opt.bon.n_samples=8", "opt.bon.ns=[1,2,4,8]", "gold.prompts.train=12",
-                 "gold.prompts.val=3", "gold.prompts.test=4", "gold.prompts.eval=3", "gold.label_noise=0.1"]
+                 "gold.prompts.val=3", "gold.prompts.test=4", "gold.prompts.eval=4", "gold.label_noise=0.1"]
     cfg = compose(overrides)
     cfg.policy = SCRIPTED  # the scripted policy in place of policy=tiny's node
     out = run_job(cfg, tmp_path / "job", {"arch": "single", "gold": "verifier"}, overrides)
@@ -269,6 +270,20 @@ def test_a_job_on_verifier_gold_trains_on_its_pairs_and_reads_bon_as_pass_rate(t
     assert [int(r["n"]) for r in rows] == [1, 2, 4, 8] and float(rows[0]["gold"]) == pytest.approx(0.0, abs=1e-12)
     # gold is the pass-rate gain: at n=1 it is 0; with every prompt half right it stays within [-0.5, 0.5].
     assert abs(bon["observed_gold_peak"]) <= 0.5 and bon["last_sqrt_kl"] > 0
+    rates = bon["pass_rate"]
+    assert rates["initial"] == 0.5 and list(rates["at_n"]) == ["1", "2", "4", "8"] and rates["at_n"]["1"] == 0.5
+    assert rates["at_n"]["8"] == pytest.approx(0.5 + float(rows[-1]["gold"])) and rates["drop"] >= 0
+
+
+def test_pass_rate_curve_reads_peak_and_overoptimization():
+    rows = [{"n": n, "proxy": p, "gold": g, "gold_se": 0.01}
+            for n, p, g in [(1, 0.0, 0.0), (2, 0.5, 0.1), (4, 0.9, 0.15), (8, 1.2, 0.05)]]
+    out = pass_rate_curve(rows, initial=0.3)
+    assert out["peak"] == pytest.approx(0.45) and out["peak_n"] == 4 and out["at_max_n"] == pytest.approx(0.35)
+    assert out["drop"] == pytest.approx(0.10) and out["proxy_rise_after_peak"] == pytest.approx(0.3)
+    assert out["overoptimized"]
+    rising = pass_rate_curve([{**r, "gold": 0.05 * i} for i, r in enumerate(rows)], initial=0.3)
+    assert rising["peak_n"] == 8 and rising["drop"] == 0 and not rising["overoptimized"]
 
 
 # The archs that need capability points per domain (their experts, probes or judge questions), and umm (routing

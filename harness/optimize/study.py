@@ -157,12 +157,28 @@ def bon_study(cfg: BoNConfig, score, data, policy: Policy, cache: ArtifactCache,
     block = {**summarize("bon", rows, cfg.sqrt_kl_grid, cfg.common_sqrt_kl), "n_prompts": P, "n_samples": N,
              "units": units,
              "within_prompt_corr": float(corr), "seconds_samples": t_samples, "seconds_score": t_score}
+    if units["gold"].get("scale_kind") == "pass_rate":
+        block["pass_rate"] = pass_rate_curve(rows, units["gold"]["mean"])
     for r in rows:
         log.debug("bon n=%d d=%.3f proxy=%.3f gold=%.3f", r["n"], r["sqrt_kl"], r["proxy"], r["gold"])
     last = rows[-1]
     log.info("best-of-n: at n=%d (d=√KL %.2f) gold %.3f, proxy %.3f (%s s.d. of the initial policy); %d x %d "
              "samples", last["n"], last["sqrt_kl"], last["gold"], last["proxy"], cfg.reward_scale, P, N)
     return block, rows, {"proxy": proxy_raw, "gold": gold_raw, "texts": (flat_prompts, flat_responses, flat_domains)}
+
+
+def pass_rate_curve(rows: list[dict], initial: float) -> dict:
+    """gold=verifier: the pass rate of the proxy's pick at each n (the initial policy's, ``initial``, plus the
+    curve's gold, which curves.csv keeps as the pass-rate gain), its peak, and the over-optimisation after it:
+    ``drop`` (the peak less the rate at the largest n, >= 0) while the proxy rose by ``proxy_rise_after_peak`` (in
+    its within-prompt s.d.); ``overoptimized``: both positive."""
+    rates = np.array([initial + r["gold"] for r in rows])
+    best, last = int(np.argmax(rates)), len(rows) - 1
+    rise = rows[last]["proxy"] - rows[best]["proxy"]
+    return {"initial": initial, "at_n": {str(r["n"]): float(rate) for r, rate in zip(rows, rates, strict=True)},
+            "peak": float(rates[best]), "peak_n": int(rows[best]["n"]), "peak_se": float(rows[best]["gold_se"]),
+            "at_max_n": float(rates[last]), "max_n": int(rows[last]["n"]), "drop": float(rates[best] - rates[last]),
+            "proxy_rise_after_peak": float(rise), "overoptimized": bool(rates[best] > rates[last] and rise > 0)}
 
 
 def check_studies(studies: dict, policy_cfg, has_gold: bool, data_name: str) -> tuple[tuple, Policy]:
