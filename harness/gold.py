@@ -351,6 +351,19 @@ class VerifierGold:
             float(length_share)
         self.seed = seed
 
+    def check_studies(self, studies: dict) -> None:
+        """Before anything is sampled or trained: the held-out prompts the studies ask for (BoN's, PPO's eval and
+        training prompts) fit in the eval split (``gold.prompts.eval`` per family)."""
+        held_out = self.prompts["eval"] * len(self.families)
+        asked = {"opt.bon.n_prompts": (studies.get("bon") or {}).get("n_prompts", 0),
+                 "opt.ppo.eval_prompts + train_prompts": sum((studies.get("ppo") or {}).get(k, 0)
+                                                             for k in ("eval_prompts", "train_prompts"))}
+        for what, n in asked.items():
+            if n > held_out:
+                raise ValueError(f"{what} = {n}, but gold=verifier holds {held_out} eval prompts "
+                                 f"({self.prompts['eval']} per family x {len(self.families)} families): raise "
+                                 f"gold.prompts.eval to {-(-n // len(self.families))} or ask for fewer")
+
     def task_spec(self) -> dict:
         """What determines the task prompts' text, with the task seed: the families' knobs and the prompt layout.
         (The prompt counts only decide how many: a split's first prompts stay as they are when counts grow.)"""

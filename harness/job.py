@@ -331,6 +331,8 @@ def validate(cfg: DictConfig, job_dir: Path) -> JobInputs:
         studies, skipped = without_gold_studies(dict(cfg.get("opt") or {}), has_gold, data_name)
         if studies:
             check_studies(studies, cfg.policy, has_gold, getattr(data, "name", type(data).__name__))
+            if callable(getattr(gold, "check_studies", None)):  # gold=verifier: its held-out prompts suffice
+                gold.check_studies(studies)
         # The data source's cache key (file contents for jsonl, hub fingerprints for hf, the world's config for
         # synthetic, with the split fractions and the seed), and what a gold RM that relabels it is.
         identity = {"data": data.spec(seed),

@@ -247,6 +247,12 @@ def test_gold_settings_are_checked():
                        (dict(seed=-1), "gold.seed")]:
         with pytest.raises(ValueError, match=match):
             _gold(**bad)
+    gold = _gold()  # 4 eval prompts x 6 families
+    gold.check_studies({"bon": {"n_prompts": 24}, "ppo": {"eval_prompts": 8, "train_prompts": 16}})
+    with pytest.raises(ValueError, match="opt.bon.n_prompts = 25.*raise gold.prompts.eval to 5"):
+        gold.check_studies({"bon": {"n_prompts": 25}})
+    with pytest.raises(ValueError, match="opt.ppo.eval_prompts"):
+        gold.check_studies({"ppo": {"eval_prompts": 8, "train_prompts": 17}})
     with pytest.raises(ValueError, match="shots"):
         Addition(1, 5, -1)
     with pytest.raises(ValueError, match="low"):
@@ -260,6 +266,10 @@ def test_a_job_on_verifier_gold_trains_on_its_pairs_and_reads_bon_as_pass_rate(t
                  "gold.prompts.val=3", "gold.prompts.test=4", "gold.prompts.eval=4", "gold.label_noise=0.1"]
     cfg = compose(overrides)
     cfg.policy = SCRIPTED  # the scripted policy in place of policy=tiny's node
+    too_many = compose([*overrides, "opt.bon.n_prompts=13"])
+    too_many.policy = SCRIPTED
+    refused = run_job(too_many, tmp_path / "refused", {"arch": "single", "gold": "verifier"}, overrides)
+    assert refused["status"] == "user_error" and "gold.prompts.eval" in refused["error"] and "data" not in refused
     out = run_job(cfg, tmp_path / "job", {"arch": "single", "gold": "verifier"}, overrides)
     assert out["status"] == "ok", out["error"]
     assert out["accuracy"]["gold"]["n"] > 0 and set(out["accuracy"]["gold"]["per_domain"]) <= set(FAMILIES)
