@@ -334,7 +334,7 @@ def _labeler_stats(report: dict) -> dict:
 def test_smollm2_answers_the_tasks_and_bon_reads_its_pass_rate(tmp_path):
     """The real path at its smallest: SmolLM2 samples (offline wheel), MiniLM proxies, BoN against the verifier."""
     overrides = ["+profile=verifiable", "threads=1", f"cache_dir={tmp_path / 'cache'}", "policy.max_new_tokens=8",
-                 "gold.prompts.train=4", "gold.prompts.val=2", "gold.prompts.test=2", "gold.prompts.eval=1",
+                 "gold.prompts.train=4", "gold.prompts.val=2", "gold.prompts.test=2", "gold.prompts.eval=2",
                  "opt.bon.n_prompts=4", "opt.bon.n_samples=8", "opt.bon.ns=[1,2,4,8]"]
     out = run_job(compose(overrides), tmp_path / "job", {"arch": "single", "gold": "verifier"}, overrides)
     assert out["status"] == "ok", out["error"]
