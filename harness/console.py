@@ -83,7 +83,9 @@ def _seconds(s: float) -> str:
 def _sd_unit(block: Mapping) -> str:
     # The unit in words: which s.d. of the initial policy's samples (harness.optimize.bon.reward_units).
     kind = ((block.get("units") or {}).get("gold") or {}).get("scale_kind", "")
-    return {"within_prompt": "within-prompt s.d.", "total": "total s.d."}.get(kind, "s.d.")
+    # gold=verifier: gold is a pass rate less the initial policy's (harness/gold.py VerifierData.gold_units).
+    return {"within_prompt": "within-prompt s.d.", "total": "total s.d.",
+            "pass_rate": "pass-rate units (proxy: within-prompt s.d.)"}.get(kind, "s.d.")
 
 
 def _fit_note(block: Mapping) -> str:
@@ -109,6 +111,12 @@ def _study_rows(metrics: Mapping) -> list[list[str]]:
         rows.append([f"BoN gold / proxy at {at}",
                      f"{_num(bon.get('final_gold'))} / {_num(bon.get('final_proxy'))}",
                      f"gold {unit} / proxy {unit} of the initial policy"])
+        if rates := bon.get("pass_rate"):  # gold=verifier: the pick's pass rate itself
+            rows.append(["BoN pass rate: initial / peak / largest n",
+                         f"{rates['initial']:.3f} / {rates['peak']:.3f} (n = {rates['peak_n']}) / "
+                         f"{rates['at_max_n']:.3f} (n = {rates['max_n']})",
+                         "over-optimized: pass rate fell after its peak while the proxy rose" if rates["overoptimized"]
+                         else "no fall after the peak with a rising proxy"])
     ppo = metrics.get("ppo")
     if ppo:
         unit = _sd_unit(ppo)

@@ -18,6 +18,18 @@
   Prompts for BoN / PPO are the data's held-out prompts (``eval_prompts``) where it has them, else its test
   prompts. A tiny backbone still pre-trains on the data's own corpus (world text for data=synthetic): for real
   text from a real policy, use a real backbone (``+profile=smollm2``).
+- ``gold=verifier``: tasks with a verifiable answer (harness/verifiable/tasks.py, after PPE, lmarena 2024) replace
+  the data. The harness draws the task prompts (seeded, per family = domain), the job's policy answers each
+  train / val / test prompt ``samples_per_prompt`` times (cached once, like BoN's samples), and the verifier's
+  verdicts become preference pairs (``verifier_pairs``): one right and one wrong response of a prompt, and with
+  ``format_pairs`` two equally right (or wrong) ones of which one is the bare answer the instruction asks for.
+  Their labels carry what real labels carry: a ``length_share`` of them is decided by length (the longer response
+  chosen, a human-like verbosity preference), the rest by the verifier and then flipped with ``label_noise``.
+  Gold is the verifier exactly: ``gold_chosen`` / ``gold_rejected`` are the responses' correctness (0 / 1), so
+  gold accuracy is read on the pairs whose correctness differs; BoN samples the held-out ``eval`` prompts and
+  reads the pass rate of the proxy's pick (``gold_units``: the pass rate less the initial policy's, unscaled).
+  The capability points correctness / format / length (``cap_*`` columns) are what arch/labeler=oracle reads
+  exactly (``VerifierData.judge_pair``); the other labelers judge the texts themselves.
 """
 
 from __future__ import annotations
@@ -33,7 +45,9 @@ from hydra.utils import instantiate
 
 from .cache import ArtifactCache, sha256_file
 from .device import CPU, Compute, place
+from .errors import UserError
 from .seeds import Stream, derive_seed
+from .verifiable.tasks import TASK_SPLITS, TASKS_VERSION, Family, Task, draw_tasks
 
 log = logging.getLogger(__name__)
 
@@ -234,3 +248,275 @@ class GoldRMData:
     def gold_batch(self, prompts: list[str], responses: list[str], domains: list[str]) -> np.ndarray:
         """Gold rewards of many (prompt, response) at once: one batched pass of the gold RM."""
         return self.scorer.score(list(prompts), list(responses)).double().numpy()
+
+
+# --------------------------------------------------------------------------------------------- gold=verifier
+# Bump when the verifier's rules (harness/verifiable/tasks.py extraction) or the pair building change meaning: a
+# finished job's metrics then no longer count as this job's (resume), though the cached samples stay valid.
+VERIFIER_VERSION = 1
+# The capability points of every task family, in the order of the cap_* columns.
+VERIFIER_POINTS = ("correctness", "format", "length")
+
+
+def verifier_pairs(tasks: list[Task], responses: list[list[str]], verdicts: list[list], pairs_per_prompt: int,
+                   format_pairs: bool, label_noise: float, length_share: float,
+                   rng: np.random.Generator) -> tuple[dict, dict]:
+    """Preference pairs of one split from the verifier's verdicts of each task's responses (module docstring).
+
+    Per task its responses are shuffled; right ones are paired with wrong ones, then (``format_pairs``) the rest,
+    within equal correctness, bare answers with the others, up to ``pairs_per_prompt`` pairs, each response used
+    once. Each pair's first response is chosen with probability: ``length_share`` -> the longer one (characters;
+    a tie a coin flip); otherwise the verifier's better one (correctness, then format: ``label_pairs`` at
+    temperature 0), flipped with ``label_noise``. Returns (the split's columns, its statistics)."""
+    pairs = []  # (task, a, b, verdict a, verdict b, decided by format)
+    for task, texts, marks in zip(tasks, responses, verdicts, strict=True):
+        order = rng.permutation(len(texts))  # always drawn: the stream does not shift with the verdicts
+        right = [i for i in order if marks[i].correct]
+        wrong = [i for i in order if not marks[i].correct]
+        chosen = [(a, b, False) for a, b in zip(right, wrong, strict=False)]
+        if format_pairs:
+            used = len(chosen)
+            for group in (right[used:], wrong[used:]):
+                bare = [i for i in group if marks[i].formatted]
+                other = [i for i in group if not marks[i].formatted]
+                chosen += [(a, b, True) for a, b in zip(bare, other, strict=False)]
+        for a, b, by_format in chosen[:pairs_per_prompt]:
+            pairs.append((task, texts[a], texts[b], marks[a], marks[b], by_format))
+    n = len(pairs)
+    score_a = np.array([2 * p[3].correct + p[3].formatted for p in pairs], dtype=float)
+    score_b = np.array([2 * p[4].correct + p[4].formatted for p in pairs], dtype=float)
+    by_verifier = label_pairs(score_a, score_b, 0.0, label_noise, rng)
+    u_length, u_tie = rng.random(n), rng.random(n)  # both always drawn, as label_pairs does
+    len_a = np.array([len(p[1]) for p in pairs])
+    len_b = np.array([len(p[2]) for p in pairs])
+    longer_a = np.where(len_a == len_b, u_tie < 0.5, len_a > len_b)
+    by_length = u_length < length_share
+    a_chosen = np.where(by_length, longer_a, by_verifier)
+    cols: dict[str, list] = {k: [] for k in ("prompt", "chosen", "rejected", "domain", "gold_chosen", "gold_rejected",
+                                             "cap_names", "cap_chosen", "cap_rejected")}
+    for (task, a, b, va, vb, _), first in zip(pairs, a_chosen, strict=True):
+        (c, vc), (r, vr) = ((a, va), (b, vb)) if first else ((b, vb), (a, va))
+        cols["prompt"].append(task.prompt)
+        cols["domain"].append(task.family)
+        cols["chosen"].append(c)
+        cols["rejected"].append(r)
+        cols["gold_chosen"].append(float(vc.correct))
+        cols["gold_rejected"].append(float(vr.correct))
+        cols["cap_names"].append(list(VERIFIER_POINTS))
+        cols["cap_chosen"].append([float(vc.correct), float(vc.formatted), float(len(c))])
+        cols["cap_rejected"].append([float(vr.correct), float(vr.formatted), float(len(r))])
+    better_a = score_a > score_b  # every pair is decided by the verifier (correctness or format)
+    stats = {"prompts": len(tasks), "pairs": n, "format_pairs": int(sum(p[5] for p in pairs)),
+             "prompts_with_pairs": len({p[0].prompt for p in pairs}),
+             "pass_rate": float(np.mean([v.correct for marks in verdicts for v in marks])) if tasks else float("nan"),
+             "format_rate": float(np.mean([v.formatted for marks in verdicts for v in marks])) if tasks
+             else float("nan"),
+             "length_decided": float(by_length.mean()) if n else float("nan"),
+             "label_verifier_agreement": float(np.mean(a_chosen == better_a)) if n else float("nan")}
+    return cols, stats
+
+
+class VerifierGold:
+    """gold=verifier (module docstring): task prompts, the policy's answers, pairs labelled by the verifier."""
+
+    name = "verifier"
+    # The task set is the job's data: the data group is not prepared (harness/job.py prepare_data).
+    replaces_data = True
+    # Where the policy samples (harness/device.py); the job gives it its own.
+    compute: Compute = CPU
+
+    def __init__(self, families: dict, prompts: dict, samples_per_prompt: int, pairs_per_prompt: int,
+                 format_pairs: bool, label_noise: float, length_share: float, seed: int | None = None):
+        if not families or not all(isinstance(f, Family) for f in families.values()):
+            raise ValueError(f"gold.families={families!r} must map names to task families (harness.verifiable.tasks "
+                             "classes, each with a _target_)")
+        if set(prompts) != set(TASK_SPLITS) or any(isinstance(v, bool) or not isinstance(v, int) or v < 0
+                                                   for v in prompts.values()):
+            raise ValueError(f"gold.prompts={prompts!r} must give an integer >= 0 for each of {list(TASK_SPLITS)}")
+        for split in ("train", "val", "test"):
+            if prompts[split] < 1:
+                raise ValueError(f"gold.prompts.{split}={prompts[split]} must be >= 1")
+        if samples_per_prompt < 2 or pairs_per_prompt < 1:
+            raise ValueError(f"gold.samples_per_prompt={samples_per_prompt} must be >= 2 and gold.pairs_per_prompt="
+                             f"{pairs_per_prompt} >= 1")
+        if not 0 <= label_noise <= 0.5:
+            raise ValueError(f"gold.label_noise={label_noise} must be in [0, 0.5] (above 0.5 labels mean the opposite)")
+        if not 0 <= length_share <= 1:
+            raise ValueError(f"gold.length_share={length_share} must be in [0, 1]")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise ValueError(f"gold.seed={seed!r} must be an integer >= 0 or null (the job seed)")
+        self.families, self.prompts = dict(families), {s: int(prompts[s]) for s in TASK_SPLITS}
+        self.samples_per_prompt, self.pairs_per_prompt = int(samples_per_prompt), int(pairs_per_prompt)
+        self.format_pairs, self.label_noise, self.length_share = bool(format_pairs), float(label_noise), \
+            float(length_share)
+        self.seed = seed
+
+    def check_studies(self, studies: dict) -> None:
+        """Before anything is sampled or trained: the held-out prompts the studies ask for (BoN's, PPO's eval and
+        training prompts) fit in the eval split (``gold.prompts.eval`` per family)."""
+        held_out = self.prompts["eval"] * len(self.families)
+        asked = {"opt.bon.n_prompts": (studies.get("bon") or {}).get("n_prompts", 0),
+                 "opt.ppo.eval_prompts + train_prompts": sum((studies.get("ppo") or {}).get(k, 0)
+                                                             for k in ("eval_prompts", "train_prompts"))}
+        for what, n in asked.items():
+            if n > held_out:
+                raise ValueError(f"{what} = {n}, but gold=verifier holds {held_out} eval prompts "
+                                 f"({self.prompts['eval']} per family x {len(self.families)} families): raise "
+                                 f"gold.prompts.eval to {-(-n // len(self.families))} or ask for fewer")
+
+    def task_spec(self) -> dict:
+        """What determines the task prompts' text, with the task seed: the families' knobs and the prompt layout.
+        (The prompt counts only decide how many: a split's first prompts stay as they are when counts grow.)"""
+        return {"families": {name: f.knobs() for name, f in self.families.items()}, "layout": TASKS_VERSION}
+
+    def identity(self) -> dict:
+        """The tasks, the verifier and how it labels: part of the job's data fingerprint."""
+        return {"tasks": self.task_spec(), "prompts": self.prompts, "samples_per_prompt": self.samples_per_prompt,
+                "pairs_per_prompt": self.pairs_per_prompt, "format_pairs": self.format_pairs,
+                "label_noise": self.label_noise, "length_share": self.length_share, "seed": self.seed,
+                "verifier": VERIFIER_VERSION}
+
+    def apply(self, data, policy_cfg, cache: ArtifactCache, seed: int) -> VerifierData:
+        # The task seed fixes the prompts and the policy's samples: gold.seed set, every job seed shares them (and
+        # samples them once); the job seed still draws the pairs, the label noise and the length preference.
+        task_seed = seed if self.seed is None else self.seed
+        out = VerifierData(self, draw_tasks(self.families, self.prompts, task_seed), task_seed)
+        try:
+            policy = instantiate(policy_cfg, _convert_="all")
+        except Exception as e:  # noqa: BLE001 - name the group, as job.build does
+            raise ValueError(f"policy: {e.__cause__ or e}") from e
+        place(self.compute, policy)
+        policy.prepare(cache, out, task_seed)
+        responses = self.policy_responses(policy, out, cache, task_seed)
+        rng = np.random.default_rng(derive_seed(seed, Stream.VERIFIER_LABELS))
+        splits, stats = {}, {}
+        for split in SPLITS:
+            tasks = out.tasks[split]
+            verdicts = [[self.families[t.family].verify(t, r) for r in rs]
+                        for t, rs in zip(tasks, responses[split], strict=True)]
+            cols, stats[split] = verifier_pairs(tasks, responses[split], verdicts, self.pairs_per_prompt,
+                                                self.format_pairs, self.label_noise, self.length_share, rng)
+            if not cols["prompt"]:
+                raise ValueError(f"gold=verifier: the {split} split has no pair: the policy's answers to its "
+                                 f"{len(tasks)} prompts are all right or all wrong (and alike in format); make the "
+                                 "families' knobs easier or harder, or raise gold.prompts / gold.samples_per_prompt")
+            splits[split] = datasets.Dataset.from_dict(cols)
+        out.splits, out.stats = splits, stats
+        log.info("gold=verifier: %s", stats)
+        return out
+
+    def policy_responses(self, policy, data: VerifierData, cache: ArtifactCache, task_seed: int) -> dict:
+        """{split: [[samples_per_prompt responses] per task]} of the train / val / test prompts (cached)."""
+        k = self.samples_per_prompt
+        # The policy's key holds the families and the task seed; the counts of every split decide which questions
+        # the train / val / test splits got (a question drawn for a held-out split is not drawn again).
+        spec = {"policy": policy.cache_spec(), "prompts": self.prompts, "per_prompt": k, "seed": task_seed}
+
+        def build(out: Path) -> None:
+            flat = [t.prompt for split in SPLITS for t in data.tasks[split] for _ in range(k)]
+            texts = policy.sample(flat, task_seed, Stream.VERIFIER_SAMPLES)
+            (out / "responses.json").write_text(json.dumps(texts), encoding="utf-8")
+
+        entry = cache.directory("verifier_samples", spec, build)
+        texts = json.loads((entry / "responses.json").read_text(encoding="utf-8"))
+        out, start = {}, 0
+        for split in SPLITS:
+            out[split] = [texts[start + i * k : start + (i + 1) * k] for i in range(len(data.tasks[split]))]
+            start += k * len(data.tasks[split])
+        return out
+
+
+class VerifierData:
+    """The data a job sees under gold=verifier: the verifier-labelled pairs (``splits``, after ``apply``), the
+    verifier as ``gold``, the held-out ``eval`` tasks as ``eval_prompts``, and, for arch/labeler=oracle, the
+    capability points as ``world.capabilities`` / ``world.judge_pair`` read exactly from the verifier."""
+
+    def __init__(self, gold: VerifierGold, tasks: dict[str, list[Task]], task_seed: int):
+        self.name = "verifier"
+        self.families, self.tasks, self.task_seed = gold.families, tasks, task_seed
+        self._gold_spec, self._task_spec, self._prompts = gold.identity(), gold.task_spec(), gold.prompts
+        self.by_prompt = {t.prompt: t for split in TASK_SPLITS for t in tasks[split]}
+        self.splits: dict[str, datasets.Dataset] = {}
+        self.stats: dict = {}
+        # Best-of-N samples the task prompts with the task seed too: one set of samples for every job seed.
+        self.sample_seed = task_seed
+
+    @property
+    def domains(self) -> list[str]:
+        return list(self.families)
+
+    @property
+    def world(self) -> VerifierData:
+        """What arch/labeler=oracle reads (``capabilities``, ``judge_pair``): the verifier itself."""
+        return self
+
+    def spec(self, seed: int) -> dict:
+        return {"gold": self._gold_spec, "task_seed": self.task_seed, "seed": seed}
+
+    def world_spec(self, seed: int) -> dict:
+        # What the prompts' text is drawn from (not the labels, not the counts): the policy's key, hence its samples.
+        # BoN's first n eval prompts depend on nothing else (the eval split is drawn first, families in turn).
+        return {"tasks": self._task_spec, "task_seed": self.task_seed}
+
+    def corpus(self, n: int, seed: int = 0) -> tuple[list[str], list[str]]:
+        """``n`` (prompt, response) texts of the training pairs, for pre-training a tiny backbone (drawn with the seed,
+        with replacement when there are fewer)."""
+        if not self.splits:
+            raise UserError("gold=verifier: the policy answers the task prompts, so it cannot be one trained on the "
+                            "data's text (policy=tiny); use a pretrained policy (policy=smollm2 or policy=hf)")
+        train = self.splits["train"]
+        texts = list(dict.fromkeys([*zip(train["prompt"], train["chosen"], strict=True),
+                                    *zip(train["prompt"], train["rejected"], strict=True)]))
+        idx = np.random.default_rng(derive_seed(seed, Stream.CORPUS)).choice(len(texts), size=n, replace=n > len(texts))
+        return [texts[i][0] for i in idx], [texts[i][1] for i in idx]
+
+    def eval_prompts(self, n: int, seed: int) -> list[tuple[str, str]]:
+        """The first ``n`` held-out tasks, the families in turn: (prompt, family)."""
+        pool = self.tasks["eval"]
+        per_family = len(pool) // len(self.families)
+        if n > len(pool):
+            raise UserError(f"gold=verifier holds {len(pool)} eval prompts ({per_family} per family, gold.prompts.eval)"
+                            f" and {n} are asked for (opt.bon.n_prompts, opt.ppo eval + train prompts): raise "
+                            "gold.prompts.eval")
+        turns = [pool[i * per_family + j] for j in range(per_family) for i in range(len(self.families))]
+        return [(t.prompt, t.family) for t in turns[:n]]
+
+    def verdict(self, prompt: str, response: str):
+        task = self.by_prompt.get(prompt)
+        if task is None:
+            raise KeyError(f"gold=verifier: {prompt[:60]!r}... is not one of this task set's prompts")
+        return self.families[task.family].verify(task, response)
+
+    def gold(self, prompt: str, response: str, domain: str) -> float:
+        return float(self.verdict(prompt, response).correct)
+
+    def gold_batch(self, prompts: list[str], responses: list[str], domains: list[str]) -> np.ndarray:
+        """Correctness (0 / 1) of each response: the pass rate is its mean."""
+        return np.array([self.gold(p, r, d) for p, r, d in zip(prompts, responses, domains, strict=True)], dtype=float)
+
+    def gold_units(self, initial: np.ndarray, scale: str) -> dict:
+        """BoN / PPO's gold units (harness/optimize/study.py): the pass rate less the initial policy's, unscaled, so a
+        curve's gold is the pass-rate gain of the proxy's pick and ``mean`` the initial pass rate. The s.d.s and the
+        within-prompt share of ``reward_units`` come beside it (``scale``'s, for comparison; NaN when every sample
+        has the same verdict)."""
+        from .optimize.bon import reward_units
+
+        initial = np.asarray(initial, dtype=float)
+        try:
+            spread = reward_units(initial, scale)
+        except ValueError:
+            spread = {"sd_within": float("nan"), "sd_total": float("nan"), "within_share": float("nan")}
+        return {**spread, "scale_kind": "pass_rate", "mean": float(initial.mean()), "scale": 1.0}
+
+    # -- what arch/labeler=oracle asks the world
+    def capabilities(self, prompt: str, response: str, domain: str) -> dict[str, float]:
+        v = self.verdict(prompt, response)
+        return dict(zip(VERIFIER_POINTS, (float(v.correct), float(v.formatted), float(len(response))), strict=True))
+
+    def judge_pair(self, value_a: float, value_b: float, point: str, rng: np.random.Generator) -> tuple[int, int]:
+        """The oracle reads a point exactly; not told of a tie, it answers each way round by a coin flip. Returns
+        the answers (1 or 2: which reply is better) with a shown first, then with b shown first."""
+        u_first, u_second = rng.random(), rng.random()
+        first = 1 if value_a > value_b or (value_a == value_b and u_first < 0.5) else 2
+        second = 1 if value_b > value_a or (value_a == value_b and u_second < 0.5) else 2
+        return first, second

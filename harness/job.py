@@ -136,7 +136,9 @@ class JobInputs:
     data_fingerprint: str  # a hash of the data's content (files), of how it is split and of its gold
     train: TrainConfig
     data: object
-    gold: object | None  # gold=rm relabels the data with a gold RM (harness/gold.py); gold=synthetic keeps it
+    # gold=rm relabels the data with a gold RM, gold=verifier replaces it by verifier-labelled policy answers to task
+    # prompts (harness/gold.py); gold=synthetic keeps it
+    gold: object | None
     backbone: object
     arch: object
     studies: dict
@@ -147,7 +149,7 @@ class JobInputs:
     cache_dir: str
     data_name: str  # what stage lines call the data and backbone choices (progress.config_name)
     backbone_name: str
-    policy: DictConfig  # the policy the studies optimise (and gold=rm samples from)
+    policy: DictConfig  # the policy the studies optimise (and gold=rm / gold=verifier sample from)
     eval: EvalSettings
     export: ExportSettings | None  # None: export=false
 
@@ -329,6 +331,8 @@ def validate(cfg: DictConfig, job_dir: Path) -> JobInputs:
         studies, skipped = without_gold_studies(dict(cfg.get("opt") or {}), has_gold, data_name)
         if studies:
             check_studies(studies, cfg.policy, has_gold, getattr(data, "name", type(data).__name__))
+            if callable(getattr(gold, "check_studies", None)):  # gold=verifier: its held-out prompts suffice
+                gold.check_studies(studies)
         # The data source's cache key (file contents for jsonl, hub fingerprints for hf, the world's config for
         # synthetic, with the split fractions and the seed), and what a gold RM that relabels it is.
         identity = {"data": data.spec(seed),
@@ -384,7 +388,7 @@ class Prepared:
     """What the fit, evaluation and studies work on: the prepared data and backbone, the cache they came from, and
     the three splits encoded for the backbone."""
 
-    data: object  # the data source, prepared (relabelled by the gold RM under gold=rm)
+    data: object  # the data source, prepared (relabelled by the gold RM under gold=rm; gold=verifier's pairs)
     backbone: object  # harness.backbones.Backbone, prepared
     cache: ArtifactCache
     train: EncodedPairs  # less the pairs whose two inputs are identical (no gradient)
@@ -393,18 +397,26 @@ class Prepared:
 
 
 def prepare_data(job: JobInputs, stages: Stages, out: dict) -> Prepared:
-    """The data (built once per seed, then cached; relabelled by a gold RM where there is one), the backbone
-    (pre-trained or converted once, then cached) and the encoded splits; ``out["data"]``: per split, its pairs,
-    truncated and identical inputs (data/schema.py)."""
+    """The data (built once per seed, then cached; relabelled by a gold RM, or replaced by the verifier's pairs,
+    where ``gold`` says so), the backbone (pre-trained or converted once, then cached) and the encoded splits;
+    ``out["data"]``: per split, its pairs, truncated and identical inputs (data/schema.py); ``out["gold"]``: per
+    split, what the gold's relabelling reports (its pairs, the labels' agreement with gold; gold=verifier: the
+    policy's pass and format rates), under a gold that relabels."""
     seed, timing = job.seed, out["timing_s"]
     cache = ArtifactCache(job.cache_dir)
     t0 = time.perf_counter()
     # Malformed data files (DataFormatError), a data set the hub cannot give, a model path with no model in it.
     with user_errors(DataFormatError, FileNotFoundError, IsADirectoryError, HubUnavailableError):
-        stages.next(f"data: {job.data_name} preference pairs (built once per seed, then cached)")
-        data = job.data.prepare(cache, seed)
-        if job.gold is not None:
-            data = job.gold.apply(data, job.policy, cache, seed)
+        if getattr(job.gold, "replaces_data", False):  # gold=verifier: its task set is the data
+            stages.next(f"data: gold={job.gold.name} pairs of the policy's answers (sampled once, then cached)")
+            data = job.gold.apply(None, job.policy, cache, seed)
+        else:
+            stages.next(f"data: {job.data_name} preference pairs (built once per seed, then cached)")
+            data = job.data.prepare(cache, seed)
+            if job.gold is not None:
+                data = job.gold.apply(data, job.policy, cache, seed)
+        if job.gold is not None and (relabelled := getattr(data, "stats", None)) is not None:  # gold=rm, =verifier
+            out["gold"] = relabelled  # per split: pairs, label agreement (gold=verifier: pass rates)
         stages.next(f"backbone: {job.backbone_name} (pre-trained or converted once, then cached)")
         backbone = job.backbone.prepare(
             cache, corpus=lambda n: data.corpus(n, seed), seed=seed, world_spec=data.world_spec(seed)

@@ -71,7 +71,9 @@ METRIC_PREFIXES = ("accuracy.", "params.", "timing_s.", "bon.", "ppo.")
 REWARD_LABEL = "reward (s.d. of initial policy; 0 = its mean)"
 # The unit in words, per harness.optimize.bon.reward_units scale (metrics.json <opt>.units.gold.scale_kind).
 REWARD_LABELS = {"within_prompt": "reward (within-prompt s.d. of initial policy;\n0 = its mean)",
-                 "total": "reward (total s.d. of initial policy; 0 = its mean)"}
+                 "total": "reward (total s.d. of initial policy; 0 = its mean)",
+                 # gold=verifier: gold is the pass rate less the initial policy's; the proxy keeps its s.d. units.
+                 "pass_rate": "gold: pass-rate gain (fraction; 0 = initial policy)\nproxy: within-prompt s.d."}
 # A Gao fit whose R^2 (mean over seeds) is below this is drawn dotted: the form does not describe the points,
 # so its line and peak are not to be read as the curve's shape.
 MIN_FIT_R2 = 0.5
@@ -473,6 +475,45 @@ def accuracy_figure(series: list[Series]) -> Figure | None:
     return fig
 
 
+# summary.csv columns of gold=verifier's Best-of-N: the pass rate of the proxy's pick at each n (harness/optimize/
+# study.py pass_rate_curve), and the initial policy's.
+PASS_RATE_PREFIX = "bon.pass_rate.at_n."
+PASS_RATE_INITIAL = "bon.pass_rate.initial"
+
+
+def pass_rate_figure(series: list[Series]) -> Figure | None:
+    """gold=verifier: the pass rate of the proxy's pick against n (log scale), mean ± 1 s.d. over seeds, with the
+    initial policy's pass rate: the curve falling while the proxy rises is over-optimization read in the gold's
+    own unit (the bon figure draws it as a gain beside the proxy's s.d.). None when no job has it."""
+    rows_all = pd.concat([s.rows for s in series]) if series else pd.DataFrame()
+    cols = sorted((c for c in rows_all.columns if c.startswith(PASS_RATE_PREFIX) and rows_all[c].notna().any()),
+                  key=lambda c: int(c[len(PASS_RATE_PREFIX):]))
+    if not cols:
+        return None
+    ns = np.array([int(c[len(PASS_RATE_PREFIX):]) for c in cols], dtype=float)
+    panels = _panels(series)
+    fig, axes = _figure(len(panels), (4.6, 3.2))
+    for ax, panel in zip(axes, panels, strict=True):
+        in_panel = [s for s in series if s.panel == panel and any(c in s.rows for c in cols)]
+        for s in in_panel:
+            stats = [_mean_sd(s.rows[c]) if c in s.rows else (math.nan, math.nan) for c in cols]
+            mean, sd = np.array([m for m, _ in stats]), np.array([d for _, d in stats])
+            ax.plot(ns, mean, marker="o", markersize=3, color=s.color)
+            if len(s.rows) > 1:
+                ax.fill_between(ns, mean - sd, mean + sd, color=s.color, alpha=0.15, linewidth=0)
+        initial = _mean_sd(pd.concat([s.rows[PASS_RATE_INITIAL] for s in in_panel if PASS_RATE_INITIAL in s.rows]))
+        if np.isfinite(initial[0]):
+            ax.axhline(initial[0], color="0.4", linestyle=":", linewidth=0.8)
+            ax.text(1.0, initial[0], " initial", transform=ax.get_yaxis_transform(), va="center", ha="left",
+                    fontsize=7, color="0.4")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("n (best of n samples)")
+        ax.set_ylabel("pass rate of the proxy's pick")
+        ax.set_title("Best-of-n against the verifier" + (f" -- {panel}" if panel else ""))
+    _legend(fig, series, _spread_key(Patch(facecolor="0.5", alpha=0.3, label=BAND_LABEL), series))
+    return fig
+
+
 BROKEN_AXIS_GID = "broken-y-axis"
 
 
@@ -635,6 +676,7 @@ def make_figures(sweep_dir: str | os.PathLike) -> list[Path]:
         "bon": lambda: curves_figure(sweep_dir, series, "bon"),
         "ppo": lambda: curves_figure(sweep_dir, series, "ppo"),
         "bon_per_arch": lambda: curves_figure(sweep_dir, series, "bon", by_arch=True),
+        "bon_pass_rate": lambda: pass_rate_figure(series),
         "ppo_per_arch": lambda: curves_figure(sweep_dir, series, "ppo", by_arch=True),
         "accuracy_per_domain": lambda: accuracy_figure(series_plus),
         "params_vs_accuracy": lambda: params_figure(series_plus),

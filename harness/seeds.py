@@ -50,6 +50,9 @@ class Stream(str, Enum):
     GOLD_SAMPLES = ("gold/samples", 1)  # (chunk): gold=rm's policy samples to label (Policy.sample)
     GOLD_LABELS = ("gold/labels", 0)  # gold=rm's Bradley-Terry label draws and label noise
     GOLD_FILE_SPLIT = ("gold/file_split", 0)  # gold=rm with a responses file: which prompts go to which split
+    VERIFIER_TASKS = ("verifier/tasks", 2)  # (family name's crc32, split index): gold=verifier's task questions
+    VERIFIER_SAMPLES = ("verifier/samples", 1)  # (chunk): gold=verifier's policy samples of the task prompts
+    VERIFIER_LABELS = ("verifier/labels", 0)  # gold=verifier's pair choice, label noise and length preference
     # -- pre-trained models of the harness
     BACKBONE_INIT = ("backbone/init", 0)  # tiny backbone weights before pre-training
     BACKBONE_BATCHES = ("backbone/batches", 0)  # its pre-training batches

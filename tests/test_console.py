@@ -95,3 +95,14 @@ def test_help_says_what_it_is_with_examples_groups_and_the_plus():
     assert "need a +" in out
     for group in ("arch", "data", "backbone", "policy", "arch/labeler", "opt", "logger", "suite", "profile"):
         assert any(ln.startswith(f"{group}: ") for ln in out.splitlines()), group
+
+
+def test_job_summary_reads_the_verifier_pass_rate(tmp_path):
+    rates = {"initial": 0.319, "peak": 0.319, "peak_n": 1, "at_max_n": 0.222, "max_n": 64, "overoptimized": True}
+    verifier = {**METRICS, "bon": {**METRICS["bon"], "units": {"gold": {"scale_kind": "pass_rate"}},
+                                   "pass_rate": rates}}
+    row = {ln.split("  ")[0].strip(): ln for ln in job_summary(verifier, tmp_path).splitlines() if "  " in ln}
+    line = row["BoN pass rate: initial / peak / largest n"]
+    assert "0.319 / 0.319 (n = 1) / 0.222 (n = 64)" in line and "over-optimized" in line
+    assert "pass-rate units" in row["BoN R* (fitted peak gold)"]
+    assert "BoN pass rate" not in job_summary(METRICS, tmp_path)  # other golds have none

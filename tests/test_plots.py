@@ -236,3 +236,20 @@ def test_every_shipped_arch_has_its_own_colour():
     # Eleven shipped archs outgrew tab10: the eleventh used to take the first one's colour.
     shipped = plots.shipped_archs()
     assert len(shipped) > 10 and len(set(plots.arch_colors(shipped).values())) == len(shipped)
+
+
+def test_pass_rate_figure_plots_seed_means_of_the_picks_pass_rate(sweep):
+    summary = results.read_summary(sweep / "summary.csv")
+    ok = summary[summary["status"] == "ok"].copy()
+    assert plots.pass_rate_figure(plots._series(ok, plots.arch_colors(ok["choices.arch"].unique()))) is None
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 4, 8):  # gold=verifier's columns (harness/optimize/study.py pass_rate_curve)
+        ok[f"bon.pass_rate.at_n.{n}"] = 0.3 - 0.01 * n + 0.01 * rng.random(len(ok))
+    ok["bon.pass_rate.initial"] = 0.3
+    single = ok[ok["choices.arch"] == "single"]
+    series = plots._series(single, plots.arch_colors(["single"]))
+    ax = plots.pass_rate_figure(series).axes[0]
+    line = ax.lines[0]
+    expected = [single[f"bon.pass_rate.at_n.{n}"].mean() for n in (1, 2, 4, 8)]
+    assert list(line.get_xdata()) == [1, 2, 4, 8] and np.allclose(line.get_ydata(), expected)
+    assert ax.get_xscale() == "log" and ax.lines[-1].get_ydata()[0] == 0.3  # the initial policy's line

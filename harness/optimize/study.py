@@ -98,6 +98,14 @@ def gold_scores(data, prompts: list[str], responses: list[str], domains: list[st
     return np.array([data.gold(p, r, d) for p, r, d in zip(prompts, responses, domains, strict=True)], dtype=float)
 
 
+def gold_units(data, initial: np.ndarray, scale: str) -> dict:
+    """Gold's units from its initial-policy scores: ``reward_units``, unless the data's gold has units of its own
+    (gold=verifier: the pass rate, re-centred but not scaled; harness/gold.py ``VerifierData.gold_units``)."""
+    if hasattr(data, "gold_units"):
+        return data.gold_units(initial, scale)
+    return reward_units(initial, scale)
+
+
 def bon_samples(policy: Policy, data, cache: ArtifactCache, seed: int, n_prompts: int, n_samples: int) -> dict:
     """N initial-policy samples for each of ``n_prompts`` held-out prompts (cached), with their gold rewards.
 
@@ -140,7 +148,7 @@ def bon_study(cfg: BoNConfig, score, data, policy: Policy, cache: ArtifactCache,
     t_score = time.perf_counter() - t0
     gold_raw = np.asarray(samples["gold"], dtype=float)  # (P, N)
     # All P x N samples are the initial policy's (the n=1 distribution): each RM in its own units.
-    units = {"proxy": reward_units(proxy_raw, cfg.reward_scale), "gold": reward_units(gold_raw, cfg.reward_scale)}
+    units = {"proxy": reward_units(proxy_raw, cfg.reward_scale), "gold": gold_units(data, gold_raw, cfg.reward_scale)}
     proxy, gold = standardize(proxy_raw, units["proxy"]), standardize(gold_raw, units["gold"])
     rows = [{"opt": "bon", **r} for r in bon_curve(proxy, gold, cfg.ns)]
     # How well the proxy ranks samples of one prompt, on average: what BoN selection acts on.
@@ -149,12 +157,28 @@ def bon_study(cfg: BoNConfig, score, data, policy: Policy, cache: ArtifactCache,
     block = {**summarize("bon", rows, cfg.sqrt_kl_grid, cfg.common_sqrt_kl), "n_prompts": P, "n_samples": N,
              "units": units,
              "within_prompt_corr": float(corr), "seconds_samples": t_samples, "seconds_score": t_score}
+    if units["gold"].get("scale_kind") == "pass_rate":
+        block["pass_rate"] = pass_rate_curve(rows, units["gold"]["mean"])
     for r in rows:
         log.debug("bon n=%d d=%.3f proxy=%.3f gold=%.3f", r["n"], r["sqrt_kl"], r["proxy"], r["gold"])
     last = rows[-1]
     log.info("best-of-n: at n=%d (d=√KL %.2f) gold %.3f, proxy %.3f (%s s.d. of the initial policy); %d x %d "
              "samples", last["n"], last["sqrt_kl"], last["gold"], last["proxy"], cfg.reward_scale, P, N)
     return block, rows, {"proxy": proxy_raw, "gold": gold_raw, "texts": (flat_prompts, flat_responses, flat_domains)}
+
+
+def pass_rate_curve(rows: list[dict], initial: float) -> dict:
+    """gold=verifier: the pass rate of the proxy's pick at each n (the initial policy's, ``initial``, plus the
+    curve's gold, which curves.csv keeps as the pass-rate gain), its peak, and the over-optimisation after it:
+    ``drop`` (the peak less the rate at the largest n, >= 0) while the proxy rose by ``proxy_rise_after_peak`` (in
+    its within-prompt s.d.); ``overoptimized``: both positive."""
+    rates = np.array([initial + r["gold"] for r in rows])
+    best, last = int(np.argmax(rates)), len(rows) - 1
+    rise = rows[last]["proxy"] - rows[best]["proxy"]
+    return {"initial": initial, "at_n": {str(r["n"]): float(rate) for r, rate in zip(rows, rates, strict=True)},
+            "peak": float(rates[best]), "peak_n": int(rows[best]["n"]), "peak_se": float(rows[best]["gold_se"]),
+            "at_max_n": float(rates[last]), "max_n": int(rows[last]["n"]), "drop": float(rates[best] - rates[last]),
+            "proxy_rise_after_peak": float(rise), "overoptimized": bool(rates[best] > rates[last] and rise > 0)}
 
 
 def check_studies(studies: dict, policy_cfg, has_gold: bool, data_name: str) -> tuple[tuple, Policy]:
@@ -193,7 +217,10 @@ def run_studies(studies: dict, arch, data, backbone, policy_cfg, cache: Artifact
     stage = stages.next if stages is not None else (lambda what: None)
     stage(f"policy: {config_name(policy_cfg)} (SFT-trained or loaded once, then cached)")
     place(compute, policy)
-    policy.prepare(cache, data, seed)
+    # The data may fix the seed of its policy samples across job seeds (gold=verifier: one set of samples shared by
+    # every seed of a sweep); BoN's samples and the policy's cache key then use it. Otherwise: the job seed.
+    sample_seed = getattr(data, "sample_seed", seed)
+    policy.prepare(cache, data, sample_seed)
 
     def scorer(study: str):
         def score(prompts, responses, domains):
@@ -211,7 +238,7 @@ def run_studies(studies: dict, arch, data, backbone, policy_cfg, cache: Artifact
     if bon_cfg is not None:  # first: its samples give PPO its units
         stage(f"best-of-n: {bon_cfg.n_samples} samples for each of {bon_cfg.n_prompts} prompts (sampled once, cached), "
               "scored by the reward model")
-        results["bon"], rows, initial = bon_study(bon_cfg, scorer("bon"), data, policy, cache, seed)
+        results["bon"], rows, initial = bon_study(bon_cfg, scorer("bon"), data, policy, cache, sample_seed)
         curves += rows
     if ppo_cfg is not None:
         n_eval = ppo_cfg.eval_prompts
@@ -225,7 +252,7 @@ def run_studies(studies: dict, arch, data, backbone, policy_cfg, cache: Artifact
             if arch.study_scorer("ppo") is not None:  # PPO optimises another reward than BoN's: its own units
                 proxy_raw = scorer("ppo")(*initial["texts"]).reshape(proxy_raw.shape)
             units = {"proxy": reward_units(proxy_raw, ppo_cfg.reward_scale),
-                     "gold": reward_units(initial["gold"], ppo_cfg.reward_scale)}
+                     "gold": gold_units(data, initial["gold"], ppo_cfg.reward_scale)}
         out = run_ppo(ppo_cfg, policy, scorer("ppo"), gold, train_prompts=prompts[n_eval:],
                       eval_prompts=prompts[:n_eval], seed=seed, units=units,
                       on_eval=metric_logger.ppo_eval if metric_logger else None)
