@@ -353,7 +353,9 @@ class VerifierGold:
 
     def check_studies(self, studies: dict) -> None:
         """Before anything is sampled or trained: the held-out prompts the studies ask for (BoN's, PPO's eval and
-        training prompts) fit in the eval split (``gold.prompts.eval`` per family)."""
+        training prompts) fit in the eval split (``gold.prompts.eval`` per family), and every family's knobs give
+        as many distinct questions as ``gold.prompts`` asks for (a dry draw of the task set: milliseconds)."""
+        draw_tasks(self.families, self.prompts, 0 if self.seed is None else self.seed)
         held_out = self.prompts["eval"] * len(self.families)
         asked = {"opt.bon.n_prompts": (studies.get("bon") or {}).get("n_prompts", 0),
                  "opt.ppo.eval_prompts + train_prompts": sum((studies.get("ppo") or {}).get(k, 0)

@@ -9,6 +9,7 @@ import csv
 import numpy as np
 import pytest
 from conftest import TINY_OVERRIDES, compose
+from hydra.utils import instantiate
 
 from harness.gold import VERIFIER_POINTS, VerifierData, VerifierGold, verifier_pairs
 from harness.job import run_job
@@ -349,3 +350,14 @@ def test_smollm2_answers_the_tasks_and_bon_reads_its_pass_rate(tmp_path):
     assert [int(r["n"]) for r in rows] == [1, 2, 4, 8]
     # Gold is a pass-rate gain over the initial policy: within [-mean, 1 - mean] at every n.
     assert all(-units["mean"] - 1e-9 <= float(r["gold"]) <= 1 - units["mean"] + 1e-9 for r in rows)
+
+
+def test_the_verifiable_suite_asks_for_no_more_questions_than_its_families_hold():
+    """Every task family of +suite=verifiable gives as many distinct questions as its prompt counts ask for, checked
+    by the job's validation before anything is sampled (a too-narrow family once failed the suite's first job)."""
+    cfg = compose(["+suite=verifiable"])
+    gold = instantiate(cfg.gold, _convert_="all")
+    gold.check_studies(dict(cfg.opt))
+    narrow = instantiate(compose(["+suite=verifiable", "gold.prompts.train=100"]).gold, _convert_="all")
+    with pytest.raises(ValueError, match="too few distinct questions"):
+        narrow.check_studies(dict(cfg.opt))
