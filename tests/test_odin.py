@@ -84,7 +84,7 @@ def test_training_reads_the_sum_and_the_losses_scoring_the_quality_head(exported
     torch.testing.assert_close(scored.reward, quality)
     assert scored.aux_loss is None
     torch.testing.assert_close(trained.reward, quality + length)
-    # The aux loss is the two losses with their YAML weights (both 1.0 in conf/arch/odin.yaml).
+    # The aux loss is the two losses with their YAML weights (conf/arch/odin.yaml).
     want = (rm.length_coef * length_correlation_loss(quality, length, response_tokens(batch))
             + rm.orthogonality_coef * orthogonality_loss(rm.model.score.weight))
     torch.testing.assert_close(trained.aux_loss, want)

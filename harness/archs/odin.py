@@ -11,11 +11,17 @@ The loss of a batch of 2B sequences (chosen then rejected), as the repository's 
   length, the quality head does not;
 - the orthogonality loss, ``orthogonality_coef`` x |cos(w_Q, w_L)| of the heads' weight vectors.
 
+The heads project with centred, unit-norm weight vectors, as the repository's training script runs it
+(``--normalized_proj``): the backbone's two-row score layer is parametrised so (``CentredUnitRows``), so a head's
+scale lives in the trunk's features, and the orthogonality loss reads the product of the two rows.
+
+A Pearson correlation is scale-free in the rewards, so its gradient grows as 1 / their s.d.: on a small backbone,
+whose rewards vary little, the correlation terms outweigh the Bradley-Terry loss (conf/arch/odin.yaml says what
+was measured), which is why ``length_coef`` is the repository's default 0.1 and not its 7B script's 1.0.
+
 Where the repository differs: it also adds |rho(r_Q + r_L, len)| (a third term, not in the paper's loss, that works
-against the length head; left out), reads len as the whole sequence's length (prompt included; here the response
-alone, so prompt lengths do not enter the correlations), and projects with centred, normalised head weights (here
-the backbone's plain score layer, so the quality head exports as an ordinary transformers model; the cosine makes
-the orthogonality loss as scale-free as its normalised product).
+against the length head; left out), and reads len as the whole sequence's length (prompt included; here the
+response alone, so prompt lengths do not enter the correlations).
 
 The forward gives the sum of the heads in training mode (what the loss reads) and the quality head in eval mode:
 validation inside the loop (the best state is the quality head's, as the repository's evaluation picks it),
@@ -32,6 +38,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 from ..data.schema import Batch
 from ..packing import sequence_logits
@@ -40,6 +47,8 @@ from .base import FitContext, RewardModel, RewardOutput, TrainConfig, View, trai
 
 # Columns of the backbone's two-label score layer.
 QUALITY, LENGTH = 0, 1
+# The smallest norm a head's centred weight vector is divided by (the repository's 1e-8).
+HEAD_NORM_EPS = 1e-8
 # Added under the square root of the correlation's denominator: a batch whose lengths (or rewards) are all equal has
 # no correlation (0) rather than 0/0.
 CORRELATION_EPS = 1e-12
@@ -58,9 +67,19 @@ def length_correlation_loss(quality: torch.Tensor, length: torch.Tensor, tokens:
 
 def orthogonality_loss(weight: torch.Tensor) -> torch.Tensor:
     """ODIN's orthogonality loss (unweighted): |cos| of the two heads' weight vectors, the rows of ``weight``
-    (2, hidden): 0 when orthogonal, 1 when parallel."""
+    (2, hidden): 0 when orthogonal, 1 when parallel (for ODIN's unit rows, the absolute product the repository
+    takes)."""
     w = F.normalize(weight.float(), dim=-1)
     return (w[QUALITY] * w[LENGTH]).sum().abs()
+
+
+class CentredUnitRows(nn.Module):
+    """The parametrisation of ODIN's heads (the repository's ``proj_with_normalized_weight``): each row of the score
+    layer's weight centred on its mean and scaled to unit norm."""
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        centred = weight - weight.mean(dim=-1, keepdim=True)
+        return centred / centred.norm(dim=-1, keepdim=True).clamp_min(HEAD_NORM_EPS)
 
 
 def response_tokens(batch: Batch) -> torch.Tensor:
@@ -85,6 +104,7 @@ class ODINRM(RewardModel):
     def build(self, ctx: FitContext, seed: int) -> ODINRM:
         # The trunk and the seed single's model starts from; the score layer has two rows, the two heads.
         self.model = ctx.backbone.reward_model(derive_seed(seed, Stream.RM_INIT, 0), num_labels=2)
+        parametrize.register_parametrization(self.model.score, "weight", CentredUnitRows())
         return self
 
     def heads(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,11 +142,12 @@ class ODINRM(RewardModel):
             return {"heads_abs_cos": float(orthogonality_loss(self.model.score.weight))}
 
     def dense_models(self) -> dict:
-        """The quality head on the trunk: a copy of the model with a one-label score layer (its first row)."""
+        """The quality head on the trunk: a copy of the model with a plain one-label score layer (the first row of
+        the parametrised weight, as the forward uses it)."""
         quality = copy.deepcopy(self.model)
         head = quality.score
         quality.score = nn.Linear(head.in_features, 1, bias=False, device=head.weight.device, dtype=head.weight.dtype)
         with torch.no_grad():
-            quality.score.weight.copy_(head.weight[QUALITY : QUALITY + 1])
+            quality.score.weight.copy_(head.weight[QUALITY : QUALITY + 1].detach())
         quality.config.num_labels = quality.num_labels = 1
         return {"quality": quality}
