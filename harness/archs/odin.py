@@ -21,7 +21,9 @@ was measured), which is why ``length_coef`` is the repository's default 0.1 and 
 
 Where the repository differs: it also adds |rho(r_Q + r_L, len)| (a third term, not in the paper's loss, that works
 against the length head; left out), and reads len as the whole sequence's length (prompt included; here the
-response alone, so prompt lengths do not enter the correlations).
+response alone, so prompt lengths do not enter the correlations). Its RL reward (``forward_value``) reads the raw
+score layer's first row, not the centred unit-norm row that training and its validation read; here the reward is
+the head as trained, in scoring, export and the studies alike.
 
 The forward gives the sum of the heads in training mode (what the loss reads) and the quality head in eval mode:
 validation inside the loop (the best state is the quality head's, as the repository's evaluation picks it),
