@@ -177,8 +177,10 @@ def test_raters_length_preference_leans_labels_to_longer_responses_at_the_same_a
         n_r = np.array([response_length(r) for r in cols["rejected"]])
         return np.mean((n_c > n_r)[n_c != n_r]), np.mean(cols["human_agrees_gold"])
 
-    assert set(world.length_scale.values()) == {0.0}  # the default: raters read gold alone
-    neutral, neutral_agree = longer_chosen(world)
+    reading_gold = World(WorldConfig(calibration_pairs=1500, human_length_share=0.0), seed=0)
+    assert set(reading_gold.length_scale.values()) == {0.0}  # raters who read gold alone
+    neutral, neutral_agree = longer_chosen(reading_gold)
+    assert min(world.length_scale.values()) > 0  # the default leans (data.world.human_length_share 0.2)
     leaning = World(WorldConfig(calibration_pairs=1500, human_length_share=0.3), seed=0)
     assert min(leaning.length_scale.values()) > 0
     longer, agree = longer_chosen(leaning)
@@ -191,11 +193,12 @@ def test_raters_length_preference_leans_labels_to_longer_responses_at_the_same_a
         World(WorldConfig(calibration_pairs=300, human_length_share=0.9, human_agreement=0.9), seed=0)
 
 
-def test_a_neutral_length_preference_keeps_the_datas_key():
+def test_the_length_preference_keys_the_data_and_not_the_text():
     from harness.data.synthetic import SyntheticData
 
-    def labels(**world):
-        return SyntheticData(10, 10, 10, world).spec_of_labels()
+    def data(**world):
+        return SyntheticData(10, 10, 10, world)
 
-    assert "human_length_share" not in labels() and labels() == labels(human_length_share=0.0)
-    assert labels(human_length_share=0.2)["human_length_share"] == 0.2
+    assert data().spec_of_labels()["human_length_share"] == 0.2  # the default
+    assert data(human_length_share=0.0).spec(0) != data().spec(0)
+    assert data(human_length_share=0.0).world_spec(0) == data().world_spec(0)  # backbone, policy, samples reused

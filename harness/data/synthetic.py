@@ -11,7 +11,7 @@ import numpy as np
 from ..cache import ArtifactCache
 from ..seeds import Stream, derive_seed
 from ..world import World, WorldConfig, preference_pairs, text_corpus
-from ..world.world import NEUTRAL_KNOBS, TEXT_VERSION, WORLD_VERSION
+from ..world.world import TEXT_VERSION, WORLD_VERSION
 
 
 class SyntheticData:
@@ -48,10 +48,8 @@ class SyntheticData:
         return {"world": self.world_config.text_spec(), "text_version": TEXT_VERSION, "seed": seed}
 
     def spec_of_labels(self) -> dict:
-        """The rest of the world's config (annotators, gold's unnamed part): with world_spec, keys the data. A knob
-        added at the value that reproduces the world before it (``NEUTRAL_KNOBS``) is left out at that value."""
-        return {k: v for k, v in vars(self.world_config).items()
-                if k not in self.world_config.text_spec() and not (k in NEUTRAL_KNOBS and v == NEUTRAL_KNOBS[k])}
+        """The rest of the world's config (annotators, gold's unnamed part): with world_spec, keys the data."""
+        return {k: v for k, v in vars(self.world_config).items() if k not in self.world_config.text_spec()}
 
     def prepare(self, cache: ArtifactCache, seed: int) -> SyntheticData:
         def build(out: Path) -> None:

@@ -37,7 +37,7 @@ from .vocab import (
 
 # Bump whenever the world's semantics change (vocabulary, scorers, weights, annotators, generator): it is part of
 # every cache key derived from world data, so artifacts built by an older world are never reused.
-WORLD_VERSION = 3
+WORLD_VERSION = 4  # 4: the raters like length by default (human_length_share 0.2; 0 reproduces v3's labels)
 # Bump whenever the world's TEXT changes (vocabulary, prompts, the response generator): the key of what is trained
 # on world text alone (backbone pre-training, policy SFT, the policy's samples), which a change of gold or of the
 # annotators leaves valid.
@@ -49,9 +49,6 @@ TONE_STUFFING = (9, 15)
 
 # WorldConfig fields that change the world's text (see WorldConfig.text_spec).
 TEXT_KNOBS = ("domains", "marker_rate", "domain_topic_rate", "max_words", "corpus_exploit_rate")
-# Knobs added to a world version at the value that reproduces that version: left out of the data's cache key at
-# that value (harness/data/synthetic.py), so the data, the caches and the fingerprints of that world stay valid.
-NEUTRAL_KNOBS = {"human_length_share": 0.0}
 
 
 @dataclass
@@ -67,8 +64,8 @@ class WorldConfig:
     human_flip_rate: float = 0.0  # extra uniform label flips on top of Bradley-Terry sampling
     # Share of the raters' within-prompt utility variance that is response length (they like longer responses, as
     # human raters do; gold does not): the labels still agree with gold `human_agreement` of the time, but their
-    # errors lean towards the longer response. 0: the raters read gold alone.
-    human_length_share: float = 0.0
+    # errors lean towards the longer response. 0: the raters read gold alone (world v3).
+    human_length_share: float = 0.2
     judge_agreement: float = 0.80  # target P(a judge's reading of one point == its true order) on random pairs
     judge_agreement_per_point: dict[str, float] = field(default_factory=dict)  # {point: agreement} overrides
     judge_position_bias: float = 0.15  # chance a judge answers "the first one" whatever it reads
