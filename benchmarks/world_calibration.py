@@ -8,6 +8,10 @@ them. Every number comes from this run (one seed, the default budgets unless ove
   recover gold's order — against the human labels' agreement;
 - Best-of-N of the joint `single` RM with the default policy and budget: gold and proxy per n (Gao units), the n
   where gold peaks and its drop from there to the largest n;
+- the length/verbosity exploit (data.world.human_length_share): of the test pairs whose lengths differ, how often
+  the human label, gold and the joint RM prefer the longer response; the within-prompt correlation with length of
+  gold and of the joint RM on Best-of-N's samples, and the length of what Best-of-N picks at its largest n; the
+  joint RM's style-controlled accuracy (harness/length_bias.py);
 - the multi-task disturbance: one RM trained on all domains against one specialist RM per domain trained on that
   domain's pairs only (same per-domain data), test accuracy against gold per domain.
 
@@ -38,9 +42,11 @@ from harness.cache import ArtifactCache  # noqa: E402
 from harness.data.schema import encode_pairs  # noqa: E402
 from harness.job import build  # noqa: E402
 from harness.labelers.oracle import OracleLabeler  # noqa: E402
+from harness.length_bias import sample_length_bias, style_controlled  # noqa: E402
 from harness.optimize.study import BoNConfig, bon_study, proxy_scores  # noqa: E402
 from harness.progress import quiet_third_party  # noqa: E402
 from harness.seeds import set_seed  # noqa: E402
+from harness.world.capabilities import response_length  # noqa: E402
 
 JUDGE_PAIRS = 3000  # training pairs sent to the oracle for the judge statistics
 
@@ -81,7 +87,7 @@ def unnamed_report(data) -> None:
           + ", ".join(f"{d} {s:.2f}" for d, s in world.unnamed_scale.items()))
 
 
-def bon_report(cfg, rm: SingleRM, data, backbone, cache: ArtifactCache, seed: int) -> None:
+def bon_report(cfg, rm: SingleRM, data, backbone, cache: ArtifactCache, seed: int) -> dict:
     policy = instantiate(cfg.policy, _convert_="all")
     policy.prepare(cache, data, seed)
     bon_cfg = BoNConfig(**cfg.opt.bon)
@@ -90,7 +96,7 @@ def bon_report(cfg, rm: SingleRM, data, backbone, cache: ArtifactCache, seed: in
     def score(prompts, responses, domains):
         return proxy_scores(rm, backbone, data, prompts, responses, domains, cfg.eval.batch_size)
 
-    block, rows, _ = bon_study(bon_cfg, score, data, policy, cache, seed)
+    block, rows, initial = bon_study(bon_cfg, score, data, policy, cache, seed)
     golds = np.array([r["gold"] for r in rows])
     peak = int(np.argmax(golds))
     print(f"Best-of-N of the joint single RM ({bon_cfg.n_prompts} prompts x {bon_cfg.n_samples} samples, "
@@ -102,6 +108,34 @@ def bon_report(cfg, rm: SingleRM, data, backbone, cache: ArtifactCache, seed: in
     print(f"  gold peaks at n={rows[peak]['n']} ({golds[peak]:.3f}), then falls by {golds[peak] - golds[-1]:.3f} to "
           f"n={rows[-1]['n']}; proxy rises throughout: {rising}; within-prompt proxy-gold correlation "
           f"{block['within_prompt_corr']:.3f}")
+    return initial
+
+
+def length_report(rm: SingleRM, data, backbone, test_rewards, initial: dict, seed: int, batch_size: int) -> None:
+    ds = data.splits["test"]
+    n_c = np.array([response_length(r) for r in ds["chosen"]])
+    n_r = np.array([response_length(r) for r in ds["rejected"]])
+    g_c, g_r = np.asarray(ds["gold_chosen"]), np.asarray(ds["gold_rejected"])
+    r_c, r_r = (np.asarray(r, dtype=float) for r in test_rewards)
+    differ = n_c != n_r
+    chosen_longer = n_c > n_r
+    gold_decided = differ & (g_c != g_r)
+    print(f"length exploit (data.world.human_length_share={data.world.config.human_length_share}): of the "
+          f"{int(differ.sum())} test pairs whose lengths differ, the longer response is preferred by the human label "
+          f"{chosen_longer[differ].mean():.3f}, by gold {((g_c > g_r) == chosen_longer)[gold_decided].mean():.3f}, "
+          f"by the joint RM {((r_c > r_r) == chosen_longer)[differ & (r_c != r_r)].mean():.3f}")
+    corr = sample_length_bias(rm, backbone, data, initial["texts"], initial["proxy"], initial["gold"], batch_size)
+    proxy, gold = initial["proxy"], initial["gold"]
+    lengths = np.array([response_length(r) for r in initial["texts"][1]], dtype=float).reshape(proxy.shape)
+    best = proxy.argmax(1)
+    rows = np.arange(len(proxy))
+    print(f"  within-prompt correlation with length on the Best-of-N samples: gold {corr['gold']:.3f}, joint RM "
+          f"{corr['reward']:.3f}; the RM's best of {proxy.shape[1]} has {lengths[rows, best].mean():.1f} words "
+          f"(gold's best {lengths[rows, gold.argmax(1)].mean():.1f}, all samples {corr['mean_words']:.1f})")
+    style = style_controlled(rm, backbone, data, seed, len(ds), batch_size)
+    print(f"  style-controlled accuracy ({style['n_pairs']} same-content pairs, {style['words']['concise']:.1f} vs "
+          f"{style['words']['verbose']:.1f} words, gold prefers the concise one in "
+          f"{style['gold_prefers_concise']:.3f}): joint RM {style['accuracy']['overall']:.3f}")
 
 
 def main(argv: list[str]) -> None:
@@ -140,7 +174,8 @@ def main(argv: list[str]) -> None:
     judge_report(data, seed)
     print(f"joint single RM: gold accuracy {acc_joint['gold']['overall']:.3f}, human "
           f"{acc_joint['human']['overall']:.3f} (train {joint_s:.0f} s)")
-    bon_report(cfg, joint, data, backbone, cache, seed)
+    initial = bon_report(cfg, joint, data, backbone, cache, seed)
+    length_report(joint, data, backbone, (r_c, r_r), initial, seed, cfg.eval.batch_size)
     if skip_disturbance:
         return
 

@@ -1,5 +1,6 @@
 """One job, top to bottom: validate, then the stages of ``_run`` -- set up, prepare the data and backbone, fit the
-architecture, evaluate it (test pairs, then benchmarks), export it, run the optimisation studies, write the results.
+architecture, evaluate it (test pairs, length bias, then benchmarks), export it, run the optimisation studies, write
+the results.
 
 ``validate`` reads the config once into ``JobInputs``; each stage takes what it needs from there and from the
 stages before it (``Prepared``, ``ScoredTestPairs``), never from the config.
@@ -41,6 +42,7 @@ from .device import Compute, compute_of, place
 from .errors import UserError, full_errors
 from .evaluate import active_per_response, evaluate_architecture, split_accuracy
 from .export import EXPORT_DIR, RewardScorer, export_reward_model, prompt_template_of
+from .length_bias import length_bias_blocks
 from .loggers import MetricLogger
 from .packing import note_padded
 from .progress import Stages, config_name
@@ -362,6 +364,7 @@ def _run(job: JobInputs, job_dir: Path, out: dict, metric_logger: MetricLogger) 
         return
     test_scores = evaluate_on_test(job, prepared, fit_passes, stages, out)
     write_test_scores(job_dir, test_scores.chosen, test_scores.rejected, test_scores.pairs, test_scores.views)
+    evaluate_length_bias(job, prepared, out)
     evaluate_on_benchmarks(job, prepared, job_dir, out)
     if job.export is not None:
         export_model(job, prepared, job_dir, out)
@@ -508,6 +511,13 @@ def evaluate_on_test(job: JobInputs, prepared: Prepared, fit_passes: BackbonePas
     out.update(evaluate_architecture(arch, prepared.val, test, pairs, prepared.data.domains, batch_size,
                                      view_scores))
     return ScoredTestPairs(chosen=r_chosen.numpy(), rejected=r_rejected.numpy(), pairs=pairs, views=view_scores)
+
+
+def evaluate_length_bias(job: JobInputs, prepared: Prepared, out: dict) -> None:
+    """The fitted RM's and its views' style-controlled accuracy on the world's verbosity pairs (harness/length_bias.py;
+    ``out["length_bias"]``), as many pairs as the test split has; nothing when the data has no world. Best-of-N adds
+    ``bon.length_corr`` on its own samples (harness/optimize/study.py)."""
+    out.update(length_bias_blocks(job.arch, prepared.backbone, prepared.data, job.seed, job.eval.batch_size))
 
 
 def evaluate_on_benchmarks(job: JobInputs, prepared: Prepared, job_dir: Path, out: dict) -> None:

@@ -77,6 +77,7 @@ class Stream(str, Enum):
     PPO_MINIBATCHES = ("ppo/minibatches", 0)  # minibatch order of the PPO epochs
     WORLD_FACTS = ("capability/world_facts", 0)  # the world_facts lm-eval questions
     TEST_PREFS = ("lmeval/test_prefs", 0)  # the test_prefs lm-eval task's answer order
+    STYLE_PAIRS = ("eval/style_pairs", 0)  # the length-bias metric's verbosity pairs (harness/length_bias.py)
 
 
 def _name_words(stream: Stream) -> tuple[int, int]:

@@ -205,6 +205,11 @@ def test_shipped_claims_file_loads_and_writes_tables(tmp_path):
     ids = {c["id"] for c in claims}
     assert {"dmoerm_accuracy", "dmoerm_vs_information", "ensembles_noisy_labels", "disturbance"} <= ids
     assert {c["family"] for c in claims} == set(ctx["families"]) == {"primary", "exploratory"}
+    # ODIN (Chen et al. 2024): less length-correlated, and no loss of gold accuracy within a margin.
+    odin = {c["id"]: c for c in claims if c["a"] == "odin"}
+    assert odin["odin_length_corr"]["metric"] == "bon.length_corr.reward" and odin["odin_length_corr"]["b"] == "single"
+    assert odin["odin_accuracy"]["direction"] == "not_less" and odin["odin_accuracy"]["margin"] > 0
+    assert odin["odin_style"]["family"] == "exploratory"
     # Every PPO claim is read at the one common √KL, never at the distance each pair of runs reached.
     ppo_metrics = {m for c in claims for m in claims_mod._as_list(c["metric"]) if m.startswith("ppo.")}
     assert ppo_metrics == {"ppo.final_gold", "ppo.final_gap"}

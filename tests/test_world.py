@@ -3,15 +3,17 @@ import pytest
 
 from harness.world import CAPABILITY_POINTS, DOMAINS, World, WorldConfig, build_tokenizer, measure, parse_prompt
 from harness.world.capabilities import (
+    LENGTH_TARGETS,
     TONE_ENOUGH,
     TONE_GUSHING,
     TONE_GUSHING_COST,
     gold_reward,
     length_fit,
+    response_length,
     saturating,
     warmth,
 )
-from harness.world.world import preference_pairs
+from harness.world.world import preference_pairs, verbosity_pairs
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +141,64 @@ def test_tokenizer_covers_world_text(world):
 @pytest.mark.parametrize("key,value", [("human_agreement", 0.4), ("human_flip_rate", 0.7), ("marker_rate", 1.5),
                                        ("domains", ["roleplay"]), ("domains", ["roleplay", "nope"]),
                                        ("unnamed_share", 0.95), ("judge_agreement", 0.3),
-                                       ("judge_agreement_per_point", {"nope": 0.8})])
+                                       ("judge_agreement_per_point", {"nope": 0.8}),
+                                       ("human_length_share", 0.95), ("human_length_share", "x")])
 def test_bad_world_values_name_the_key(key, value):
     with pytest.raises(ValueError, match=key):
         World(WorldConfig(**{key: value}), seed=0)
+
+
+def test_verbosity_pairs_keep_the_content_and_gold_prefers_the_concise_one():
+    for seed in (0, 1):
+        w = World(WorldConfig(calibration_pairs=300), seed=seed)
+        pairs = verbosity_pairs(w, 400, np.random.default_rng(seed))
+        assert pairs == verbosity_pairs(w, 400, np.random.default_rng(seed))  # seeded
+        assert sorted(set(pairs["domain"])) == sorted(w.domains)
+        for prompt, domain, concise, verbose, g_c, g_v in zip(*pairs.values(), strict=True):
+            assert g_c > g_v, (domain, concise, verbose)
+            assert g_c == w.gold(prompt, concise, domain) and g_v == w.gold(prompt, verbose, domain)
+            n = response_length(concise)
+            assert LENGTH_TARGETS[domain] <= n <= 2 * LENGTH_TARGETS[domain] < response_length(verbose) + n
+            a, b = measure(prompt, concise, w.knowledge), measure(prompt, verbose, w.knowledge)
+            # The same content (keywords, tone, hedges, answer, ending), longer, the raters' taste unchanged.
+            assert (a.coverage, a.stuffed, a.tone, a.hedges, a.question, a.correctness) == (
+                b.coverage, b.stuffed, b.tone, b.hedges, b.question, b.correctness)
+            assert b.n_words > a.n_words and b.repeats >= a.repeats and b.richness < a.richness
+            assert w.unnamed_taste(verbose) == pytest.approx(w.unnamed_taste(concise), abs=1e-12)
+    # A domain whose ideal length the response cap does not reach gets no pairs.
+    short = World(WorldConfig(calibration_pairs=300, max_words=20), seed=0)
+    assert "text_creation" not in verbosity_pairs(short, 50, np.random.default_rng(0))["domain"]
+
+
+def test_raters_length_preference_leans_labels_to_longer_responses_at_the_same_agreement(world):
+    def longer_chosen(w):
+        cols = preference_pairs(w, 3000, np.random.default_rng(5))
+        n_c = np.array([response_length(r) for r in cols["chosen"]])
+        n_r = np.array([response_length(r) for r in cols["rejected"]])
+        return np.mean((n_c > n_r)[n_c != n_r]), np.mean(cols["human_agrees_gold"])
+
+    reading_gold = World(WorldConfig(calibration_pairs=1500, human_length_share=0.0), seed=0)
+    assert set(reading_gold.length_scale.values()) == {0.0}  # raters who read gold alone
+    neutral, neutral_agree = longer_chosen(reading_gold)
+    assert min(world.length_scale.values()) > 0  # the default leans (data.world.human_length_share 0.2)
+    leaning = World(WorldConfig(calibration_pairs=1500, human_length_share=0.3), seed=0)
+    assert min(leaning.length_scale.values()) > 0
+    longer, agree = longer_chosen(leaning)
+    assert longer > neutral + 0.1  # measured: 0.48 -> 0.62 of the pairs whose lengths differ
+    assert abs(agree - 0.70) < 0.03 and abs(neutral_agree - 0.70) < 0.03
+    per_word = leaning.length_scale["roleplay"]
+    assert leaning.human_utility(1.0, "a b c .", "roleplay") == pytest.approx(1.0 + 3 * per_word)
+    # Raters who care mostly about length cannot also agree with gold this often.
+    with pytest.raises(ValueError, match="human_length_share"):
+        World(WorldConfig(calibration_pairs=300, human_length_share=0.9, human_agreement=0.9), seed=0)
+
+
+def test_the_length_preference_keys_the_data_and_not_the_text():
+    from harness.data.synthetic import SyntheticData
+
+    def data(**world):
+        return SyntheticData(10, 10, 10, world)
+
+    assert data().spec_of_labels()["human_length_share"] == 0.2  # the default
+    assert data(human_length_share=0.0).spec(0) != data().spec(0)
+    assert data(human_length_share=0.0).world_spec(0) == data().world_spec(0)  # backbone, policy, samples reused

@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..cache import ArtifactCache
 from ..data.schema import encode_sequences
 from ..device import CPU, Compute, place
+from ..length_bias import sample_length_bias
 from ..progress import config_name
 from ..seeds import Stream
 from .bon import bon_curve, reward_units, standardize
@@ -239,6 +240,9 @@ def run_studies(studies: dict, arch, data, backbone, policy_cfg, cache: Artifact
         stage(f"best-of-n: {bon_cfg.n_samples} samples for each of {bon_cfg.n_prompts} prompts (sampled once, cached), "
               "scored by the reward model")
         results["bon"], rows, initial = bon_study(bon_cfg, scorer("bon"), data, policy, cache, sample_seed)
+        # The RM's and its views' length bias on the same samples, gold's beside it.
+        results["bon"]["length_corr"] = sample_length_bias(arch, backbone, data, initial["texts"], initial["proxy"],
+                                                           initial["gold"], eval_batch_size)
         curves += rows
     if ppo_cfg is not None:
         n_eval = ppo_cfg.eval_prompts

@@ -64,10 +64,21 @@ class Features:
     correctness: int  # +1 right colour, -1 wrong colour, 0 no colour (objective QA only)
 
 
+def body_words(words: list[str]) -> list[str]:
+    """A response's words less its punctuation marks: what every length in the world counts."""
+    return [w for w in words if w not in (".", "?")]
+
+
+def response_length(response: str) -> int:
+    """A response's length in words (punctuation marks aside): gold's length points, the raters' length preference
+    (``WorldConfig.human_length_share``) and the length-bias metrics (harness/length_bias.py) all count this."""
+    return len(body_words(response.split()))
+
+
 def measure(prompt: str | ParsedPrompt, response: str, knowledge: dict[str, str]) -> Features:
     parsed = parse_prompt(prompt) if isinstance(prompt, str) else prompt
     words = response.split()
-    body = [w for w in words if w not in (".", "?")]
+    body = body_words(words)
     counts = Counter(body)
     kws = set(parsed.keywords)
     coverage = sum(1 for k in kws if counts[k] > 0) / len(kws) if kws else 0.0

@@ -20,6 +20,7 @@ from .capabilities import (
     gold_reward,
     measure,
     parse_prompt,
+    response_length,
 )
 from .vocab import (
     COLOURS,
@@ -36,7 +37,7 @@ from .vocab import (
 
 # Bump whenever the world's semantics change (vocabulary, scorers, weights, annotators, generator): it is part of
 # every cache key derived from world data, so artifacts built by an older world are never reused.
-WORLD_VERSION = 3
+WORLD_VERSION = 4  # 4: the raters like length by default (human_length_share 0.2; 0 reproduces v3's labels)
 # Bump whenever the world's TEXT changes (vocabulary, prompts, the response generator): the key of what is trained
 # on world text alone (backbone pre-training, policy SFT, the policy's samples), which a change of gold or of the
 # annotators leaves valid.
@@ -61,6 +62,10 @@ class WorldConfig:
     unnamed_share: float = 0.25  # share of gold's within-prompt variance that no capability point names
     human_agreement: float = 0.70  # target P(human label == gold order) on random pairs
     human_flip_rate: float = 0.0  # extra uniform label flips on top of Bradley-Terry sampling
+    # Share of the raters' within-prompt utility variance that is response length (they like longer responses, as
+    # human raters do; gold does not): the labels still agree with gold `human_agreement` of the time, but their
+    # errors lean towards the longer response. 0: the raters read gold alone (world v3).
+    human_length_share: float = 0.2
     judge_agreement: float = 0.80  # target P(a judge's reading of one point == its true order) on random pairs
     judge_agreement_per_point: dict[str, float] = field(default_factory=dict)  # {point: agreement} overrides
     judge_position_bias: float = 0.15  # chance a judge answers "the first one" whatever it reads
@@ -78,7 +83,8 @@ class WorldConfig:
             raise ValueError(f"data.world.domains={self.domains!r} must be a list of domain names; valid: "
                              f"{list(DOMAINS)}")
         for key in ("marker_rate", "domain_topic_rate", "exploit_rate", "corpus_exploit_rate", "unnamed_share",
-                    "human_agreement", "human_flip_rate", "judge_agreement", "judge_position_bias"):
+                    "human_agreement", "human_flip_rate", "human_length_share", "judge_agreement",
+                    "judge_position_bias"):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise ValueError(f"data.world.{key}={v!r} must be a finite number")
@@ -103,6 +109,7 @@ class WorldConfig:
             "unnamed_share": (0.0, 0.9),
             "human_agreement": (0.5, 1.0),
             "human_flip_rate": (0.0, 0.5),
+            "human_length_share": (0.0, 0.9),
             "judge_agreement": (0.5, 1.0),
             "judge_position_bias": (0.0, 1.0),
         }
@@ -140,17 +147,33 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def _temperature_for(gaps: np.ndarray, agreement: float, ties_count_half: bool) -> float:
-    """The Bradley-Terry temperature T at which mean(sigmoid(|gap| / T)) over ``gaps`` equals ``agreement``: over
-    all pairs with ties counted as coin flips (``ties_count_half``), or over the decided pairs only."""
-    nonzero = gaps[gaps > 0]
-    if not len(nonzero):
+# How far from its target a calibrated agreement may end up before the target counts as unreachable.
+AGREEMENT_TOLERANCE = 0.005
+
+
+def _agreement(gaps: np.ndarray, toward: np.ndarray | None, temperature: float, ties_count_half: bool) -> float:
+    """The expected agreement with the true order at ``temperature``: mean(sigmoid(toward / T)) over the pairs the
+    truth decides (``gaps`` > 0: |true gap|), ties counted as coin flips (``ties_count_half``) or left out.
+    ``toward``: the annotator's own gap, signed towards the true order (None: ``gaps`` itself)."""
+    decided = gaps > 0
+    read = gaps[decided] if toward is None else toward[decided]
+    tie_share = 1 - len(read) / len(gaps) if ties_count_half else 0.0
+    with np.errstate(over="ignore"):  # a gap far against the truth at a small T: exp overflows, sigmoid is 0
+        return (1 - tie_share) * float(_sigmoid(read / temperature).mean()) + tie_share * 0.5
+
+
+def _temperature_for(gaps: np.ndarray, agreement: float, ties_count_half: bool,
+                     toward: np.ndarray | None = None) -> float:
+    """The Bradley-Terry temperature T at which the expected agreement (``_agreement``) equals ``agreement``: over
+    all pairs with ties counted as coin flips (``ties_count_half``), or over the decided pairs only. Without
+    ``toward`` the agreement falls with T, from 1 to 1/2, so bisection is exact; an annotator leaning against the
+    truth on some pairs (``toward`` < 0 there) tops out lower (the caller checks what was reached)."""
+    if not (gaps > 0).any():
         return 1.0  # the point never separates two responses: any temperature reads ties the same
-    tie_share = 1 - len(nonzero) / len(gaps) if ties_count_half else 0.0
     lo, hi = 1e-4, 1e4
     for _ in range(200):
         mid = math.sqrt(lo * hi)
-        agree = (1 - tie_share) * float(_sigmoid(nonzero / mid).mean()) + tie_share * 0.5
+        agree = _agreement(gaps, toward, mid, ties_count_half)
         lo, hi = (mid, hi) if agree > agreement else (lo, mid)
     return math.sqrt(lo * hi)
 
@@ -168,14 +191,17 @@ class World:
         taste_rng = np.random.default_rng(derive_seed(seed, Stream.WORLD_TASTE))
         self.taste = dict(zip(FILLER, taste_rng.standard_normal(len(FILLER)).tolist(), strict=True))
         self.unnamed_scale: dict[str, float] = {d: 0.0 for d in self.domains}  # the calibration sets it
+        self.length_scale: dict[str, float] = {d: 0.0 for d in self.domains}  # the calibration sets it
         calibration = calibration or self._calibrate()
         self.human_temperature = float(calibration["human_temperature"])
         self.judge_temperatures = dict(calibration["judge_temperatures"])
         self.unnamed_scale = dict(calibration["unnamed_scale"])
+        # Calibrations written before the raters' length preference existed have none: its share was 0 then.
+        self.length_scale = dict(calibration.get("length_scale", self.length_scale))
 
     def calibration(self) -> dict:
         return {"human_temperature": self.human_temperature, "judge_temperatures": dict(self.judge_temperatures),
-                "unnamed_scale": dict(self.unnamed_scale)}
+                "unnamed_scale": dict(self.unnamed_scale), "length_scale": dict(self.length_scale)}
 
     # ----------------------------------------------------------------------------------- prompts
     def sample_prompt(self, rng: np.random.Generator, domain: str | None = None) -> tuple[str, str]:
@@ -238,6 +264,19 @@ class World:
         words.append("?" if rng.random() < 0.4 else ".")
         return " ".join(words)
 
+    def pad_verbosity(self, response: str, rng: np.random.Generator) -> str:
+        """``response`` padded with verbosity: its filler words (the content-free glue, ``FILLER``) said once more,
+        in a random order, after the last of them and before the final punctuation mark.
+
+        Nothing gold reads gets better: the content (keywords, tone words, hedges, the answer) is untouched, the
+        raters' taste (a mean over the filler words) is the same, richness (distinct / all words) falls, repeated
+        phrases can only be added (every bigram of the response is still there), and the length grows — which
+        gold's length point penalises once a response is past its domain's ideal length."""
+        words = response.split()
+        body, end = words[:-1], words[-1:]  # a world response ends with its punctuation mark
+        filler = [w for w in body if w in self.taste]
+        return " ".join(body + [filler[i] for i in rng.permutation(len(filler))] + end)
+
     # ----------------------------------------------------------------------------------- gold
     def features(self, prompt: str, response: str):
         return measure(prompt, response, self.knowledge)
@@ -273,21 +312,36 @@ class World:
         """
         cfg = self.config
         rng = np.random.default_rng(derive_seed(self.seed, Stream.WORLD_CALIBRATION))
-        pairs, point_gaps = [], {}  # pairs: (domain, named gold gap, taste gap) of each same-prompt pair
+        # pairs: (domain, named gold gap, taste gap, length gap in words) of each same-prompt pair
+        pairs, point_gaps = [], {}
         for _ in progress(range(cfg.calibration_pairs), desc="world: calibrating annotators", unit="pair"):
             prompt, domain = self.sample_prompt(rng)
             a, b = (self.sample_response(prompt, domain, rng) for _ in range(2))
             ca, cb = self.capabilities(prompt, a, domain), self.capabilities(prompt, b, domain)
-            pairs.append((domain, sum(ca.values()) - sum(cb.values()), self.unnamed_taste(a) - self.unnamed_taste(b)))
+            pairs.append((domain, sum(ca.values()) - sum(cb.values()), self.unnamed_taste(a) - self.unnamed_taste(b),
+                          response_length(a) - response_length(b)))
             for name in ca:
                 point_gaps.setdefault(name, []).append(abs(ca[name] - cb[name]))
         share = cfg.unnamed_share
         for d in self.domains:
             # E[(x_a - x_b)^2] / 2 is the within-prompt variance of x.
-            v_named = float(np.mean([g ** 2 for dom, g, _ in pairs if dom == d] or [0.0])) / 2
-            v_taste = float(np.mean([t ** 2 for dom, _, t in pairs if dom == d] or [0.0])) / 2
+            v_named = float(np.mean([g ** 2 for dom, g, _, _ in pairs if dom == d] or [0.0])) / 2
+            v_taste = float(np.mean([t ** 2 for dom, _, t, _ in pairs if dom == d] or [0.0])) / 2
             self.unnamed_scale[d] = math.sqrt(share / (1 - share) * v_named / v_taste) if v_taste > 0 else 0.0
-        gold_gaps = np.asarray([abs(g + self.unnamed_scale[d] * t) for d, g, t in pairs])
+        gold_gaps = np.asarray([g + self.unnamed_scale[d] * t for d, g, t, _ in pairs])
+        # The raters' length preference: lambda_d per word, so that Var_within(lambda_d * length) =
+        # share / (1 - share) * Var_within(gold) in each domain (the same reading of a share as the unnamed part's).
+        length_share = cfg.human_length_share
+        for d in self.domains:
+            v_gold = float(np.mean([g ** 2 for g, (dom, *_) in zip(gold_gaps, pairs, strict=True) if dom == d]
+                                   or [0.0])) / 2
+            v_length = float(np.mean([n ** 2 for dom, _, _, n in pairs if dom == d] or [0.0])) / 2
+            self.length_scale[d] = (math.sqrt(length_share / (1 - length_share) * v_gold / v_length)
+                                    if length_share > 0 and v_length > 0 else 0.0)
+        # Each pair's utility gap as the raters see it, signed towards gold's order: positive where they lean the way
+        # gold does (without a length preference it is gold's own |gap|).
+        length_gaps = np.asarray([self.length_scale[d] * n for d, _, _, n in pairs])
+        toward_gold = np.sign(gold_gaps) * (gold_gaps + length_gaps)
         # With flip rate f, agreement = (1-f) * E[sigmoid] + f * (1 - E[sigmoid]).
         f = cfg.human_flip_rate
         if cfg.human_agreement >= 1.0 - f - 1e-9 and f > 0:
@@ -295,15 +349,28 @@ class World:
                 f"data.world.human_agreement={cfg.human_agreement} is unreachable with human_flip_rate={f}"
             )
         target = (cfg.human_agreement - f) / (1 - 2 * f) if f < 0.5 else 0.5
-        human_t = _temperature_for(gold_gaps, target, ties_count_half=True)
+        human_t = _temperature_for(np.abs(gold_gaps), target, ties_count_half=True, toward=toward_gold)
+        if length_share > 0:
+            reached = _agreement(np.abs(gold_gaps), toward_gold, human_t, ties_count_half=True)
+            if abs(reached - target) > AGREEMENT_TOLERANCE:
+                raise ValueError(
+                    f"data.world.human_length_share={length_share}: raters who like length that much agree with "
+                    f"gold {reached:.3f} of the time at best, short of human_agreement={cfg.human_agreement}; "
+                    "lower one of them")
         judge_t = {}
         for name, gaps in point_gaps.items():
             agreement = cfg.judge_agreement_per_point.get(name, cfg.judge_agreement)
             judge_t[name] = _temperature_for(np.asarray(gaps), agreement, ties_count_half=False)
         return {"human_temperature": human_t, "judge_temperatures": judge_t, "unnamed_scale": self.unnamed_scale}
 
-    def human_prefers_first(self, gold_a: float, gold_b: float, rng: np.random.Generator) -> bool:
-        p = float(_sigmoid(np.asarray((gold_a - gold_b) / self.human_temperature)))
+    def human_utility(self, gold: float, response: str, domain: str) -> float:
+        """What a simulated human rater weighs: ``gold`` (the response's gold reward) plus its length preference,
+        ``length_scale`` per word (0 without one: gold itself)."""
+        return gold + self.length_scale[domain] * response_length(response)
+
+    def human_prefers_first(self, utility_a: float, utility_b: float, rng: np.random.Generator) -> bool:
+        """One rater's label: Bradley-Terry on the two responses' ``human_utility``, then the uniform flips."""
+        p = float(_sigmoid(np.asarray((utility_a - utility_b) / self.human_temperature)))
         first = rng.random() < p
         if rng.random() < self.config.human_flip_rate:
             first = not first
@@ -346,7 +413,7 @@ def preference_pairs(world: World, n_pairs: int, rng: np.random.Generator) -> di
         a, b = world.sample_response(prompt, domain, rng), world.sample_response(prompt, domain, rng)
         ca, cb = world.capabilities(prompt, a, domain), world.capabilities(prompt, b, domain)
         ga, gb = sum(ca.values()) + world.unnamed(a, domain), sum(cb.values()) + world.unnamed(b, domain)
-        if not world.human_prefers_first(ga, gb, rng):
+        if not world.human_prefers_first(world.human_utility(ga, a, domain), world.human_utility(gb, b, domain), rng):
             a, b, ca, cb, ga, gb = b, a, cb, ca, gb, ga
         cols["prompt"].append(prompt)
         cols["chosen"].append(a)
@@ -358,6 +425,36 @@ def preference_pairs(world: World, n_pairs: int, rng: np.random.Generator) -> di
         cols["cap_chosen"].append(list(ca.values()))
         cols["cap_rejected"].append(list(cb.values()))
         cols["human_agrees_gold"].append(ga > gb)
+    return cols
+
+
+def verbosity_pairs(world: World, n_pairs: int, rng: np.random.Generator) -> dict[str, list]:
+    """``n_pairs`` style-controlled pairs on fresh prompts, balanced over domains, as columns: RM-Bench's question
+    (the same substance in two styles) asked of length. Each pair is one generator response (``concise``) and the
+    same response padded with verbosity (``verbose``, ``World.pad_verbosity``), with their gold rewards.
+
+    The concise response is drawn (again, until one is) between its domain's ideal length and twice it, with some
+    filler to pad: from the ideal length on, gold's length point falls with every word, and nothing else gold reads
+    gets better with the padding, so gold prefers the concise response of every pair (tests/test_world.py checks
+    it). Domains whose ideal length the response cap (``max_words``) does not reach get no pairs."""
+    cols: dict[str, list] = {k: [] for k in ("prompt", "domain", "concise", "verbose", "gold_concise",
+                                             "gold_verbose")}
+    domains = [d for d in world.domains if LENGTH_TARGETS[d] < world.config.max_words]
+    for i in progress(range(n_pairs if domains else 0), desc="world: verbosity pairs", unit="pair"):
+        prompt, domain = world.sample_prompt(rng, domains[i % len(domains)])
+        target = LENGTH_TARGETS[domain]
+        while True:
+            concise = world.sample_response(prompt, domain, rng)
+            if (target <= response_length(concise) <= 2 * target
+                    and any(w in world.taste for w in concise.split())):
+                break
+        verbose = world.pad_verbosity(concise, rng)
+        cols["prompt"].append(prompt)
+        cols["domain"].append(domain)
+        cols["concise"].append(concise)
+        cols["verbose"].append(verbose)
+        cols["gold_concise"].append(world.gold(prompt, concise, domain))
+        cols["gold_verbose"].append(world.gold(prompt, verbose, domain))
     return cols
 
 
