@@ -522,3 +522,11 @@ class VerifierData:
         first = 1 if value_a > value_b or (value_a == value_b and u_first < 0.5) else 2
         second = 1 if value_b > value_a or (value_a == value_b and u_second < 0.5) else 2
         return first, second
+
+
+def gold_scores(data, prompts: list[str], responses: list[str], domains: list[str]) -> np.ndarray:
+    """The data's gold rewards of responses (the studies' and the length-bias pairs'); a gold that is a model (gold=rm)
+    scores the whole list in batches."""
+    if hasattr(data, "gold_batch"):
+        return np.asarray(data.gold_batch(prompts, responses, domains), dtype=float)
+    return np.array([data.gold(p, r, d) for p, r, d in zip(prompts, responses, domains, strict=True)], dtype=float)

@@ -24,6 +24,7 @@ import numpy as np
 
 from .accuracy import by_domain, pair_correct
 from .data.schema import encode_sequences
+from .gold import gold_scores
 from .seeds import Stream, derive_seed
 from .world.capabilities import response_length
 from .world.world import World, verbosity_pairs
@@ -85,8 +86,6 @@ def style_controlled(arch, backbone, data, seed: int, n_pairs: int, batch_size: 
     world = getattr(data, "world", None)
     if not isinstance(world, World) or n_pairs < 1:
         return None
-    from .optimize.study import gold_scores  # the studies import this module
-
     t0 = time.perf_counter()
     pairs = verbosity_pairs(world, n_pairs, np.random.default_rng(derive_seed(seed, Stream.STYLE_PAIRS)))
     if not pairs["prompt"]:

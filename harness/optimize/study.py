@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..cache import ArtifactCache
 from ..data.schema import encode_sequences
 from ..device import CPU, Compute, place
+from ..gold import gold_scores
 from ..length_bias import sample_length_bias
 from ..progress import config_name
 from ..seeds import Stream
@@ -90,13 +91,6 @@ def proxy_scores(arch, backbone, data, prompts: list[str], responses: list[str],
                             {d: i for i, d in enumerate(data.domains)}, backbone.max_length)
     scorer = arch.study_scorer(study) if study is not None else None
     return arch.score(seqs, batch_size, scorer).numpy().astype(float)
-
-
-def gold_scores(data, prompts: list[str], responses: list[str], domains: list[str]) -> np.ndarray:
-    """Gold rewards; a gold that is a model (gold=rm, harness.gold) scores the whole list in batches."""
-    if hasattr(data, "gold_batch"):
-        return np.asarray(data.gold_batch(prompts, responses, domains), dtype=float)
-    return np.array([data.gold(p, r, d) for p, r, d in zip(prompts, responses, domains, strict=True)], dtype=float)
 
 
 def gold_units(data, initial: np.ndarray, scale: str) -> dict:
