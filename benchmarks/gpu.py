@@ -60,10 +60,10 @@ sys.path.insert(0, str(ROOT))
 
 from harness.archs.base import TrainConfig  # noqa: E402
 from harness.archs.single import SingleRM  # noqa: E402
+from harness.archs.train import train_bradley_terry  # noqa: E402
 from harness.data.schema import EncodedPairs, EncodedSequences  # noqa: E402
 from harness.device import resolve_compute  # noqa: E402
 from harness.optimize.policy import Policy, response_mask  # noqa: E402
-from harness.train import train_bradley_terry  # noqa: E402
 
 # The published configurations (config.json of HuggingFaceTB/SmolLM2-135M and Qwen/Qwen2.5-0.5B); random weights.
 SHAPES = {

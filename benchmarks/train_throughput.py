@@ -4,7 +4,7 @@ torch loop and against TRL's RewardTrainer, on the same model, data and batch si
     python benchmarks/train_throughput.py [--pairs 2000] [--reps 5] [--threads 1] [hydra overrides...]
 
 Configurations, each one epoch over the same ``--pairs`` training pairs, from the same initial weights:
-  H  the harness: ``harness.train.train_bradley_terry`` on a ``single`` RM (val=None: no validation),
+  H  the harness: ``harness.archs.train.train_bradley_terry`` on a ``single`` RM (val=None: no validation),
      its length-bucketed batches, its AdamW, schedule and clipping. Timed: the whole call.
   B  a bare torch loop (perf_anchor's B): random batches padded to their longest pair, fused AdamW, the same
      schedule and clipping. Timed: optimizer build to the last step's loss.
@@ -48,10 +48,10 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 
 from harness.archs.base import TrainConfig  # noqa: E402
 from harness.archs.single import SingleRM  # noqa: E402
+from harness.archs.train import evaluate_pairs, train_bradley_terry  # noqa: E402
 from harness.cache import ArtifactCache  # noqa: E402
 from harness.data.schema import encode_pairs  # noqa: E402
 from harness.job import build  # noqa: E402
-from harness.train import evaluate_pairs, train_bradley_terry  # noqa: E402
 
 CONFIGS = ("H", "B", "C", "T")
 

@@ -83,7 +83,7 @@ def _seconds(s: float) -> str:
 def _sd_unit(block: Mapping) -> str:
     # The unit in words: which s.d. of the initial policy's samples (harness.optimize.bon.reward_units).
     kind = ((block.get("units") or {}).get("gold") or {}).get("scale_kind", "")
-    # gold=verifier: gold is a pass rate less the initial policy's (harness/gold.py VerifierData.gold_units).
+    # gold=verifier: gold is a pass rate less the initial policy's (harness/optimize/study.py gold_units).
     return {"within_prompt": "within-prompt s.d.", "total": "total s.d.",
             "pass_rate": "pass-rate units (proxy: within-prompt s.d.)"}.get(kind, "s.d.")
 

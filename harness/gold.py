@@ -27,7 +27,7 @@
   chosen, a human-like verbosity preference), the rest by the verifier and then flipped with ``label_noise``.
   Gold is the verifier exactly: ``gold_chosen`` / ``gold_rejected`` are the responses' correctness (0 / 1), so
   gold accuracy is read on the pairs whose correctness differs; BoN samples the held-out ``eval`` prompts and
-  reads the pass rate of the proxy's pick (``gold_units``: the pass rate less the initial policy's, unscaled).
+  reads the pass rate of the proxy's pick (``gold_scale_kind``: the pass rate less the initial policy's, unscaled).
   The capability points correctness / format / length (``cap_*`` columns) are what arch/labeler=oracle reads
   exactly (``VerifierData.judge_pair``); the other labelers judge the texts themselves.
 """
@@ -173,13 +173,8 @@ class RMGold:
         k = 2 * self.pairs_per_prompt
         spec = {"policy": policy.cache_spec(), "data": data.spec(seed), "per_prompt": k, "seed": seed}
 
-        def build(out: Path) -> None:
-            flat = [p for split in SPLITS for p, _ in prompts[split] for _ in range(k)]
-            texts = policy.sample(flat, seed, Stream.GOLD_SAMPLES)
-            (out / "responses.json").write_text(json.dumps(texts), encoding="utf-8")
-
-        entry = cache.directory("gold_rm_responses", spec, build)
-        texts = json.loads((entry / "responses.json").read_text(encoding="utf-8"))
+        flat = [p for split in SPLITS for p, _ in prompts[split] for _ in range(k)]
+        texts = cached_samples(cache, "gold_rm_responses", spec, policy, flat, seed, Stream.GOLD_SAMPLES)
         groups, start = {}, 0
         for split in SPLITS:
             groups[split] = []
@@ -414,13 +409,8 @@ class VerifierGold:
         # the train / val / test splits got (a question drawn for a held-out split is not drawn again).
         spec = {"policy": policy.cache_spec(), "prompts": self.prompts, "per_prompt": k, "seed": task_seed}
 
-        def build(out: Path) -> None:
-            flat = [t.prompt for split in SPLITS for t in data.tasks[split] for _ in range(k)]
-            texts = policy.sample(flat, task_seed, Stream.VERIFIER_SAMPLES)
-            (out / "responses.json").write_text(json.dumps(texts), encoding="utf-8")
-
-        entry = cache.directory("verifier_samples", spec, build)
-        texts = json.loads((entry / "responses.json").read_text(encoding="utf-8"))
+        flat = [t.prompt for split in SPLITS for t in data.tasks[split] for _ in range(k)]
+        texts = cached_samples(cache, "verifier_samples", spec, policy, flat, task_seed, Stream.VERIFIER_SAMPLES)
         out, start = {}, 0
         for split in SPLITS:
             out[split] = [texts[start + i * k : start + (i + 1) * k] for i in range(len(data.tasks[split]))]
@@ -432,6 +422,10 @@ class VerifierData:
     """The data a job sees under gold=verifier: the verifier-labelled pairs (``splits``, after ``apply``), the
     verifier as ``gold``, the held-out ``eval`` tasks as ``eval_prompts``, and, for arch/labeler=oracle, the
     capability points as ``world.capabilities`` / ``world.judge_pair`` read exactly from the verifier."""
+
+    # Gold's units in the studies (harness/optimize/study.py ``gold_units``): the pass rate less the initial
+    # policy's, unscaled, not the within-prompt s.d. of a reward.
+    gold_scale_kind = "pass_rate"
 
     def __init__(self, gold: VerifierGold, tasks: dict[str, list[Task]], task_seed: int):
         self.name = "verifier"
@@ -496,20 +490,6 @@ class VerifierData:
         """Correctness (0 / 1) of each response: the pass rate is its mean."""
         return np.array([self.gold(p, r, d) for p, r, d in zip(prompts, responses, domains, strict=True)], dtype=float)
 
-    def gold_units(self, initial: np.ndarray, scale: str) -> dict:
-        """BoN / PPO's gold units (harness/optimize/study.py): the pass rate less the initial policy's, unscaled, so a
-        curve's gold is the pass-rate gain of the proxy's pick and ``mean`` the initial pass rate. The s.d.s and the
-        within-prompt share of ``reward_units`` come beside it (``scale``'s, for comparison; NaN when every sample
-        has the same verdict)."""
-        from .optimize.bon import reward_units
-
-        initial = np.asarray(initial, dtype=float)
-        try:
-            spread = reward_units(initial, scale)
-        except ValueError:
-            spread = {"sd_within": float("nan"), "sd_total": float("nan"), "within_share": float("nan")}
-        return {**spread, "scale_kind": "pass_rate", "mean": float(initial.mean()), "scale": 1.0}
-
     # -- what arch/labeler=oracle asks the world
     def capabilities(self, prompt: str, response: str, domain: str) -> dict[str, float]:
         v = self.verdict(prompt, response)
@@ -530,3 +510,16 @@ def gold_scores(data, prompts: list[str], responses: list[str], domains: list[st
     if hasattr(data, "gold_batch"):
         return np.asarray(data.gold_batch(prompts, responses, domains), dtype=float)
     return np.array([data.gold(p, r, d) for p, r, d in zip(prompts, responses, domains, strict=True)], dtype=float)
+
+
+def cached_samples(cache: ArtifactCache, kind: str, spec: dict, policy, prompts: list[str], seed: int,
+                   stream: Stream) -> list[str]:
+    """The policy's response to each of ``prompts`` (one sample per entry; repeat a prompt for more), sampled once
+    under the cache entry ``kind``/``spec`` and read back from it afterwards."""
+
+    def build(out: Path) -> None:
+        texts = policy.sample(prompts, seed, stream)
+        (out / "responses.json").write_text(json.dumps(texts), encoding="utf-8")
+
+    entry = cache.directory(kind, spec, build)
+    return json.loads((entry / "responses.json").read_text(encoding="utf-8"))

@@ -1,7 +1,7 @@
 """The one update rule of every gradient loop that trains a model from data — the reward models' phases and
-routers (``harness.train``), causal-LM pre-training of the tiny backbone and SFT of the tiny policy (``backbones``):
-AdamW, linear warm-up then linear decay to 0, gradient-norm clipping. PPO keeps its own (two optimisers, one
-backward, constant learning rate: ``optimize.ppo``)."""
+routers (``harness.archs.train``), causal-LM pre-training of the tiny backbone and SFT of the tiny policy
+(``backbones``): AdamW, linear warm-up then linear decay to 0, gradient-norm clipping. PPO keeps its own (two
+optimisers, one backward, constant learning rate: ``optimize.ppo``)."""
 
 from __future__ import annotations
 

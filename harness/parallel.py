@@ -6,7 +6,7 @@ gradients. One process per GPU (or a few CPU processes with gloo, as the test do
 What each process does:
 - data and backbone: every process prepares them (the same seeded, deterministic builds); only rank 0 writes
   cache entries (``ArtifactCache`` asks ``is_writer``), the others build alongside and then read rank 0's;
-- reward-model training (``harness.train.train_bradley_terry`` / ``train_classifier``, every phase of every
+- reward-model training (``harness.archs.train.train_bradley_terry`` / ``train_classifier``, every phase of every
   architecture): each step's batch of ``train.batch_size`` pairs is split across the processes, each loss is
   weighted by its share so that DDP's average of the gradients is the gradient of the whole batch's mean — the
   same steps, schedule and updates as one process, up to the order of float sums. Validation inside training
@@ -210,7 +210,7 @@ class Trainer:
     def __init__(self, forward: Callable, evaluate: Callable, params: list[nn.Parameter],
                  close: Callable[[], None] = lambda: None):
         self.forward, self.evaluate, self.params, self.close = forward, evaluate, params, close
-        self.optimizer_step: Callable | None = None  # the loop's update rule over ``params`` (harness/train.py)
+        self.optimizer_step: Callable | None = None  # the loop's update rule over ``params`` (harness/archs/train.py)
 
 
 def data_parallel(model: nn.Module, forward: Callable, params: list[nn.Parameter]) -> Trainer:

@@ -30,9 +30,9 @@ import torch
 from conftest import CONF_DIR, compose
 
 from harness.archs.base import RewardModel, RewardOutput
+from harness.archs.train import bradley_terry_loss
 from harness.cache import ArtifactCache
 from harness.job import build
-from harness.train import bradley_terry_loss
 
 ARCHS = sorted(path.stem for path in (Path(CONF_DIR) / "arch").glob("*.yaml"))
 

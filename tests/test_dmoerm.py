@@ -10,10 +10,10 @@ import torch
 from conftest import compose
 
 from harness.archs.dmoerm import DMoERM, expert_name, oriented_pairs
+from harness.archs.train import bradley_terry_loss
 from harness.data.schema import Batch
 from harness.evaluate import evaluate_architecture
 from harness.labelers.oracle import OracleLabeler
-from harness.train import bradley_terry_loss
 
 
 def make(**overrides) -> DMoERM:

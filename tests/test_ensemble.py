@@ -9,10 +9,10 @@ from torch import nn
 from harness.archs.base import RewardModel, RewardOutput, TrainConfig
 from harness.archs.ensemble import AGGREGATORS, EnsembleRM, aggregate
 from harness.archs.single import SingleRM
+from harness.archs.train import train_bradley_terry
 from harness.cache import ArtifactCache
 from harness.evaluate import evaluate_architecture, evaluate_views
 from harness.job import build
-from harness.train import train_bradley_terry
 
 # ---------------------------------------------------------------- aggregator math on hand values
 

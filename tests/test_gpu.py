@@ -79,7 +79,7 @@ def test_packed_equals_padded_on_cuda(precision, atol):
 def test_packed_training_on_cuda(tiny):
     """The single RM trains packed (flex / flash) on the GPU about as well as padded."""
     from harness.archs.single import SingleRM
-    from harness.train import train_bradley_terry
+    from harness.archs.train import train_bradley_terry
 
     results = {}
     for packing in ("off", "on"):

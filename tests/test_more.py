@@ -5,9 +5,9 @@ from hydra.utils import instantiate
 
 from harness.archs.moe import expert_numel, load_balancing_loss, union_active_params
 from harness.archs.more import MoRE, SparseMoE
+from harness.archs.train import bradley_terry_loss
 from harness.evaluate import expert_load
 from harness.seeds import Stream, derive_seed
-from harness.train import bradley_terry_loss
 
 KNOBS = dict(num_experts=None, top_k=2, layers=None, expert_noise=0.0, router_init_std=0.02, aux_loss_coef=0.01,
              experts_implementation="eager")

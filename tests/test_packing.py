@@ -109,7 +109,7 @@ def test_padding_free_training_on_the_cpu_follows_padded_training(tiny):
     """The shared loop with packing=on (sdpa on the CPU) trains a single RM to the weights padded training
     reaches, up to float summation order; and its scores are the padded scores."""
     from harness.archs.single import SingleRM
-    from harness.train import train_bradley_terry
+    from harness.archs.train import train_bradley_terry
 
     trained = {}
     for packing in ("off", "on"):

@@ -11,9 +11,9 @@ from conftest import CONF_DIR, EXPORT_SHRINK, TINY_BACKBONE, compose, tiny_polic
 from hydra.utils import instantiate
 
 from harness.archs.single import SingleRM
+from harness.archs.train import train_bradley_terry
 from harness.device import place, resolve_compute
 from harness.job import build
-from harness.train import train_bradley_terry
 
 ARCHS = sorted(path.stem for path in (Path(CONF_DIR) / "arch").glob("*.yaml"))
 

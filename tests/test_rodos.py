@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from harness.archs.rodos import RODOS
+from harness.archs.train import bradley_terry_loss
 from harness.evaluate import evaluate_architecture, routing_accuracy
-from harness.train import bradley_terry_loss
 
 
 def without_domains(pairs):

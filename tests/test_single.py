@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from harness.archs.single import SingleRM
-from harness.train import bradley_terry_loss
+from harness.archs.train import bradley_terry_loss
 
 
 def test_bt_loss_is_log2_for_equal_rewards():
@@ -45,7 +45,7 @@ def test_nan_loss_stops_training_with_a_clear_error(tiny):
     rm = SingleRM().build(tiny.ctx(), 0)
     with torch.no_grad():
         rm.model.score.weight.fill_(float("nan"))
-    from harness.train import train_bradley_terry
+    from harness.archs.train import train_bradley_terry
 
     with pytest.raises(FloatingPointError, match="loss is nan"):
         train_bradley_terry(rm, list(rm.parameters()), tiny.train, None, tiny.ctx().train, 0, phase="single")

@@ -4,10 +4,10 @@ from conftest import UMM_KNOBS, compose
 from hydra.utils import instantiate
 from transformers import AutoModelForSequenceClassification
 
+from harness.archs.train import bradley_terry_loss
 from harness.archs.umm import UMMRM, SharedExpertMoE
 from harness.evaluate import evaluate_views, expert_load
 from harness.seeds import Stream, derive_seed
-from harness.train import bradley_terry_loss
 
 
 def numel(module):

@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 from harness.gold import VERIFIER_POINTS, VerifierData, VerifierGold, verifier_pairs
 from harness.job import run_job
 from harness.labelers.oracle import OracleLabeler
-from harness.optimize.study import pass_rate_curve
+from harness.optimize.study import gold_units, pass_rate_curve
 from harness.verifiable.tasks import (
     TASK_SPLITS,
     Addition,
@@ -224,7 +224,7 @@ def test_gold_applies_samples_once_and_labels_pairs_by_the_verifier(tmp_path):
     assert data.gold_batch([p, p], [answer, f"no idea, maybe {answer}0"], [family] * 2).tolist() == [1.0, 0.0]
     with pytest.raises(ValueError, match="gold.prompts.eval"):
         data.eval_prompts(COUNTS["eval"] * len(FAMILIES) + 1, 0)
-    units = data.gold_units(np.array([[1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 0.0]]), "within_prompt")
+    units = gold_units(data, np.array([[1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 0.0]]), "within_prompt")
     assert units["scale_kind"] == "pass_rate" and units["mean"] == 0.625 and units["scale"] == 1.0
 
 

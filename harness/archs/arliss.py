@@ -32,7 +32,6 @@ from torch import nn
 
 from ..data.schema import Batch, EncodedPairs
 from ..seeds import Stream, derive_seed
-from ..train import train_bradley_terry, train_classifier
 from . import routed
 from .base import (
     FitContext,
@@ -42,6 +41,7 @@ from .base import (
     lora_rank,
     lora_report,
 )
+from .train import train_bradley_terry, train_classifier
 
 ROUTER = "router"
 

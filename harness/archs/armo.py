@@ -45,9 +45,9 @@ from torch import nn
 from ..data.schema import Batch, EncodedPairs, EncodedSequences
 from ..packing import sequence_logits
 from ..seeds import Stream, derive_seed
-from ..train import train_bradley_terry
 from .base import FitContext, RewardModel, RewardOutput, TrainConfig, View, capability_points
 from .single_judge import request_judge_labels
+from .train import train_bradley_terry
 
 
 def last_token(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

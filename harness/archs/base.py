@@ -1,12 +1,12 @@
 """The reward-model interface every architecture implements: ``RewardModel``, what ``fit`` receives
 (``FitContext``, ``TrainConfig``) and what a forward returns (``RewardOutput``), with the small helpers the
 interface's methods share (routing rows by domain, LoRA ranks, capability points). The training loops that ``fit``
-calls are harness/train.py's.
+calls are harness/archs/train.py's.
 
 The seam (STYLE.md): ``forward(batch)`` returns a ``RewardOutput`` whose ``reward`` (B,) is all trainers and
 evaluators act on, an optional already-weighted ``aux_loss`` the loop adds without asking why, and an ``info``
 dict for ``explain()`` and plots. Multi-phase recipes live in the architecture's own ``fit``, calling
-``harness.train.train_bradley_terry`` as often as they need.
+``harness.archs.train.train_bradley_terry`` as often as they need.
 
 Beside its reward an architecture may expose, for evaluation only: ``views()``, its alternative scorers by name
 (ensemble members, a model before a merge, oracle routing, single experts), ``routing()``, its domain router, and
@@ -66,7 +66,7 @@ class TrainConfig:
     evals_per_epoch: int
     patience: int
     bucket_chunks: int
-    # Weight of an L2 penalty on the rewards themselves (see harness.train.train_bradley_terry); 0: none.
+    # Weight of an L2 penalty on the rewards themselves (see harness.archs.train.train_bradley_terry); 0: none.
     score_l2: float = 0.0
 
     def validate(self, where: str = "train") -> None:
@@ -115,7 +115,7 @@ class RewardModel(nn.Module):
     default (every parameter active, ``info`` of the forward) is not what the architecture does."""
 
     # Where the RM runs and in what precision (harness/device.py). The job sets it before ``fit``; the training loops
-    # (harness/train.py), ``score`` and ``explain`` move the modules and every batch there and autocast by it.
+    # (harness/archs/train.py), ``score`` and ``explain`` move the modules and every batch there and autocast by it.
     compute: Compute = CPU
     # Why the architecture's forwards stay padded where packing would run (harness/packing.py ``note_padded``: one
     # log line; length-bucketed batches then save the padding); None: its forwards pack (sequence_logits).

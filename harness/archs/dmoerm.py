@@ -42,7 +42,6 @@ from torch import nn
 
 from ..data.schema import Batch, EncodedPairs, EncodedSequences
 from ..seeds import Stream, derive_seed
-from ..train import train_bradley_terry, train_classifier
 from .base import (
     FitContext,
     RewardModel,
@@ -55,6 +54,7 @@ from .base import (
     require_domains,
     route_rows,
 )
+from .train import train_bradley_terry, train_classifier
 
 
 def expert_name(k: int) -> str:

@@ -40,8 +40,8 @@ from ..data.schema import Batch
 from ..device import CPU, Compute
 from ..packing import sequence_logits
 from ..seeds import Stream, derive_seed
-from ..train import train_bradley_terry
 from .base import FitContext, RewardModel, RewardOutput, View
+from .train import train_bradley_terry
 
 AGGREGATORS = ("mean", "wco", "uwo")
 # How members are re-expressed on the reference set before they are aggregated (module docstring).

@@ -23,9 +23,9 @@ from transformers.models.mixtral.modeling_mixtral import MixtralExperts, Mixtral
 
 from ..data.schema import Batch
 from ..seeds import Stream, derive_seed
-from ..train import train_bradley_terry
 from . import moe
 from .base import FitContext, RewardModel, RewardOutput
+from .train import train_bradley_terry
 
 
 class SparseMoE(nn.Module):

@@ -45,8 +45,8 @@ from torch.nn.utils import parametrize
 from ..data.schema import Batch
 from ..packing import sequence_logits
 from ..seeds import Stream, derive_seed
-from ..train import train_bradley_terry
 from .base import FitContext, RewardModel, RewardOutput, TrainConfig, View
+from .train import train_bradley_terry
 
 # Columns of the backbone's two-label score layer.
 QUALITY, LENGTH = 0, 1

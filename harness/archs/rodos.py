@@ -18,9 +18,9 @@ from torch import nn
 from ..data.schema import Batch, EncodedPairs
 from ..packing import sequence_logits
 from ..seeds import Stream, derive_seed
-from ..train import train_bradley_terry, train_classifier
 from . import routed
 from .base import FitContext, RewardModel, RewardOutput, View
+from .train import train_bradley_terry, train_classifier
 
 
 class RODOS(RewardModel):

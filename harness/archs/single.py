@@ -10,8 +10,8 @@ import dataclasses
 from ..data.schema import Batch
 from ..packing import sequence_logits
 from ..seeds import Stream, derive_seed
-from ..train import train_bradley_terry
 from .base import FitContext, RewardModel, RewardOutput, TrainConfig
+from .train import train_bradley_terry
 
 
 class SingleRM(RewardModel):

@@ -32,8 +32,8 @@ import torch
 from ..data.schema import Batch, EncodedPairs, EncodedSequences
 from ..packing import sequence_logits
 from ..seeds import Stream, derive_seed
-from ..train import train_bradley_terry
 from .base import FitContext, RewardModel, RewardOutput, TrainConfig, capability_points
+from .train import train_bradley_terry
 
 AGGREGATES = ("fitted", "vote")
 

@@ -40,9 +40,9 @@ from transformers.models.mixtral.modeling_mixtral import MixtralExperts, Mixtral
 from ..backbones import merge_lora
 from ..data.schema import Batch, EncodedPairs
 from ..seeds import Stream, derive_seed
-from ..train import train_bradley_terry
 from . import moe
 from .base import FitContext, RewardModel, RewardOutput, View
+from .train import train_bradley_terry
 
 log = logging.getLogger(__name__)
 

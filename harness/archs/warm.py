@@ -40,7 +40,6 @@ from ..backbones import merge_lora
 from ..data.schema import Batch, EncodedPairs
 from ..packing import sequence_logits
 from ..seeds import Stream, derive_seed
-from ..train import evaluate_pairs
 from .base import FitContext, RewardModel, RewardOutput, View
 from .ensemble import (
     NORMALIZATIONS,
@@ -49,6 +48,7 @@ from .ensemble import (
     reference_normalization,
     train_member,
 )
+from .train import evaluate_pairs
 
 
 def warm_member_seeds(job_seed: int, member: int) -> tuple[int, int]:

@@ -94,11 +94,19 @@ def proxy_scores(arch, backbone, data, prompts: list[str], responses: list[str],
 
 
 def gold_units(data, initial: np.ndarray, scale: str) -> dict:
-    """Gold's units from its initial-policy scores: ``reward_units``, unless the data's gold has units of its own
-    (gold=verifier: the pass rate, re-centred but not scaled; harness/gold.py ``VerifierData.gold_units``)."""
-    if hasattr(data, "gold_units"):
-        return data.gold_units(initial, scale)
-    return reward_units(initial, scale)
+    """Gold's units from its initial-policy scores: ``reward_units``, unless the data's gold is a pass rate
+    (gold=verifier, ``gold_scale_kind``): then the pass rate less the initial policy's, unscaled, so a curve's gold
+    is the pass-rate gain of the proxy's pick and ``mean`` the initial pass rate; the s.d.s and the within-prompt
+    share of ``reward_units`` come beside it (``scale``'s, for comparison; NaN when every sample has the same
+    verdict)."""
+    if getattr(data, "gold_scale_kind", None) != "pass_rate":
+        return reward_units(initial, scale)
+    initial = np.asarray(initial, dtype=float)
+    try:
+        spread = reward_units(initial, scale)
+    except ValueError:
+        spread = {"sd_within": float("nan"), "sd_total": float("nan"), "within_share": float("nan")}
+    return {**spread, "scale_kind": "pass_rate", "mean": float(initial.mean()), "scale": 1.0}
 
 
 def bon_samples(policy: Policy, data, cache: ArtifactCache, seed: int, n_prompts: int, n_samples: int) -> dict:

@@ -17,13 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import parallel
-from .accuracy import pair_correct
-from .archs.base import FitContext, RewardModel, RewardOutput, TrainConfig
-from .data.schema import Batch, EncodedPairs, EncodedSequences
-from .device import CPU
-from .optim import make_optimizer_step
-from .progress import progress
+from .. import parallel
+from ..accuracy import pair_correct
+from ..data.schema import Batch, EncodedPairs, EncodedSequences
+from ..device import CPU
+from ..optim import make_optimizer_step
+from ..progress import progress
+from .base import FitContext, RewardModel, RewardOutput, TrainConfig
 
 
 def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
